@@ -1,0 +1,53 @@
+# Switchboard: `make run` starts the embedded default, `make test` runs the whole suite.
+# Both set up what they need first: Python packages from the lock file (with uv), the socket.io
+# browser client from npm's lock file, and (for tests, as root) Debian's redis-server and chromium.
+
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup python web system-deps run test lint typecheck bench clean
+
+help:
+	@echo "make run    start everything in one process at https://localhost:8443"
+	@echo "make test   run the whole test suite (installs what it needs)"
+	@echo "make lint   ruff and mypy"
+	@echo "make bench  benchmarks (see docs/benchmarks.md)"
+
+setup: python web
+
+python: .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock switchboard/pyproject.toml chat-service/pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	$(UV) sync --frozen
+	@touch $@
+
+web: web/vendor/socket.io.esm.min.js
+
+web/vendor/socket.io.esm.min.js: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	mkdir -p web/vendor
+	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js web/vendor/
+
+system-deps:
+	@scripts/system-deps.sh
+
+run: setup
+	$(UV) run --frozen python -m switchboard.embedded
+
+test: setup system-deps
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: python
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+bench: setup system-deps
+	$(UV) run --frozen python bench/chat_fanout.py
+
+clean:
+	rm -rf .venv web/node_modules web/vendor .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Switchboard chat: unique nicknames, rooms, presence and history over socket.io."""

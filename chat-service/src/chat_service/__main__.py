@@ -1,0 +1,7 @@
+"""``python -m chat_service``: the chat service alone, configured by the environment."""
+
+from chat_service.settings import ChatSettings
+from switchboard.runner import run_service
+
+if __name__ == "__main__":
+    run_service(ChatSettings, "chat_service.app:create_service")

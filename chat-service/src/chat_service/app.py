@@ -1,0 +1,149 @@
+"""The chat service: the course's ``name`` and ``message`` events, made safe and shared by
+replicas. docs/protocol.md is the contract this module keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from redis.exceptions import RedisError
+from socketio.exceptions import ConnectionRefusedError as Refused
+
+from chat_service import validation
+from chat_service.settings import ChatSettings
+from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
+from switchboard.ratelimit import TokenBucket
+from switchboard.service import InputError, Service, ServiceNamespace
+
+
+class ChatNamespace(ServiceNamespace):
+    error_event = "chat_error"
+    error_events = {"name": "name_error"}
+
+    def __init__(self, service: Service, store: ChatStore, settings: ChatSettings) -> None:
+        super().__init__(service)
+        self.store = store
+        self.settings = settings
+        self.buckets: dict[str, TokenBucket] = {}
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if auth is not None and not isinstance(auth, dict):
+            raise Refused({"error": "bad_auth", "message": "auth must be an object."})
+        auth = auth or {}
+        try:
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            room = validation.room(auth.get("room", (query.get("room") or [None])[0]))
+            last_id = validation.message_id(auth.get("last_id"))
+        except InputError as error:
+            self.metrics.rejected("connect", error.code)
+            raise Refused(error.payload()) from None
+        try:
+            await self.store.join(sid, room)
+            await self.enter_room(sid, room)
+            members = await self.store.members(room)
+            history = await self.store.history(room, last_id)
+        except RedisError as exc:
+            self.metrics.redis_errors.inc()
+            await self.store.leave(sid)
+            raise Refused(
+                {"error": "unavailable", "message": f"Chat is unavailable ({exc}); try again."}
+            ) from None
+        self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
+        self.metrics.connected_clients.inc()
+        await self.emit("users", [m.wire() for m in members], to=sid)
+        await self.emit(
+            "history",
+            (
+                [m.wire() for m in history.messages],
+                {"room": room, "after": last_id, "complete": history.complete},
+            ),
+            to=sid,
+        )
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        if self.buckets.pop(sid, None) is None:
+            return
+        self.metrics.connected_clients.dec()
+        try:
+            session = await self.store.leave(sid)
+        except RedisError:
+            # Our heartbeat keeps the entry until this replica stops; the claim script also
+            # checks that the owner's session still exists, so the name is not stuck.
+            self.metrics.redis_errors.inc()
+            session = self.store.sessions.pop(sid, None)
+        if session and session.name:
+            await self.emit("user_left", Member(sid, session.name).wire(), room=session.room)
+
+    def _take(self, sid: str) -> None:
+        bucket = self.buckets[sid]
+        if not bucket.take():
+            raise InputError(
+                "rate_limited",
+                f"Too fast: wait {bucket.retry_after():.1f} s before sending again.",
+            )
+
+    async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
+        self._take(sid)
+        name = validation.nickname(validation.one_argument(args))
+        key = validation.nickname_key(name)
+        session = self.store.sessions[sid]
+        old = session.name
+        if name == old:
+            await self.emit("name", name, to=sid)
+            return {"ok": True, "name": name}
+        if not await self.store.claim(sid, name, key):
+            raise InputError("taken", f"The name {name!r} is taken; pick another.")
+        await self.emit("name", name, to=sid)
+        if old:
+            await self.emit("user_left", Member(sid, old).wire(), room=session.room)
+        await self.emit("user_joined", Member(sid, name).wire(), room=session.room)
+        return {"ok": True, "name": name}
+
+    async def on_message(self, sid: str, *args: Any) -> dict[str, Any]:
+        self._take(sid)
+        text = validation.message_text(validation.one_argument(args))
+        session = self.store.sessions[sid]
+        if not session.name:
+            raise InputError("no_name", "Pick a name before you send messages.")
+        message = await self.store.append(session.room, Member(sid, session.name), text)
+        await self.emit(
+            "message",
+            (message.sender.wire(), message.text, {"id": message.id, "ts": message.ts}),
+            room=session.room,
+        )
+        return {"ok": True, "id": message.id, "ts": message.ts}
+
+    async def announce_departed(self, departed: list[tuple[str, Member]]) -> None:
+        for room, member in departed:
+            await self.emit("user_left", member.wire(), room=room)
+
+    async def name_lost(self, sid: str, name: str) -> None:
+        error = InputError("taken", f"Your name {name!r} was taken while we were cut off.")
+        await self.emit("name_error", {**error.payload(), "event": "name"}, to=sid)
+        room = self.store.sessions[sid].room
+        await self.emit("user_left", Member(sid, name).wire(), room=room)
+
+
+def create_service(settings: ChatSettings | None = None) -> Service:
+    """Build the chat service from ``settings`` (read from the environment when omitted)."""
+    settings = settings or ChatSettings.from_env()
+    service = Service(settings)
+    store: ChatStore
+    if service.redis is not None:
+        redis_store = RedisChatStore(
+            service.redis,
+            replica_id=service.replica_id,
+            history_size=settings.history_size,
+            replica_ttl=settings.replica_ttl,
+            metrics=service.metrics,
+        )
+        store = redis_store
+    else:
+        store = MemoryChatStore(settings.history_size)
+    namespace = ChatNamespace(service, store, settings)
+    if isinstance(store, RedisChatStore):
+        store.on_departed = namespace.announce_departed
+        store.on_name_lost = namespace.name_lost
+    service.add_component(store)
+    service.sio.register_namespace(namespace)
+    return service

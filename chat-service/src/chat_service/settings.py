@@ -1,0 +1,24 @@
+"""Chat settings: the common ones (HOST, PORT, REDIS_URL, ...) plus CHAT_* below."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from switchboard.settings import ServiceSettings
+
+
+class ChatSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAT_")
+    service_name: ClassVar[str] = "chat"
+
+    #: PORT: 8001 for chat when it runs alone.
+    port: int = Field(8001, ge=0, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    #: CHAT_RATE_PER_SECOND: events a connection may send per second, on average.
+    rate_per_second: float = Field(5.0, gt=0, le=100_000)
+    #: CHAT_RATE_BURST: events a connection may send at once before the rate applies.
+    rate_burst: int = Field(10, ge=1, le=100_000)
+    #: CHAT_HISTORY_SIZE: messages kept per room and sent to a client that joins.
+    history_size: int = Field(50, ge=0, le=1000)

@@ -1,0 +1,466 @@
+"""Where chat keeps nicknames, presence and history: in memory for one process, or in Redis
+for replicas, behind one interface.
+
+Redis layout (all keys under ``chat:``):
+
+- ``replica:<rid>``: liveness of a replica, a TTL refreshed by its heartbeat;
+- ``replicas``: the replicas that have not been reaped;
+- ``sessions:<rid>``: hash, a replica's connections, sid -> room US fold US name;
+- ``room:<room>``: hash, the named members of a room, sid -> rid US name;
+- ``names``: hash, nickname key (casefolded) -> rid US sid;
+- ``history:<room>``: stream of messages (sid, name, text), trimmed to the history size + 1.
+
+(US is the unit separator, \\x1f, which no nickname or room can hold.)
+
+Every write that must be atomic is a Lua script. A name whose owner's replica has stopped
+heart-beating is free at once: the claim script checks the owner's liveness key, so a crashed
+replica's names are free within its TTL even before a surviving replica reaps it. The reaper
+then deletes its entries and reports the named members that left, for ``user_left``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from chat_service.validation import id_order
+from switchboard.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+US = "\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    sid: str
+    name: str
+
+    def wire(self) -> dict[str, str]:
+        return {"id": self.sid, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    id: str
+    sender: Member
+    text: str
+
+    @property
+    def ts(self) -> int:
+        return id_order(self.id)[0]
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "ts": self.ts, "sender": self.sender.wire(), "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    messages: list[ChatMessage]
+    #: False when messages between the client's ``last_id`` (or the room's start) and the first
+    #: message here are no longer held.
+    complete: bool
+
+
+@dataclass(slots=True)
+class Session:
+    """What this process knows of one of its connections."""
+
+    room: str
+    name: str = ""
+    key: str = ""
+
+
+#: Called with (room, member) pairs of named members whose replica died.
+Departed = Callable[[list[tuple[str, Member]]], Awaitable[None]]
+#: Called with the sid of a local connection whose name was taken while Redis forgot us.
+NameLost = Callable[[str, str], Awaitable[None]]
+
+
+class ChatStore(Protocol):
+    sessions: dict[str, Session]
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def check(self) -> str | None: ...
+    async def join(self, sid: str, room: str) -> None: ...
+    async def leave(self, sid: str) -> Session | None: ...
+    async def claim(self, sid: str, name: str, key: str) -> bool: ...
+    async def members(self, room: str) -> list[Member]: ...
+    async def append(self, room: str, sender: Member, text: str) -> ChatMessage: ...
+    async def history(self, room: str, after: str | None) -> History: ...
+
+
+class _IdClock:
+    """Message ids as Redis streams make them: milliseconds, then a sequence within the ms."""
+
+    def __init__(self) -> None:
+        self._last = (0, 0)
+
+    def next(self) -> str:
+        ms = time.time_ns() // 1_000_000
+        last_ms, seq = self._last
+        self._last = (ms, 0) if ms > last_ms else (last_ms, seq + 1)
+        return f"{self._last[0]}-{self._last[1]}"
+
+
+class MemoryChatStore:
+    """One process, no Redis: the embedded default."""
+
+    def __init__(self, history_size: int) -> None:
+        self.history_size = history_size
+        self.sessions: dict[str, Session] = {}
+        self._names: dict[str, str] = {}
+        self._rooms: dict[str, dict[str, str]] = {}
+        self._history: dict[str, deque[ChatMessage]] = {}
+        self._clock = _IdClock()
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def check(self) -> str | None:
+        return None
+
+    async def join(self, sid: str, room: str) -> None:
+        self.sessions[sid] = Session(room)
+
+    async def leave(self, sid: str) -> Session | None:
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return None
+        if session.key and self._names.get(session.key) == sid:
+            del self._names[session.key]
+        members = self._rooms.get(session.room)
+        if members is not None:
+            members.pop(sid, None)
+            if not members:
+                del self._rooms[session.room]
+        return session
+
+    async def claim(self, sid: str, name: str, key: str) -> bool:
+        session = self.sessions[sid]
+        if self._names.get(key, sid) != sid:
+            return False
+        if session.key and session.key != key:
+            self._names.pop(session.key, None)
+        self._names[key] = sid
+        self._rooms.setdefault(session.room, {})[sid] = name
+        session.name, session.key = name, key
+        return True
+
+    async def members(self, room: str) -> list[Member]:
+        return [Member(sid, name) for sid, name in self._rooms.get(room, {}).items()]
+
+    async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
+        message = ChatMessage(self._clock.next(), sender, text)
+        held = self._history.get(room)
+        if held is None:
+            # One more than we show, as in Redis: see held_history().
+            held = self._history[room] = deque(maxlen=self.history_size + 1)
+        held.append(message)
+        return message
+
+    async def history(self, room: str, after: str | None) -> History:
+        held = self._history.get(room, ())
+        start = id_order(after) if after else (-1, -1)
+        newer = [m for m in held if id_order(m.id) > start][-self.history_size or len(held) :]
+        return held_history(
+            newer if self.history_size else [],
+            length=len(held),
+            oldest=held[0].id if held else None,
+            after=after,
+            size=self.history_size,
+        )
+
+
+def held_history(
+    messages: list[ChatMessage], *, length: int, oldest: str | None, after: str | None, size: int
+) -> History:
+    """A room holds at most ``size + 1`` messages and shows at most ``size``; the extra oldest
+    one tells whether anything was trimmed. Nothing was if fewer than ``size + 1`` are held;
+    otherwise the client missed nothing only if it had seen that oldest message."""
+    if length <= size:
+        return History(messages, True)
+    complete = after is not None and oldest is not None and id_order(oldest) <= id_order(after)
+    return History(messages, complete)
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+_CLAIM = """
+local me = ARGV[1] .. '\\31' .. ARGV[2]
+local owner = redis.call('HGET', KEYS[1], ARGV[3])
+if owner and owner ~= me then
+  local sep = string.find(owner, '\\31', 1, true)
+  local orid = string.sub(owner, 1, sep - 1)
+  local osid = string.sub(owner, sep + 1)
+  if redis.call('EXISTS', ARGV[6] .. 'replica:' .. orid) == 1
+     and redis.call('HEXISTS', ARGV[6] .. 'sessions:' .. orid, osid) == 1 then
+    return 0
+  end
+end
+if ARGV[4] ~= '' and ARGV[4] ~= ARGV[3] and redis.call('HGET', KEYS[1], ARGV[4]) == me then
+  redis.call('HDEL', KEYS[1], ARGV[4])
+end
+redis.call('HSET', KEYS[1], ARGV[3], me)
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. '\\31' .. ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[7] .. '\\31' .. ARGV[3] .. '\\31' .. ARGV[5])
+return 1
+"""
+
+_LEAVE = """
+local me = ARGV[1] .. '\\31' .. ARGV[2]
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[3]) == me then
+  redis.call('HDEL', KEYS[1], ARGV[3])
+end
+redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return 1
+"""
+
+_MEMBERS = """
+local entries = redis.call('HGETALL', KEYS[1])
+local alive = {}
+local out = {}
+for i = 1, #entries, 2 do
+  local sid = entries[i]
+  local value = entries[i + 1]
+  local sep = string.find(value, '\\31', 1, true)
+  local rid = string.sub(value, 1, sep - 1)
+  if alive[rid] == nil then
+    alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid) == 1
+  end
+  if alive[rid] then
+    table.insert(out, sid)
+    table.insert(out, string.sub(value, sep + 1))
+  end
+end
+return out
+"""
+
+_HEARTBEAT = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+return redis.call('SADD', KEYS[2], ARGV[1])
+"""
+
+_REAP = """
+if redis.call('EXISTS', ARGV[2] .. 'replica:' .. ARGV[1]) == 1 then return {} end
+if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
+local entries = redis.call('HGETALL', KEYS[2])
+local out = {}
+for i = 1, #entries, 2 do
+  local sid = entries[i]
+  local value = entries[i + 1]
+  local a = string.find(value, '\\31', 1, true)
+  local b = string.find(value, '\\31', a + 1, true)
+  local room = string.sub(value, 1, a - 1)
+  local key = string.sub(value, a + 1, b - 1)
+  redis.call('HDEL', ARGV[2] .. 'room:' .. room, sid)
+  if key ~= '' then
+    if redis.call('HGET', KEYS[3], key) == ARGV[1] .. '\\31' .. sid then
+      redis.call('HDEL', KEYS[3], key)
+    end
+    table.insert(out, room)
+    table.insert(out, sid)
+    table.insert(out, string.sub(value, b + 1))
+  end
+end
+redis.call('DEL', KEYS[2])
+return out
+"""
+
+
+class RedisChatStore:
+    """State shared by every replica through Redis, with a heartbeat and a reaper."""
+
+    prefix = "chat:"
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        replica_id: str,
+        history_size: int,
+        replica_ttl: float,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.redis = redis
+        self.rid = replica_id
+        self.history_size = history_size
+        self.ttl_ms = int(replica_ttl * 1000)
+        self.metrics = metrics
+        self.sessions: dict[str, Session] = {}
+        self.on_departed: Departed | None = None
+        self.on_name_lost: NameLost | None = None
+        self._claim = redis.register_script(_CLAIM)
+        self._leave = redis.register_script(_LEAVE)
+        self._members = redis.register_script(_MEMBERS)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._reap = redis.register_script(_REAP)
+        self._task: asyncio.Task[None] | None = None
+        self._beats = 0
+        self._last_beat = 0.0
+        self._beat_error: str | None = None
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @property
+    def _sessions_key(self) -> str:
+        return self._key("sessions", self.rid)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._beat()
+        self._task = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # Leave as a crashed replica would, only at once: others see our members go.
+        try:
+            await self.redis.delete(self._key("replica", self.rid))
+            await self._reap_replica(self.rid)
+        except (RedisError, OSError) as exc:
+            log.warning("chat: could not remove this replica's entries from Redis: %s", exc)
+
+    async def check(self) -> str | None:
+        return self._beat_error
+
+    async def _beat_forever(self) -> None:
+        interval = self.ttl_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._beat()
+                await self._reap_dead()
+            except (RedisError, OSError) as exc:
+                self.metrics.redis_errors.inc()
+                self._beat_error = f"redis heartbeat: {exc or type(exc).__name__}"
+                log.warning("chat: heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("chat: heartbeat failed")
+
+    async def _beat(self) -> None:
+        now = time.monotonic()
+        late = self._beats and (now - self._last_beat) * 1000 >= self.ttl_ms
+        added = await self._heartbeat(
+            keys=[self._key("replica", self.rid), self._key("replicas")],
+            args=[self.rid, self.ttl_ms],
+        )
+        first = self._beats == 0
+        self._beats += 1
+        self._last_beat = now
+        had_error, self._beat_error = self._beat_error, None
+        if not first and (added or late or had_error):
+            # Redis may have forgotten us (restarted, or our entries reaped while we could not
+            # reach it): write our sessions again and find out which names we lost.
+            log.warning("chat: re-registering %d sessions in Redis", len(self.sessions))
+            await self._restore()
+
+    async def _restore(self) -> None:
+        for sid, session in list(self.sessions.items()):
+            await self.redis.hset(self._sessions_key, sid, f"{session.room}{US}{US}")
+            if session.key and not await self._claim_for(sid, session, session.name, session.key):
+                lost = session.name
+                session.name = session.key = ""
+                if self.on_name_lost:
+                    await self.on_name_lost(sid, lost)
+
+    async def _reap_dead(self) -> None:
+        replicas = await self.redis.smembers(self._key("replicas"))
+        for rid in replicas:
+            if rid != self.rid and not await self.redis.exists(self._key("replica", rid)):
+                await self._reap_replica(rid)
+
+    async def _reap_replica(self, rid: str) -> None:
+        flat = await self._reap(
+            keys=[self._key("replicas"), self._key("sessions", rid), self._key("names")],
+            args=[rid, self.prefix],
+        )
+        departed = [
+            (flat[i], Member(flat[i + 1], flat[i + 2])) for i in range(0, len(flat), 3)
+        ]
+        if departed:
+            log.info("chat: replica %s is gone; %d named members left", rid, len(departed))
+            if self.on_departed:
+                await self.on_departed(departed)
+
+    # -- sessions, names, presence ------------------------------------------------------------
+
+    async def join(self, sid: str, room: str) -> None:
+        await self.redis.hset(self._sessions_key, sid, f"{room}{US}{US}")
+        self.sessions[sid] = Session(room)
+
+    async def leave(self, sid: str) -> Session | None:
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return None
+        await self._leave(
+            keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
+            args=[self.rid, sid, session.key],
+        )
+        return session
+
+    async def claim(self, sid: str, name: str, key: str) -> bool:
+        session = self.sessions[sid]
+        if not await self._claim_for(sid, session, name, key):
+            return False
+        session.name, session.key = name, key
+        return True
+
+    async def _claim_for(self, sid: str, session: Session, name: str, key: str) -> bool:
+        ok = await self._claim(
+            keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
+            args=[self.rid, sid, key, session.key, name, self.prefix, session.room],
+        )
+        return bool(ok)
+
+    async def members(self, room: str) -> list[Member]:
+        flat = await self._members(keys=[self._key("room", room)], args=[self.prefix])
+        return [Member(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    # -- history ------------------------------------------------------------------------------
+
+    async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
+        # One more than we show, so that we can tell whether anything was ever trimmed.
+        message_id = await self.redis.xadd(
+            self._key("history", room),
+            {"sid": sender.sid, "name": sender.name, "text": text},
+            maxlen=self.history_size + 1,
+            approximate=False,
+        )
+        return ChatMessage(message_id, sender, text)
+
+    async def history(self, room: str, after: str | None) -> History:
+        key = self._key("history", room)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(key)
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.xrevrange(key, "+", f"({after}" if after else "-", count=max(1, self.history_size))
+            length, oldest, newest = await pipe.execute()
+        messages = [
+            ChatMessage(mid, Member(f["sid"], f["name"]), f["text"]) for mid, f in reversed(newest)
+        ]
+        return held_history(
+            messages if self.history_size else [],
+            length=length,
+            oldest=oldest[0][0] if oldest else None,
+            after=after,
+            size=self.history_size,
+        )

@@ -1,0 +1,30 @@
+"""A token bucket, one per connection: cheap enough to sit on every inbound event."""
+
+from __future__ import annotations
+
+import time
+
+
+class TokenBucket:
+    """Allows ``rate`` events per second on average and bursts of up to ``burst``."""
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._stamp = time.monotonic()
+
+    def take(self, cost: float = 1.0) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens < cost:
+            return False
+        self._tokens -= cost
+        return True
+
+    def retry_after(self, cost: float = 1.0) -> float:
+        """Seconds until ``cost`` tokens will be there."""
+        return max(0.0, (cost - self._tokens) / self.rate)

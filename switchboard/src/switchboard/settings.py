@@ -1,0 +1,140 @@
+"""Settings shared by every service, read from the environment.
+
+The common variables (``HOST``, ``PORT``, ``REDIS_URL``, ``ALLOWED_ORIGINS``, ``LOG_LEVEL``) carry
+no prefix; each service's own settings carry its prefix (``CHAT_...``). Every field says its
+default and its variable here, where it is declared; docs/configuration.md lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Self, TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class ServiceSettings(BaseSettings):
+    """The settings every service has. Subclasses set ``env_prefix`` and a default ``port``."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True, validate_default=True
+    )
+
+    #: The name under ``/api/<name>/`` (not a setting: fixed per service).
+    service_name: ClassVar[str] = ""
+
+    #: HOST: the address to listen on when the service runs alone.
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
+    #: PORT: the port to listen on when the service runs alone (0 picks a free one).
+    port: int = Field(0, ge=0, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    #: REDIS_URL: ``redis://`` or ``rediss://`` URL; unset means one process, state in memory.
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    #: ALLOWED_ORIGINS: comma-separated origins allowed to open a socket.io connection; unset
+    #: means same-origin only. A cross-site origin is refused at the handshake either way.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=AliasChoices("ALLOWED_ORIGINS", "allowed_origins")
+    )
+    #: LOG_LEVEL: critical, error, warning, info or debug.
+    log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    #: REPLICA_TTL: seconds after which a silent replica's names and presence are freed
+    #: (its heartbeat refreshes them every third of this).
+    replica_ttl: float = Field(
+        15.0, gt=1, le=300, validation_alias=AliasChoices("REPLICA_TTL", "replica_ttl")
+    )
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            # "*" would switch python-engineio's origin check off (CSWSH): refuse it here.
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin like https://example.org")
+            if origin.endswith("/"):
+                raise ValueError(f"{origin!r}: an origin has no path, drop the trailing /")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        return str(cls.model_config.get("env_prefix", ""))
+
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """Variables with this service's prefix that name no setting (typos, stale config)."""
+        prefix = cls.env_prefix()
+        if not prefix:
+            return []
+        environ = os.environ if environ is None else environ
+        known = {name.upper() for name in cls.model_fields}
+        return sorted(
+            key
+            for key in environ
+            if key.upper().startswith(prefix) and key.upper()[len(prefix) :] not in known
+        )
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """Read the environment; a bad value raises :class:`SettingsError` naming the variable."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError(cls, exc) from None
+
+
+class SettingsError(Exception):
+    """A setting with a bad value, explained for a person."""
+
+    def __init__(self, settings_class: type[ServiceSettings], error: ValidationError) -> None:
+        prefix = settings_class.env_prefix()
+        lines = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            variable = _variable_name(settings_class, field, prefix)
+            value = item.get("input")
+            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            lines.append(f"  {variable}: {item['msg']}{shown}")
+        super().__init__(
+            f"bad settings for the {settings_class.service_name or 'service'} service:\n"
+            + "\n".join(lines)
+        )
+
+
+def _variable_name(settings_class: type[ServiceSettings], field: str, prefix: str) -> str:
+    for name, info in settings_class.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        if field == name or field in choices:
+            return choices[0] if choices else f"{prefix}{name.upper()}"
+    return f"{prefix}{field.upper()}"
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)

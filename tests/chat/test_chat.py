@@ -1,0 +1,201 @@
+"""The chat as its users live it, against one process in memory and against two replicas that
+share a real redis-server: whatever is said of A and B holds in both modes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ChatCluster, connect_chat
+from tests.harness import Client
+
+pytestmark = pytest.mark.asyncio
+
+
+async def named(opened: list[Client], url: str, name: str, room: str) -> Client:
+    client = await connect_chat(opened, url, room=room)
+    ack = await client.call("name", name)
+    assert ack == {"ok": True, "name": name}
+    return client
+
+
+async def test_a_message_sent_through_a_reaches_b_with_the_senders_name(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
+    bob = await named(clients, chat_cluster.b, f"bob-{unique}", room)
+
+    ack = await ann.call("message", "  hello bob  ")
+
+    assert ack["ok"] is True
+    sender, text, meta = await bob.wait("message")
+    assert sender == {"id": ann.sid, "name": f"ann-{unique}"}
+    assert text == "hello bob"
+    assert meta == {"id": ack["id"], "ts": ack["ts"]}
+    # The course's behaviour: the sender sees its own message too.
+    assert (await ann.wait("message"))[1] == "hello bob"
+
+
+async def test_naming_echoes_the_name_as_in_the_course(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    ann = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
+    # NFC: "e" + combining acute becomes one character; spaces around are trimmed.
+    ack = await ann.call("name", "  Rene\u0301e  ")
+    assert ack == {"ok": True, "name": "Ren\u00e9e"}
+    assert await ann.wait("name") == ("Ren\u00e9e",)
+
+
+async def test_a_name_held_on_a_is_refused_on_b_whatever_its_case(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    await named(clients, chat_cluster.a, f"Ann-{unique}", f"r-{unique}")
+    # Another room: names are unique in the whole cluster, not per room.
+    other = await connect_chat(clients, chat_cluster.b, room=f"s-{unique}")
+
+    ack = await other.call("name", f"ANN-{unique}")
+
+    assert ack["ok"] is False
+    assert ack["error"] == "taken"
+    assert f"ANN-{unique}" in ack["message"]
+    (event,) = await other.wait("name_error")
+    assert event == {**ack, "event": "name"}
+    assert other.received("name") == []
+
+
+async def test_a_name_is_free_again_after_its_owner_leaves(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", f"r-{unique}")
+    await ann.close()
+    later = await connect_chat(clients, chat_cluster.b, room=f"r-{unique}")
+
+    assert (await later.call("name", f"ann-{unique}"))["ok"] is True
+
+
+async def test_renaming_frees_the_old_name_and_tells_the_room(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
+    watcher = await named(clients, chat_cluster.b, f"watcher-{unique}", room)
+
+    await ann.call("name", f"anna-{unique}")
+
+    left = await watcher.wait("user_left", lambda u: u["name"] == f"ann-{unique}")
+    joined = await watcher.wait("user_joined", lambda u: u["name"] == f"anna-{unique}")
+    assert left[0]["id"] == joined[0]["id"] == ann.sid
+    newcomer = await connect_chat(clients, chat_cluster.b, room=room)
+    assert (await newcomer.call("name", f"ann-{unique}"))["ok"] is True
+
+
+async def test_presence_is_the_same_from_either_replica(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
+    bob = await named(clients, chat_cluster.b, f"bob-{unique}", room)
+    await connect_chat(clients, chat_cluster.b, room=room)  # unnamed: not listed
+    await named(clients, chat_cluster.a, f"eve-{unique}", f"elsewhere-{unique}")
+
+    seen_from_a = await connect_chat(clients, chat_cluster.a, room=room)
+    seen_from_b = await connect_chat(clients, chat_cluster.b, room=room)
+
+    expected = {(ann.sid, f"ann-{unique}"), (bob.sid, f"bob-{unique}")}
+    for observer in (seen_from_a, seen_from_b):
+        (users,) = observer.received("users")[0]
+        assert {(u["id"], u["name"]) for u in users} == expected
+
+
+async def test_the_room_hears_who_joins_and_who_leaves(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
+    bob = await named(clients, chat_cluster.b, f"bob-{unique}", room)
+
+    bob_id = bob.sid
+    assert await ann.wait("user_joined", lambda u: u["id"] == bob_id)
+    await bob.close()
+
+    (left,) = await ann.wait("user_left", lambda u: u["id"] == bob_id)
+    assert left == {"id": bob_id, "name": f"bob-{unique}"}
+
+
+async def test_rooms_keep_their_messages_to_themselves(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", f"one-{unique}")
+    # The room can come from the query string too, as in a shared link.
+    outsider = Client(chat_cluster.b, "/api/chat/socket.io")
+    clients.append(outsider)
+    await outsider.connect(query=f"room=two-{unique}")
+    await outsider.wait("history")
+    listener = await named(clients, chat_cluster.b, f"bob-{unique}", f"one-{unique}")
+
+    await ann.call("message", "for room one")
+
+    await listener.wait("message")
+    await outsider.call("name", f"out-{unique}")
+    await outsider.call("message", "for room two")
+    await outsider.wait("message")
+    assert [args[1] for args in outsider.received("message")] == ["for room two"]
+    assert [args[1] for args in listener.received("message")] == ["for room one"]
+
+
+async def test_history_is_the_same_from_either_replica(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
+    ids = [(await ann.call("message", f"m{i}"))["id"] for i in range(3)]
+
+    for url in (chat_cluster.a, chat_cluster.b):
+        late = await connect_chat(clients, url, room=room)
+        messages, info = late.received("history")[0]
+        assert [m["text"] for m in messages] == ["m0", "m1", "m2"]
+        assert [m["id"] for m in messages] == ids
+        assert messages[0]["sender"] == {"id": ann.sid, "name": f"ann-{unique}"}
+        assert isinstance(messages[0]["ts"], int)
+        assert info == {"room": room, "after": None, "complete": True}
+
+
+async def test_a_client_that_comes_back_gets_only_what_it_missed(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
+    first = (await ann.call("message", "before"))["id"]
+    await ann.call("message", "missed 1")
+    await ann.call("message", "missed 2")
+
+    back = await connect_chat(clients, chat_cluster.b, room=room, last_id=first)
+
+    messages, info = back.received("history")[0]
+    assert [m["text"] for m in messages] == ["missed 1", "missed 2"]
+    assert info == {"room": room, "after": first, "complete": True}
+
+
+async def test_a_client_that_missed_more_than_history_holds_is_told_so(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    # The cluster keeps 5 messages per room (CHAT_HISTORY_SIZE in conftest).
+    room = f"r-{unique}"
+    ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
+    first = (await ann.call("message", "seen"))["id"]
+    for i in range(7):
+        await ann.call("message", f"later {i}")
+
+    back = await connect_chat(clients, chat_cluster.b, room=room, last_id=first)
+    fresh = await connect_chat(clients, chat_cluster.b, room=room)
+
+    messages, info = back.received("history")[0]
+    assert [m["text"] for m in messages] == [f"later {i}" for i in range(2, 7)]
+    assert info["complete"] is False
+    assert fresh.received("history")[0][1]["complete"] is False
+    # Someone who had seen the oldest message still held missed nothing.
+    held_oldest = messages[0]["id"]
+    recent = await connect_chat(clients, chat_cluster.a, room=room, last_id=held_oldest)
+    recent_messages, recent_info = recent.received("history")[0]
+    assert [m["text"] for m in recent_messages] == [f"later {i}" for i in range(3, 7)]
+    assert recent_info["complete"] is True

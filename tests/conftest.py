@@ -1,0 +1,100 @@
+"""Fixtures: real redis-server and service processes on loopback ports, started and ended here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Client, RedisServer, ServiceProcess
+
+CHAT_PATH = "/api/chat/socket.io"
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def redis_server(log_dir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(log_dir)
+    yield server
+    server.stop()
+
+
+@dataclass
+class ChatCluster:
+    """Two entry points, A and B: two replicas sharing Redis, or the same single process."""
+
+    mode: str
+    replicas: list[ServiceProcess]
+
+    @property
+    def a(self) -> str:
+        return self.replicas[0].url
+
+    @property
+    def b(self) -> str:
+        return self.replicas[-1].url
+
+
+def start_chat(
+    log_dir: Path, env: dict[str, str] | None = None, name: str = ""
+) -> ServiceProcess:
+    process = ServiceProcess("chat_service", log_dir, env, name=name)
+    process.wait_ready("/api/chat")
+    return process
+
+
+#: Room for tests to write their stories without meeting the rate limit or the history size:
+#: the defaults are tested on their own.
+CLUSTER_ENV = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000", "CHAT_HISTORY_SIZE": "5"}
+
+
+@pytest.fixture(scope="session", params=["memory", "redis"])
+def chat_cluster(
+    request: pytest.FixtureRequest, log_dir: Path
+) -> Iterator[ChatCluster]:
+    if request.param == "memory":
+        replicas = [start_chat(log_dir, CLUSTER_ENV, name="chat-memory")]
+    else:
+        redis = request.getfixturevalue("redis_server")
+        env = {**CLUSTER_ENV, "REDIS_URL": redis.url}
+        replicas = [
+            start_chat(log_dir, env, name="chat-replica-a"),
+            start_chat(log_dir, env, name="chat-replica-b"),
+        ]
+    yield ChatCluster(request.param, replicas)
+    for replica in replicas:
+        replica.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    """Every client a test opens through ``connect_chat`` is closed after it."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        await client.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A suffix that keeps names and rooms of one test apart from every other test's."""
+    return uuid.uuid4().hex[:6]
+
+
+async def connect_chat(
+    opened: list[Client], url: str, *, room: str | None = None, **auth: object
+) -> Client:
+    client = Client(url, CHAT_PATH)
+    opened.append(client)
+    if room is not None:
+        auth["room"] = room
+    await client.connect(auth=auth or None)
+    await client.wait("history")
+    return client

@@ -1,0 +1,209 @@
+"""Real processes for the tests: redis-server, service replicas, and socket.io clients.
+
+Every server listens on a free loopback port; every process is started here and ended here by
+its PID. Logs go to files that a failing test prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import socketio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class Process:
+    """A child process with its log in a file."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+
+
+class RedisServer(Process):
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is missing: run `make system-deps` (as root)")
+        self.port = port or free_port()
+        super().__init__(
+            f"redis-{self.port}",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes"],
+            log_dir,
+            dict(os.environ),
+        )
+        wait_for_port(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class ServiceProcess(Process):
+    """``python -m <package>``, configured by environment variables, as in production."""
+
+    def __init__(
+        self, package: str, log_dir: Path, env: dict[str, str] | None = None, name: str = ""
+    ) -> None:
+        self.port = free_port()
+        self.package = package
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "REDIS"))}
+        full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port), **(env or {})})
+        super().__init__(
+            name or f"{package}-{self.port}", [sys.executable, "-m", package], log_dir, full_env
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, prefix: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}{prefix}/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout} s:\n{self.log()}")
+
+
+class Client:
+    """A real socket.io client that keeps every event it receives, for tests to wait on."""
+
+    def __init__(self, url: str, path: str, *, namespace: str = "/") -> None:
+        self.url = url
+        self.path = path
+        self.namespace = namespace
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        self._changed = asyncio.Event()
+        self.connect_error: Any = None
+        self.sio.on("*", self._record, namespace=namespace)
+        self.sio.on("connect_error", self._on_connect_error, namespace=namespace)
+
+    async def _record(self, event: str, *args: Any) -> None:
+        self.events[event].append(args)
+        self._changed.set()
+
+    async def _on_connect_error(self, data: Any) -> None:
+        self.connect_error = data
+        self._changed.set()
+
+    @property
+    def sid(self) -> str:
+        return str(self.sio.get_sid(self.namespace))
+
+    async def connect(
+        self,
+        auth: Any = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
+        transports: list[str] | None = None,
+    ) -> None:
+        await self.sio.connect(
+            self.url + (f"?{query}" if query else ""),
+            socketio_path=self.path,
+            auth=auth,
+            headers=headers or {},
+            transports=transports or ["websocket"],
+            namespaces=[self.namespace],
+            wait_timeout=5,
+        )
+
+    async def emit(self, event: str, *args: Any) -> None:
+        await self.sio.emit(event, args if len(args) != 1 else args[0], namespace=self.namespace)
+
+    async def call(self, event: str, *args: Any, timeout: float = 5) -> Any:
+        data: Any = args if len(args) != 1 else args[0]
+        if not args:
+            data = None
+        return await self.sio.call(event, data, namespace=self.namespace, timeout=timeout)
+
+    async def wait(
+        self,
+        event: str,
+        where: Callable[..., bool] = lambda *args: True,
+        timeout: float = 5.0,
+    ) -> tuple[Any, ...]:
+        """The first ``event`` received (so far or within ``timeout``) that matches ``where``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for args in self.events[event]:
+                if where(*args):
+                    return args
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no matching {event!r} within {timeout} s; got {dict(self.events)}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def received(self, event: str) -> list[tuple[Any, ...]]:
+        return list(self.events[event])
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sio.disconnect()
