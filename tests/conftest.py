@@ -98,3 +98,29 @@ async def connect_chat(
     await client.connect(auth=auth or None)
     await client.wait("history")
     return client
+
+
+@dataclass
+class Embedded:
+    """`make run`'s server: every service in one process, HTTPS, web/ at /."""
+
+    process: ServiceProcess
+    cert_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.process.port}"
+
+
+@pytest.fixture(scope="session")
+def embedded(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    cert_dir = tmp_path_factory.mktemp("certs")
+    process = ServiceProcess(
+        "switchboard.embedded",
+        log_dir,
+        {"CERT_DIR": str(cert_dir), "HOST": "127.0.0.1"},
+        name="embedded",
+    )
+    process.wait_ready("/api/chat", scheme="https")
+    yield Embedded(process, cert_dir)
+    process.stop()

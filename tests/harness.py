@@ -116,13 +116,14 @@ class ServiceProcess(Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, prefix: str, timeout: float = 15.0) -> None:
+    def wait_ready(self, prefix: str, timeout: float = 15.0, scheme: str = "http") -> None:
         deadline = time.monotonic() + timeout
+        url = f"{scheme}://127.0.0.1:{self.port}{prefix}/readyz"
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}{prefix}/readyz", timeout=1).status_code == 200:
+                if httpx.get(url, timeout=1, verify=False).status_code == 200:
                     return
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout} s:\n{self.log()}")
@@ -135,7 +136,8 @@ class Client:
         self.url = url
         self.path = path
         self.namespace = namespace
-        self.sio = socketio.AsyncClient(reconnection=False)
+        # Our test servers' certificates are self-signed.
+        self.sio = socketio.AsyncClient(reconnection=False, ssl_verify=False)
         self.events: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self._changed = asyncio.Event()
         self.connect_error: Any = None
@@ -171,14 +173,12 @@ class Client:
             wait_timeout=5,
         )
 
+    # A tuple is how python-socketio sends exactly these arguments, None and none included.
     async def emit(self, event: str, *args: Any) -> None:
-        await self.sio.emit(event, args if len(args) != 1 else args[0], namespace=self.namespace)
+        await self.sio.emit(event, tuple(args), namespace=self.namespace)
 
     async def call(self, event: str, *args: Any, timeout: float = 5) -> Any:
-        data: Any = args if len(args) != 1 else args[0]
-        if not args:
-            data = None
-        return await self.sio.call(event, data, namespace=self.namespace, timeout=timeout)
+        return await self.sio.call(event, tuple(args), namespace=self.namespace, timeout=timeout)
 
     async def wait(
         self,
@@ -207,3 +207,7 @@ class Client:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.sio.disconnect()
+
+
+#: The first request of a long-polling socket.io handshake, where origins are checked.
+CHAT_PATH_QS = "/api/chat/socket.io/?EIO=4&transport=polling"

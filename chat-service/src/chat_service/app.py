@@ -16,6 +16,11 @@ from switchboard.ratelimit import TokenBucket
 from switchboard.service import InputError, Service, ServiceNamespace
 
 
+def refusal(error: InputError) -> Refused:
+    """socket.io's connect_error carries {message, data}: data is our usual error object."""
+    return Refused(error.message, error.payload())
+
+
 class ChatNamespace(ServiceNamespace):
     error_event = "chat_error"
     error_events = {"name": "name_error"}
@@ -27,16 +32,16 @@ class ChatNamespace(ServiceNamespace):
         self.buckets: dict[str, TokenBucket] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        if auth is not None and not isinstance(auth, dict):
-            raise Refused({"error": "bad_auth", "message": "auth must be an object."})
-        auth = auth or {}
         try:
+            if auth is not None and not isinstance(auth, dict):
+                raise InputError("bad_auth", "auth must be an object.")
+            auth = auth or {}
             query = parse_qs(environ.get("QUERY_STRING", ""))
             room = validation.room(auth.get("room", (query.get("room") or [None])[0]))
             last_id = validation.message_id(auth.get("last_id"))
         except InputError as error:
             self.metrics.rejected("connect", error.code)
-            raise Refused(error.payload()) from None
+            raise refusal(error) from None
         try:
             await self.store.join(sid, room)
             await self.enter_room(sid, room)
@@ -45,8 +50,8 @@ class ChatNamespace(ServiceNamespace):
         except RedisError as exc:
             self.metrics.redis_errors.inc()
             await self.store.leave(sid)
-            raise Refused(
-                {"error": "unavailable", "message": f"Chat is unavailable ({exc}); try again."}
+            raise refusal(
+                InputError("unavailable", f"Chat is unavailable ({exc}); try again.")
             ) from None
         self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
         self.metrics.connected_clients.inc()

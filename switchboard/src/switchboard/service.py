@@ -189,8 +189,8 @@ class Service:
             async_mode="asgi",
             client_manager=manager,
             json=jsonenc,
-            # None keeps python-engineio's same-origin check; never "*" nor [] (CSWSH).
-            cors_allowed_origins=list(settings.allowed_origins) or None,
+            # Never "*" nor [], which switch the check off (CSWSH).
+            cors_allowed_origins=list(settings.allowed_origins) or same_origin,
             max_http_buffer_size=MAX_MESSAGE_BYTES,
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,
@@ -295,6 +295,21 @@ class Service:
         async def metrics() -> Response:
             """Prometheus text format."""
             return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def same_origin(origin: str, environ: dict[str, Any]) -> bool:
+    """Whether ``origin`` is the origin the request was made to.
+
+    python-engineio's own same-origin check takes the scheme from X-Forwarded-Proto or else
+    assumes http, so it refuses every browser when uvicorn itself serves HTTPS (the embedded
+    default); the ASGI scope knows the real scheme. Behind the gateway, nginx sets the
+    X-Forwarded-* headers itself (never passing the client's through).
+    """
+    scope = environ.get("asgi.scope", {})
+    scheme = {"wss": "https", "ws": "http"}.get(scope.get("scheme", "http"), scope.get("scheme"))
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
+    host = environ.get("HTTP_X_FORWARDED_HOST", environ.get("HTTP_HOST", ""))
+    return bool(host) and origin == f"{scheme}://{host.split(',')[0].strip()}"
 
 
 def redis_options() -> dict[str, Any]:

@@ -1,0 +1,211 @@
+"""Every rule of the chat, tried with a bad value: each gets its error, nothing reaches other
+people unvalidated, and the service stays healthy. In both modes: with Redis, the refusals must
+not leave half-written state behind either."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import socketio
+
+from tests.conftest import CHAT_PATH, ChatCluster, connect_chat, start_chat
+from tests.harness import Client
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (None, "invalid_type"),
+        (42, "invalid_type"),
+        (["ann"], "invalid_type"),
+        ({"name": "ann"}, "invalid_type"),
+        ("", "empty"),
+        ("   \t ", "empty"),
+        ("x" * 33, "too_long"),
+        ("ann\x00", "control_characters"),
+        ("a\u0007b", "control_characters"),
+        ("line\u2028break", "control_characters"),
+    ],
+)
+async def test_bad_names_are_refused_with_their_reason(
+    chat_cluster: ChatCluster, clients: list[Client], value: object, error: str
+) -> None:
+    client = await connect_chat(clients, chat_cluster.a)
+
+    ack = await client.call("name", value)
+
+    assert ack["ok"] is False
+    assert ack["error"] == error
+    assert ack["message"]
+    (event,) = await client.wait("name_error")
+    assert event["error"] == error
+
+
+async def test_a_name_of_exactly_32_characters_is_fine(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    client = await connect_chat(clients, chat_cluster.a)
+    name = (unique * 6)[:32]
+    assert (await client.call("name", name))["ok"] is True
+
+
+async def test_messages_need_a_name_first(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    anonymous = await connect_chat(clients, chat_cluster.a, room=room)
+    listener = await connect_chat(clients, chat_cluster.a, room=room)
+
+    ack = await anonymous.call("message", "hi")
+
+    assert ack["error"] == "no_name"
+    (event,) = await anonymous.wait("chat_error")
+    assert event == {**ack, "event": "message"}
+    assert listener.received("message") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (None, "invalid_type"),
+        (3.5, "invalid_type"),
+        ({"text": "hi"}, "invalid_type"),
+        ("", "empty"),
+        ("  \n ", "empty"),
+        ("x" * 2001, "too_long"),
+        ("bell\x07", "control_characters"),
+    ],
+)
+async def test_bad_messages_are_refused_and_reach_nobody(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str, value: object, error: str
+) -> None:
+    room = f"r-{unique}"
+    sender = await connect_chat(clients, chat_cluster.a, room=room)
+    await sender.call("name", f"ann-{unique}")
+    listener = await connect_chat(clients, chat_cluster.a, room=room)
+
+    ack = await sender.call("message", value)
+
+    assert ack["error"] == error
+    await sender.call("message", "a good one")  # delivered after the bad one, if that were
+    await listener.wait("message")
+    assert [args[1] for args in listener.received("message")] == ["a good one"]
+
+
+async def test_multi_line_messages_of_2000_characters_pass(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    sender = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
+    await sender.call("name", f"ann-{unique}")
+    text = ("line\n\tindented " * 200)[:1999] + "!"
+    assert (await sender.call("message", text))["ok"] is True
+    assert (await sender.wait("message"))[1] == text
+
+
+@pytest.mark.parametrize("args", [(), ("one", "two"), ("one", {"extra": 1}, 3)])
+async def test_missing_or_extra_arguments_are_refused(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str, args: tuple[object, ...]
+) -> None:
+    client = await connect_chat(clients, chat_cluster.a)
+    await client.call("name", f"ann-{unique}")
+
+    for event in ("name", "message"):
+        ack = await client.call(event, *args)
+        assert ack["error"] == "bad_arguments", event
+
+
+async def test_unknown_events_get_an_error_not_silence(
+    chat_cluster: ChatCluster, clients: list[Client]
+) -> None:
+    client = await connect_chat(clients, chat_cluster.a)
+
+    ack = await client.call("shout", "hi")
+
+    assert ack["error"] == "unknown_event"
+    assert "shout" in ack["message"]
+    await client.emit("not an identifier!", 1)
+    await client.wait("chat_error", lambda e: e["message"] == "there is no event 'not an identifier!'")
+
+
+@pytest.mark.parametrize(
+    ("auth", "query", "error"),
+    [
+        ({"room": "has space"}, "", "bad_room"),
+        ({"room": "x" * 65}, "", "bad_room"),
+        ({"room": 7}, "", "bad_room"),
+        ({"room": ""}, "", "bad_room"),
+        (None, "room=%2Fetc%2Fpasswd", "bad_room"),
+        ({"last_id": "yesterday"}, "", "bad_last_id"),
+        ({"last_id": 5}, "", "bad_last_id"),
+        ("just a string", "", "bad_auth"),
+    ],
+)
+async def test_bad_rooms_and_resume_points_are_refused_at_connection(
+    chat_cluster: ChatCluster, auth: object, query: str, error: str
+) -> None:
+    client = Client(chat_cluster.a, CHAT_PATH)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(auth=auth, query=query)
+    refusal = client.connect_error
+    assert refusal["data"]["error"] == error
+    assert refusal["data"]["ok"] is False
+    assert refusal["message"] == refusal["data"]["message"]
+
+
+async def test_a_one_megabyte_frame_is_refused_and_the_service_stays_healthy(
+    chat_cluster: ChatCluster, clients: list[Client], unique: str
+) -> None:
+    flooder = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
+    await flooder.call("name", f"flood-{unique}")
+    bystander = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
+
+    await flooder.emit("message", "x" * 1_000_000)
+
+    await bystander.wait("user_left", lambda u: u["name"] == f"flood-{unique}", timeout=10)
+    assert not flooder.sio.connected
+    assert bystander.received("message") == []
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"{chat_cluster.a}/api/chat/healthz")
+        assert health.json() == {"status": "ok", "service": "chat"}
+        assert (await http.get(f"{chat_cluster.a}/api/chat/readyz")).status_code == 200
+    # A long-polling body over the limit is refused too.
+    polling = Client(chat_cluster.a, CHAT_PATH)
+    clients.append(polling)
+    await polling.connect(transports=["polling"])
+    await polling.emit("message", "y" * 100_000)
+    assert (await connect_chat(clients, chat_cluster.a)).sio.connected
+
+
+async def test_the_default_rate_limit_answers_with_an_error_not_a_disconnect(
+    tmp_path: Path, clients: list[Client], unique: str
+) -> None:
+    service = start_chat(tmp_path)  # the defaults: 5 per second, bursts of 10
+    try:
+        client = await connect_chat(clients, service.url)
+        await client.call("name", f"fast-{unique}")
+        acks = [await client.call("message", f"m{i}") for i in range(15)]
+
+        refused = [ack for ack in acks if not ack["ok"]]
+        assert 3 <= len(refused) <= 6, acks
+        assert {ack["error"] for ack in refused} == {"rate_limited"}
+        assert "wait" in refused[0]["message"]
+        assert client.sio.connected
+        await client.wait("chat_error", lambda e: e["error"] == "rate_limited")
+    finally:
+        service.stop()
+
+
+async def test_rejections_are_counted_in_the_metrics(
+    chat_cluster: ChatCluster, clients: list[Client]
+) -> None:
+    client = await connect_chat(clients, chat_cluster.a)
+    await client.call("name", 42)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{chat_cluster.a}/api/chat/metrics")).text
+    assert 'switchboard_rejected_inputs_total{error="invalid_type",event="name",service="chat"}' in text
+    assert 'switchboard_events_received_total{event="name",service="chat"}' in text
+    assert "switchboard_connected_clients" in text

@@ -1,0 +1,79 @@
+"""`make run`'s server: every service at its prefix, the pages at /, over HTTPS, with a
+certificate made on first run for localhost and the machine's addresses."""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+import pytest
+from cryptography import x509
+
+from tests.conftest import CHAT_PATH, Embedded
+from tests.harness import Client
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_every_service_answers_at_its_prefix_over_https(embedded: Embedded) -> None:
+    async with httpx.AsyncClient(base_url=embedded.url, verify=False) as http:
+        assert (await http.get("/api/chat/healthz")).json() == {"status": "ok", "service": "chat"}
+        assert (await http.get("/api/chat/readyz")).json()["status"] == "ready"
+        assert "switchboard_connected_clients" in (await http.get("/api/chat/metrics")).text
+        missing = await http.get("/api/nothing/healthz")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "not_found"
+
+
+async def test_the_pages_and_the_socketio_client_are_served_from_web(embedded: Embedded) -> None:
+    async with httpx.AsyncClient(base_url=embedded.url, verify=False) as http:
+        home = await http.get("/")
+        assert home.status_code == 200
+        assert 'href="/chat/"' in home.text
+        chat = await http.get("/chat/")
+        assert chat.status_code == 200
+        assert "/vendor/socket.io.esm.min.js" in (await http.get("/chat/chat.js")).text
+        vendor = await http.get("/vendor/socket.io.esm.min.js")
+        assert vendor.status_code == 200
+        assert "javascript" in vendor.headers["content-type"]
+
+
+async def test_the_certificate_covers_localhost_and_the_machines_addresses(
+    embedded: Embedded,
+) -> None:
+    pem = (embedded.cert_dir / "localhost.crt").read_bytes()
+    cert = x509.load_pem_x509_certificate(pem)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1", "::1"}
+    # The server presents it: a client that trusts exactly this certificate connects.
+    context = ssl.create_default_context(cadata=pem.decode())
+    async with httpx.AsyncClient(verify=context) as http:
+        assert (await http.get(f"{embedded.url}/api/chat/healthz")).status_code == 200
+
+
+async def test_chat_works_through_the_embedded_server(
+    embedded: Embedded, clients: list[Client], unique: str
+) -> None:
+    ann = Client(embedded.url, CHAT_PATH)
+    clients.append(ann)
+    await ann.connect(auth={"room": f"r-{unique}"}, headers={"Origin": embedded.url})
+    assert (await ann.call("name", f"ann-{unique}"))["ok"] is True
+    await ann.call("message", "over https")
+    assert (await ann.wait("message"))[1] == "over https"
+
+
+async def test_a_foreign_page_cannot_open_a_socket_to_it(embedded: Embedded) -> None:
+    for transport in ("websocket", "polling"):
+        intruder = Client(embedded.url, CHAT_PATH)
+        with pytest.raises(Exception):  # noqa: B017 - any refusal; the server's log says 400
+            await intruder.connect(
+                headers={"Origin": "https://evil.example"}, transports=[transport]
+            )
+        assert not intruder.sio.connected
+        await intruder.close()
+    # Same host, other scheme: another origin too.
+    plain = Client(embedded.url, CHAT_PATH)
+    with pytest.raises(Exception):  # noqa: B017
+        await plain.connect(headers={"Origin": embedded.url.replace("https", "http")})
+    await plain.close()

@@ -1,0 +1,79 @@
+"""A service reads its settings from the environment and says clearly what is wrong with them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from chat_service.settings import ChatSettings
+from tests.conftest import start_chat
+from tests.harness import ROOT
+
+
+def run_chat(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "REDIS"))}
+    return subprocess.run(
+        [sys.executable, "-m", "chat_service"],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("CHAT_RATE_PER_SECOND", "-1", "CHAT_RATE_PER_SECOND: Input should be greater than 0"),
+        ("CHAT_HISTORY_SIZE", "lots", "CHAT_HISTORY_SIZE: Input should be a valid integer"),
+        ("PORT", "99999", "PORT: Input should be less than or equal to 65535"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL: Value error, must start with redis://"),
+        ("ALLOWED_ORIGINS", "*", "ALLOWED_ORIGINS: Value error, '*' is not an origin"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL: Value error, must be one of"),
+    ],
+)
+def test_a_bad_value_stops_the_start_with_a_clear_message(
+    variable: str, value: str, said: str
+) -> None:
+    result = run_chat({variable: value})
+
+    assert result.returncode != 0
+    assert said in result.stderr
+    assert f"(got {value!r})" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_variables_with_the_prefix_are_reported_at_start(tmp_path: Path) -> None:
+    service = start_chat(tmp_path, {"CHAT_RATE_PER_SECONDS": "9"})
+    service.stop()
+    assert "CHAT_RATE_PER_SECONDS is not a chat setting and is ignored" in service.log()
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9100")
+    monkeypatch.setenv("CHAT_RATE_BURST", "3")
+    monkeypatch.setenv("ALLOWED_ORIGINS", "https://a.example, https://b.example:8443")
+    monkeypatch.setenv("REDIS_URL", "")
+    settings = ChatSettings.from_env()
+    assert settings.port == 9100
+    assert settings.rate_burst == 3
+    assert settings.allowed_origins == ("https://a.example", "https://b.example:8443")
+    assert settings.redis_url is None
+
+
+def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("CHAT_") or key in ("PORT", "HOST", "REDIS_URL", "ALLOWED_ORIGINS"):
+            monkeypatch.delenv(key)
+    settings = ChatSettings.from_env()
+    assert (settings.host, settings.port, settings.redis_url) == ("127.0.0.1", 8001, None)
+    assert (settings.rate_per_second, settings.rate_burst, settings.history_size) == (5, 10, 50)
+    assert settings.replica_ttl == 15
+    with pytest.raises(ValidationError):
+        ChatSettings(rate_burst=0)
