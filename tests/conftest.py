@@ -42,9 +42,7 @@ class ChatCluster:
         return self.replicas[-1].url
 
 
-def start_chat(
-    log_dir: Path, env: dict[str, str] | None = None, name: str = ""
-) -> ServiceProcess:
+def start_chat(log_dir: Path, env: dict[str, str] | None = None, name: str = "") -> ServiceProcess:
     process = ServiceProcess("chat_service", log_dir, env, name=name)
     process.wait_ready("/api/chat")
     return process
@@ -56,9 +54,7 @@ CLUSTER_ENV = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000", "CHAT_
 
 
 @pytest.fixture(scope="session", params=["memory", "redis"])
-def chat_cluster(
-    request: pytest.FixtureRequest, log_dir: Path
-) -> Iterator[ChatCluster]:
+def chat_cluster(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[ChatCluster]:
     if request.param == "memory":
         replicas = [start_chat(log_dir, CLUSTER_ENV, name="chat-memory")]
     else:

@@ -86,8 +86,19 @@ class RedisServer(Process):
         self.port = port or free_port()
         super().__init__(
             f"redis-{self.port}",
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "yes"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
             log_dir,
             dict(os.environ),
         )

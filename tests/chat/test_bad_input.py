@@ -128,7 +128,9 @@ async def test_unknown_events_get_an_error_not_silence(
     assert ack["error"] == "unknown_event"
     assert "shout" in ack["message"]
     await client.emit("not an identifier!", 1)
-    await client.wait("chat_error", lambda e: e["message"] == "there is no event 'not an identifier!'")
+    await client.wait(
+        "chat_error", lambda e: e["message"] == "there is no event 'not an identifier!'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -206,6 +208,9 @@ async def test_rejections_are_counted_in_the_metrics(
     await client.call("name", 42)
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"{chat_cluster.a}/api/chat/metrics")).text
-    assert 'switchboard_rejected_inputs_total{error="invalid_type",event="name",service="chat"}' in text
+    assert (
+        'switchboard_rejected_inputs_total{error="invalid_type",event="name",service="chat"}'
+        in text
+    )
     assert 'switchboard_events_received_total{event="name",service="chat"}' in text
     assert "switchboard_connected_clients" in text

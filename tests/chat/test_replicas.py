@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import socketio
 
 from tests.conftest import connect_chat, start_chat
 from tests.harness import Client, RedisServer
@@ -40,9 +41,7 @@ async def test_a_killed_replicas_names_and_presence_are_freed_within_30_seconds(
             await asyncio.sleep(0.5)
         freed_after = time.monotonic() - killed_at
 
-        (left,) = await bob.wait(
-            "user_left", lambda u: u["id"] == ann_id, timeout=30 - freed_after
-        )
+        (left,) = await bob.wait("user_left", lambda u: u["id"] == ann_id, timeout=30 - freed_after)
         assert left == {"id": ann_id, "name": f"ann-{unique}"}
         late = await connect_chat(clients, survivor.url, room=room)
         names = {u["name"] for u in late.received("users")[0][0]}
@@ -71,7 +70,7 @@ async def test_readyz_follows_redis_down_and_back(tmp_path: Path, clients: list[
             # Chat says it cannot store a message rather than losing it silently.
             refused = Client(service.url, "/api/chat/socket.io")
             clients.append(refused)
-            with pytest.raises(Exception):
+            with pytest.raises(socketio.exceptions.ConnectionError):
                 await refused.connect()
             assert refused.connect_error["data"]["error"] == "unavailable"
 
@@ -81,7 +80,8 @@ async def test_readyz_follows_redis_down_and_back(tmp_path: Path, clients: list[
             assert (await client.call("name", "back"))["ok"] is True
             metrics = (await http.get("/api/chat/metrics")).text
             errors = [
-                line for line in metrics.splitlines()
+                line
+                for line in metrics.splitlines()
                 if line.startswith("switchboard_redis_errors_total")
             ]
             assert float(errors[0].split()[-1]) > 0

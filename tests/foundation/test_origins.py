@@ -27,8 +27,12 @@ async def test_same_origin_only_when_nothing_is_configured(tmp_path: Path) -> No
         own = f"http://127.0.0.1:{service.port}"
         assert await handshake(service.url, own) == 200
         assert await handshake(service.url, None) == 200  # not a browser: nothing to hijack
-        for foreign in ("https://evil.example", "null", f"https://127.0.0.1:{service.port}",
-                        f"http://127.0.0.1:{service.port}.evil.example"):
+        for foreign in (
+            "https://evil.example",
+            "null",
+            f"https://127.0.0.1:{service.port}",
+            f"http://127.0.0.1:{service.port}.evil.example",
+        ):
             assert await handshake(service.url, foreign) == 400, foreign
     finally:
         service.stop()

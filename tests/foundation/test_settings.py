@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from chat_service.settings import ChatSettings
 from pydantic import ValidationError
 
-from chat_service.settings import ChatSettings
 from tests.conftest import start_chat
 from tests.harness import ROOT
 

@@ -1,7 +1,8 @@
 """``python -m chat_service``: the chat service alone, configured by the environment."""
 
-from chat_service.settings import ChatSettings
 from switchboard.runner import run_service
+
+from chat_service.settings import ChatSettings
 
 if __name__ == "__main__":
     run_service(ChatSettings, "chat_service.app:create_service")

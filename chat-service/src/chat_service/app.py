@@ -8,12 +8,12 @@ from urllib.parse import parse_qs
 
 from redis.exceptions import RedisError
 from socketio.exceptions import ConnectionRefusedError as Refused
+from switchboard.ratelimit import TokenBucket
+from switchboard.service import InputError, Service, ServiceNamespace
 
 from chat_service import validation
 from chat_service.settings import ChatSettings
 from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
-from switchboard.ratelimit import TokenBucket
-from switchboard.service import InputError, Service, ServiceNamespace
 
 
 def refusal(error: InputError) -> Refused:

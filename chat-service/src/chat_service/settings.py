@@ -6,7 +6,6 @@ from typing import ClassVar
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
-
 from switchboard.settings import ServiceSettings
 
 

@@ -26,14 +26,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from switchboard.metrics import ServiceMetrics
 
 from chat_service.validation import id_order
-from switchboard.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 US = "\x1f"
@@ -384,7 +384,7 @@ class RedisChatStore:
 
     async def _reap_dead(self) -> None:
         replicas = await self.redis.smembers(self._key("replicas"))
-        for rid in replicas:
+        for rid in map(str, replicas):
             if rid != self.rid and not await self.redis.exists(self._key("replica", rid)):
                 await self._reap_replica(rid)
 
@@ -393,9 +393,7 @@ class RedisChatStore:
             keys=[self._key("replicas"), self._key("sessions", rid), self._key("names")],
             args=[rid, self.prefix],
         )
-        departed = [
-            (flat[i], Member(flat[i + 1], flat[i + 2])) for i in range(0, len(flat), 3)
-        ]
+        departed = [(flat[i], Member(flat[i + 1], flat[i + 2])) for i in range(0, len(flat), 3)]
         if departed:
             log.info("chat: replica %s is gone; %d named members left", rid, len(departed))
             if self.on_departed:
@@ -445,7 +443,7 @@ class RedisChatStore:
             maxlen=self.history_size + 1,
             approximate=False,
         )
-        return ChatMessage(message_id, sender, text)
+        return ChatMessage(str(message_id), sender, text)
 
     async def history(self, room: str, after: str | None) -> History:
         key = self._key("history", room)
@@ -455,7 +453,8 @@ class RedisChatStore:
             pipe.xrevrange(key, "+", f"({after}" if after else "-", count=max(1, self.history_size))
             length, oldest, newest = await pipe.execute()
         messages = [
-            ChatMessage(mid, Member(f["sid"], f["name"]), f["text"]) for mid, f in reversed(newest)
+            ChatMessage(str(mid), Member(f["sid"], f["name"]), f["text"])
+            for mid, f in reversed(newest)
         ]
         return held_history(
             messages if self.history_size else [],

@@ -29,9 +29,7 @@ def one_argument(args: tuple[Any, ...]) -> Any:
 
 
 def _has_control(text: str, allowed: str = "") -> bool:
-    return any(
-        unicodedata.category(ch) in _CONTROL_CATEGORIES and ch not in allowed for ch in text
-    )
+    return any(unicodedata.category(ch) in _CONTROL_CATEGORIES and ch not in allowed for ch in text)
 
 
 def nickname(value: Any) -> str:
@@ -71,9 +69,7 @@ def room(value: Any) -> str:
     if value is None:
         return DEFAULT_ROOM
     if not isinstance(value, str) or not ROOM_PATTERN.fullmatch(value):
-        raise InputError(
-            "bad_room", "A room name has 1 to 64 letters, digits, '-' or '_'."
-        )
+        raise InputError("bad_room", "A room name has 1 to 64 letters, digits, '-' or '_'.")
     return value
 
 
