@@ -33,6 +33,9 @@ async def test_a_killed_replicas_names_and_presence_are_freed_within_30_seconds(
         await bob.call("name", f"bob-{unique}")
         other = await connect_chat(clients, survivor.url, room=room)
         assert (await other.call("name", f"ann-{unique}"))["error"] == "taken"
+        # Both replicas listen on chat's own channel, not python-socketio's shared default.
+        channels = dict(redis.Redis(port=redis_server.port).pubsub_numsub("socketio:chat"))
+        assert channels[b"socketio:chat"] >= 2
 
         doomed.kill()
         killed_at = time.monotonic()
