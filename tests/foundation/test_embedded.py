@@ -37,6 +37,8 @@ async def test_the_pages_and_the_socketio_client_are_served_from_web(embedded: E
         vendor = await http.get("/vendor/socket.io.esm.min.js")
         assert vendor.status_code == 200
         assert "javascript" in vendor.headers["content-type"]
+        assert (await http.get("/favicon.ico")).status_code == 404
+        assert (await http.get("/chat/nothing-here.js")).status_code == 404
 
 
 async def test_the_certificate_covers_localhost_and_the_machines_addresses(

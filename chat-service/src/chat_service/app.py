@@ -3,6 +3,7 @@ replicas. docs/protocol.md is the contract this module keeps."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -14,6 +15,9 @@ from switchboard.service import InputError, Service, ServiceNamespace
 from chat_service import validation
 from chat_service.settings import ChatSettings
 from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
+
+
+log = logging.getLogger(__name__)
 
 
 def refusal(error: InputError) -> Refused:
@@ -49,9 +53,10 @@ class ChatNamespace(ServiceNamespace):
             history = await self.store.history(room, last_id)
         except RedisError as exc:
             self.metrics.redis_errors.inc()
-            await self.store.leave(sid)
+            log.warning("chat: refusing a connection, Redis failed: %s", exc)
+            self.store.sessions.pop(sid, None)
             raise refusal(
-                InputError("unavailable", f"Chat is unavailable ({exc}); try again.")
+                InputError("unavailable", "Chat's storage is unavailable; try again shortly.")
             ) from None
         self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
         self.metrics.connected_clients.inc()

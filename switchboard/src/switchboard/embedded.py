@@ -18,7 +18,9 @@ from typing import Any
 import uvicorn
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.applications import Starlette
 from starlette.responses import JSONResponse
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from switchboard.certs import ensure_certificate, lan_addresses
@@ -68,7 +70,10 @@ class EmbeddedApp:
     def __init__(self, services: list[Service], web_root: Path) -> None:
         self.services = services
         self.routes = [(f"{s.prefix}/", s.asgi) for s in services]
-        self.static = StaticFiles(directory=web_root, html=True, check_dir=True)
+        # Inside a Starlette app, so that a missing file is a 404, not an unhandled exception.
+        self.static = Starlette(
+            routes=[Mount("/", StaticFiles(directory=web_root, html=True, check_dir=True))]
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
