@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from switchboard.certs import ensure_certificate, lan_addresses
 from switchboard.logs import configure_logging
-from switchboard.runner import uvicorn_options
+from switchboard.runner import tune_garbage_collector, uvicorn_options
 from switchboard.service import Service
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ def main() -> None:
         log.warning("web/vendor/ has no socket.io client: run `make web` (make run does it)")
     services = discover_services()
     app = EmbeddedApp(services, settings.web_root)
+    tune_garbage_collector()
     hosts = ["localhost"]
     if settings.host in ("0.0.0.0", "::"):
         hosts += [f"[{ip}]" if ip.version == 6 else str(ip) for ip in lan_addresses()]

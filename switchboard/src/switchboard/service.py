@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from switchboard import jsonenc
+from switchboard.fanout import FanoutManager, FanoutRedisManager
 from switchboard.metrics import CONTENT_TYPE, ServiceMetrics
 from switchboard.settings import ServiceSettings
 
@@ -173,11 +174,11 @@ class Service:
         self.components: list[Component] = []
         self.redis: Redis | None = None
         self.draining = False
-        manager: socketio.AsyncManager | None = None
+        manager: socketio.AsyncManager = FanoutManager()
         if settings.redis_url:
             self.redis = Redis.from_url(settings.redis_url, **redis_options())
             self.add_component(RedisComponent(self.redis, self.metrics))
-            manager = socketio.AsyncRedisManager(
+            manager = FanoutRedisManager(
                 settings.redis_url,
                 channel=f"socketio:{name}",
                 json=jsonenc,
