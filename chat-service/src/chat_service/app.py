@@ -10,12 +10,12 @@ from urllib.parse import parse_qs
 from redis.exceptions import RedisError
 from socketio.exceptions import ConnectionRefusedError as Refused
 from switchboard.ratelimit import TokenBucket
+from switchboard.replicas import Heartbeat
 from switchboard.service import InputError, Service, ServiceNamespace
 
 from chat_service import validation
 from chat_service.settings import ChatSettings
 from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
-
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +139,20 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     settings = settings or ChatSettings.from_env()
     service = Service(settings)
     store: ChatStore
+    heartbeat: Heartbeat | None = None
     if service.redis is not None:
         redis_store = RedisChatStore(
-            service.redis,
-            replica_id=service.replica_id,
-            history_size=settings.history_size,
-            replica_ttl=settings.replica_ttl,
-            metrics=service.metrics,
+            service.redis, replica_id=service.replica_id, history_size=settings.history_size
         )
+        heartbeat = Heartbeat(
+            service.redis,
+            prefix=RedisChatStore.prefix,
+            replica_id=service.replica_id,
+            ttl=settings.replica_ttl,
+            metrics=service.metrics,
+            on_beat=redis_store.on_beat,
+        )
+        redis_store.heartbeat = heartbeat
         store = redis_store
     else:
         store = MemoryChatStore(settings.history_size)
@@ -154,6 +160,8 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     if isinstance(store, RedisChatStore):
         store.on_departed = namespace.announce_departed
         store.on_name_lost = namespace.name_lost
+    if heartbeat:
+        service.add_component(heartbeat)
     service.add_component(store)
     service.sio.register_namespace(namespace)
     return service

@@ -20,8 +20,6 @@ then deletes its entries and reports the named members that left, for ``user_lef
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -31,7 +29,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from switchboard.metrics import ServiceMetrics
+from switchboard.replicas import Heartbeat
 
 from chat_service.validation import id_order
 
@@ -249,11 +247,6 @@ end
 return out
 """
 
-_HEARTBEAT = """
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-return redis.call('SADD', KEYS[2], ARGV[1])
-"""
-
 _REAP = """
 if redis.call('EXISTS', ARGV[2] .. 'replica:' .. ARGV[1]) == 1 then return {} end
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
@@ -282,7 +275,9 @@ return out
 
 
 class RedisChatStore:
-    """State shared by every replica through Redis, with a heartbeat and a reaper."""
+    """State shared by every replica through Redis. The replica's :class:`Heartbeat` calls
+    :meth:`on_beat`, which writes our entries back when Redis forgot them and reaps the
+    entries of replicas that died."""
 
     prefix = "chat:"
 
@@ -292,26 +287,18 @@ class RedisChatStore:
         *,
         replica_id: str,
         history_size: int,
-        replica_ttl: float,
-        metrics: ServiceMetrics,
     ) -> None:
         self.redis = redis
         self.rid = replica_id
         self.history_size = history_size
-        self.ttl_ms = int(replica_ttl * 1000)
-        self.metrics = metrics
         self.sessions: dict[str, Session] = {}
+        self.heartbeat: Heartbeat | None = None
         self.on_departed: Departed | None = None
         self.on_name_lost: NameLost | None = None
         self._claim = redis.register_script(_CLAIM)
         self._leave = redis.register_script(_LEAVE)
         self._members = redis.register_script(_MEMBERS)
-        self._heartbeat = redis.register_script(_HEARTBEAT)
         self._reap = redis.register_script(_REAP)
-        self._task: asyncio.Task[None] | None = None
-        self._beats = 0
-        self._last_beat = 0.0
-        self._beat_error: str | None = None
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -323,15 +310,9 @@ class RedisChatStore:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._beat()
-        self._task = asyncio.get_running_loop().create_task(self._beat_forever())
+        pass
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         # Leave as a crashed replica would, only at once: others see our members go.
         try:
             await self.redis.delete(self._key("replica", self.rid))
@@ -340,38 +321,17 @@ class RedisChatStore:
             log.warning("chat: could not remove this replica's entries from Redis: %s", exc)
 
     async def check(self) -> str | None:
-        return self._beat_error
+        return None
 
-    async def _beat_forever(self) -> None:
-        interval = self.ttl_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._beat()
-                await self._reap_dead()
-            except (RedisError, OSError) as exc:
-                self.metrics.redis_errors.inc()
-                self._beat_error = f"redis heartbeat: {exc or type(exc).__name__}"
-                log.warning("chat: heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("chat: heartbeat failed")
-
-    async def _beat(self) -> None:
-        now = time.monotonic()
-        late = self._beats and (now - self._last_beat) * 1000 >= self.ttl_ms
-        added = await self._heartbeat(
-            keys=[self._key("replica", self.rid), self._key("replicas")],
-            args=[self.rid, self.ttl_ms],
-        )
-        first = self._beats == 0
-        self._beats += 1
-        self._last_beat = now
-        had_error, self._beat_error = self._beat_error, None
-        if not first and (added or late or had_error):
+    async def on_beat(self, rejoined: bool) -> None:
+        if rejoined:
             # Redis may have forgotten us (restarted, or our entries reaped while we could not
             # reach it): write our sessions again and find out which names we lost.
             log.warning("chat: re-registering %d sessions in Redis", len(self.sessions))
             await self._restore()
+        if self.heartbeat:
+            for rid in await self.heartbeat.dead():
+                await self._reap_replica(rid)
 
     async def _restore(self) -> None:
         for sid, session in list(self.sessions.items()):
@@ -381,12 +341,6 @@ class RedisChatStore:
                 session.name = session.key = ""
                 if self.on_name_lost:
                     await self.on_name_lost(sid, lost)
-
-    async def _reap_dead(self) -> None:
-        replicas = await self.redis.smembers(self._key("replicas"))
-        for rid in map(str, replicas):
-            if rid != self.rid and not await self.redis.exists(self._key("replica", rid)):
-                await self._reap_replica(rid)
 
     async def _reap_replica(self, rid: str) -> None:
         flat = await self._reap(

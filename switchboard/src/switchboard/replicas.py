@@ -1,0 +1,122 @@
+"""Which replicas of a service are alive, kept in Redis by a heartbeat.
+
+Each replica refreshes ``<prefix>replica:<id>`` (a key with a TTL) every third of the TTL and
+belongs to the set ``<prefix>replicas``. Entries that replicas write for their clients carry the
+replica's id; a reader takes an entry whose replica key has expired for gone, so a crashed
+replica's entries vanish within the TTL even before anyone cleans them up, and the heartbeat of
+a surviving replica then reaps them (see :meth:`Heartbeat.dead`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from switchboard.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+_BEAT = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+return redis.call('SADD', KEYS[2], ARGV[1])
+"""
+
+#: Called after each successful beat; ``rejoined`` is true when Redis may have forgotten this
+#: replica (it was reaped, Redis restarted, or beats failed or came late), so its entries must
+#: be written again.
+OnBeat = Callable[[bool], Awaitable[None]]
+
+
+class Heartbeat:
+    """A service component: the replica's liveness key, refreshed until the service stops."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        replica_id: str,
+        ttl: float,
+        metrics: ServiceMetrics,
+        on_beat: OnBeat | None = None,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.replica_id = replica_id
+        self.ttl_ms = int(ttl * 1000)
+        self.metrics = metrics
+        self.on_beat = on_beat
+        self._beat = redis.register_script(_BEAT)
+        self._task: asyncio.Task[None] | None = None
+        self._beats = 0
+        self._last = 0.0
+        self._error: str | None = None
+
+    def key(self, replica_id: str) -> str:
+        return f"{self.prefix}replica:{replica_id}"
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self.beat()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeat")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(self.key(self.replica_id))
+
+    async def check(self) -> str | None:
+        return self._error
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            try:
+                await self.beat()
+            except (RedisError, OSError) as exc:
+                self.metrics.redis_errors.inc()
+                self._error = f"redis heartbeat: {exc or type(exc).__name__}"
+                log.warning("heartbeat of replica %s failed: %s", self.replica_id, exc)
+            except Exception:
+                log.exception("heartbeat of replica %s failed", self.replica_id)
+
+    async def beat(self) -> None:
+        now = time.monotonic()
+        late = self._beats > 0 and (now - self._last) * 1000 >= self.ttl_ms
+        added = await self._beat(
+            keys=[self.key(self.replica_id), f"{self.prefix}replicas"],
+            args=[self.replica_id, self.ttl_ms],
+        )
+        first = self._beats == 0
+        self._beats += 1
+        self._last = now
+        failed_before, self._error = self._error, None
+        if self.on_beat:
+            await self.on_beat(not first and bool(added or late or failed_before))
+
+    async def alive(self, replica_ids: Iterable[str]) -> set[str]:
+        """Those of ``replica_ids`` whose liveness key is there."""
+        ids = list(dict.fromkeys(replica_ids))
+        if not ids:
+            return set()
+        found = await self.redis.mget([self.key(rid) for rid in ids])
+        return {rid for rid, value in zip(ids, found, strict=True) if value is not None}
+
+    async def dead(self) -> list[str]:
+        """Replicas still listed whose key has expired: theirs to reap."""
+        listed = [str(rid) for rid in await self.redis.smembers(f"{self.prefix}replicas")]
+        alive = await self.alive(listed)
+        return [rid for rid in listed if rid not in alive and rid != self.replica_id]
+
+    async def forget(self, replica_id: str) -> bool:
+        """Take ``replica_id`` off the list; true for the one caller that did it."""
+        return bool(await self.redis.srem(f"{self.prefix}replicas", replica_id))
