@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qs
 
 from redis.exceptions import RedisError
 from socketio.exceptions import ConnectionRefusedError as Refused
 from switchboard.ratelimit import TokenBucket
 from switchboard.replicas import Heartbeat
 from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.validation import connect_auth, one_argument, room_of
 
 from chat_service import validation
 from chat_service.settings import ChatSettings
@@ -37,11 +37,8 @@ class ChatNamespace(ServiceNamespace):
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
-            if auth is not None and not isinstance(auth, dict):
-                raise InputError("bad_auth", "auth must be an object.")
-            auth = auth or {}
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            room = validation.room(auth.get("room", (query.get("room") or [None])[0]))
+            auth = connect_auth(auth)
+            room = room_of(auth, environ)
             last_id = validation.message_id(auth.get("last_id"))
         except InputError as error:
             self.metrics.rejected("connect", error.code)
@@ -94,7 +91,7 @@ class ChatNamespace(ServiceNamespace):
 
     async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
         self._take(sid)
-        name = validation.nickname(validation.one_argument(args))
+        name = validation.nickname(one_argument(args))
         key = validation.nickname_key(name)
         session = self.store.sessions[sid]
         old = session.name
@@ -111,7 +108,7 @@ class ChatNamespace(ServiceNamespace):
 
     async def on_message(self, sid: str, *args: Any) -> dict[str, Any]:
         self._take(sid)
-        text = validation.message_text(validation.one_argument(args))
+        text = validation.message_text(one_argument(args))
         session = self.store.sessions[sid]
         if not session.name:
             raise InputError("no_name", "Pick a name before you send messages.")
