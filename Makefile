@@ -19,7 +19,7 @@ setup: python web
 
 python: .venv/.synced
 
-.venv/.synced: pyproject.toml uv.lock switchboard/pyproject.toml chat-service/pyproject.toml
+.venv/.synced: pyproject.toml uv.lock */pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --frozen

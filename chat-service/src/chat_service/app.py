@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from redis.exceptions import RedisError
-from socketio.exceptions import ConnectionRefusedError as Refused
 from switchboard.ratelimit import TokenBucket
 from switchboard.replicas import Heartbeat
 from switchboard.service import InputError, Service, ServiceNamespace
@@ -18,11 +17,6 @@ from chat_service.settings import ChatSettings
 from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
 
 log = logging.getLogger(__name__)
-
-
-def refusal(error: InputError) -> Refused:
-    """socket.io's connect_error carries {message, data}: data is our usual error object."""
-    return Refused(error.message, error.payload())
 
 
 class ChatNamespace(ServiceNamespace):
@@ -42,7 +36,7 @@ class ChatNamespace(ServiceNamespace):
             last_id = validation.message_id(auth.get("last_id"))
         except InputError as error:
             self.metrics.rejected("connect", error.code)
-            raise refusal(error) from None
+            raise error.refusal() from None
         try:
             await self.store.join(sid, room)
             await self.enter_room(sid, room)
@@ -52,9 +46,10 @@ class ChatNamespace(ServiceNamespace):
             self.metrics.redis_errors.inc()
             log.warning("chat: refusing a connection, Redis failed: %s", exc)
             self.store.sessions.pop(sid, None)
-            raise refusal(
-                InputError("unavailable", "Chat's storage is unavailable; try again shortly.")
-            ) from None
+            unavailable = InputError(
+                "unavailable", "Chat's storage is unavailable; try again shortly."
+            )
+            raise unavailable.refusal() from None
         self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
         self.metrics.connected_clients.inc()
         await self.emit("users", [m.wire() for m in members], to=sid)

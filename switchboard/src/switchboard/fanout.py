@@ -28,6 +28,31 @@ def _arguments(data: Any) -> list[Any]:
     return [data]
 
 
+def encode_event(
+    server: socketio.AsyncServer, namespace: str, event: str, args: list[Any]
+) -> list[eio_packet.Packet]:
+    """An event encoded once, as the engine.io packets to hand to any number of clients."""
+    encoded = server.packet_class(packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+    return [
+        eio_packet.Packet(eio_packet.MESSAGE, part)
+        for part in (encoded if isinstance(encoded, list) else [encoded])
+    ]
+
+
+async def send_encoded(
+    server: socketio.AsyncServer, eio_sid: str, frames: list[eio_packet.Packet]
+) -> None:
+    for frame in frames:
+        await server._send_eio_packet(eio_sid, frame)
+
+
+def queued(server: socketio.AsyncServer, eio_sid: str) -> int:
+    """Packets waiting to be written to a client: more than a few means it reads slowly (the
+    websocket's writer waits while the socket's send buffer is full)."""
+    socket = server.eio.sockets.get(eio_sid)
+    return socket.queue.qsize() if socket is not None else 0
+
+
 async def deliver_locally(
     manager: socketio.AsyncManager,
     event: str,
@@ -43,18 +68,10 @@ async def deliver_locally(
     if not recipients:
         return
     skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
-    encoded = manager.server.packet_class(
-        packet.EVENT, namespace=namespace, data=[event, *args]
-    ).encode()
-    frames = [
-        eio_packet.Packet(eio_packet.MESSAGE, part)
-        for part in (encoded if isinstance(encoded, list) else [encoded])
-    ]
-    send = manager.server._send_eio_packet
+    frames = encode_event(manager.server, namespace, event, args)
     for sid, eio_sid in recipients:
         if sid not in skip:
-            for frame in frames:
-                await send(eio_sid, frame)
+            await send_encoded(manager.server, eio_sid, frames)
 
 
 class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]

@@ -63,6 +63,14 @@ class InputError(Exception):
     def payload(self) -> dict[str, Any]:
         return {"ok": False, "error": self.code, "message": self.message}
 
+    def refusal(self) -> Exception:
+        """For a connect handler to raise: socket.io's ``connect_error`` carries
+        ``{message, data}``, and ``data`` is our usual error object."""
+        refused: Exception = socketio.exceptions.ConnectionRefusedError(
+            self.message, self.payload()
+        )
+        return refused
+
 
 class CountingServer(socketio.AsyncServer):  # type: ignore[misc]
     """An AsyncServer that counts what it emits, by event name, for /metrics."""

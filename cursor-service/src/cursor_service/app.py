@@ -1,0 +1,36 @@
+"""The cursor service: shared cursors (``/``) and the remote control (``/remote``).
+docs/protocol.md is the contract this package keeps."""
+
+from __future__ import annotations
+
+from cursor_service.board import Board, MemoryBoard, RedisBoard
+from cursor_service.cursors import CursorNamespace
+from cursor_service.settings import CursorSettings
+from switchboard.replicas import Heartbeat
+from switchboard.service import Service
+
+
+def create_service(settings: CursorSettings | None = None) -> Service:
+    """Build the cursor service from ``settings`` (read from the environment when omitted)."""
+    settings = settings or CursorSettings.from_env()
+    service = Service(settings)
+    board: Board
+    if service.redis is not None:
+        redis_board = RedisBoard(service.redis, replica_id=service.replica_id)
+        redis_board.heartbeat = Heartbeat(
+            service.redis,
+            prefix=RedisBoard.prefix,
+            replica_id=service.replica_id,
+            ttl=settings.replica_ttl,
+            metrics=service.metrics,
+            on_beat=redis_board.on_beat,
+        )
+        service.add_component(redis_board.heartbeat)
+        board = redis_board
+    else:
+        board = MemoryBoard()
+    service.add_component(board)
+    cursors = CursorNamespace(service, board, settings)
+    service.add_component(cursors)
+    service.sio.register_namespace(cursors)
+    return service

@@ -1,0 +1,190 @@
+"""Where the cursors of every room are: this process's memory, or Redis for replicas.
+
+Each replica ticks on its own and sends its own clients what changed in their rooms since it
+last looked, so every client gets one frame per tick from its replica and none is doubled by
+two replicas ticking (issue 3). With Redis, a tick first writes the moves of this replica's
+clients (coalesced: one entry per cursor per tick, however often it moved), then reads the
+rooms its clients are in. Entries carry the replica's id; entries of a replica whose heartbeat
+stopped are left out, so a crashed replica's cursors vanish within its TTL.
+
+Redis layout (keys under ``cursors:``): ``room:<room>``, a hash sid -> rid US x US y US colour
+US name; ``rooms:<rid>``, the rooms a replica wrote to, for reaping it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+from switchboard.replicas import Heartbeat
+
+US = "\x1f"
+#: A room nobody wrote to for this long is dropped from Redis.
+ROOM_IDLE_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    x: float
+    y: float
+    color: str
+    name: str
+
+    def wire(self) -> dict[str, object]:
+        return {"x": self.x, "y": self.y, "color": self.color, "name": self.name}
+
+
+View = dict[str, Cursor]
+
+
+class Board(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def check(self) -> str | None: ...
+    def place(self, room: str, sid: str, cursor: Cursor) -> None: ...
+    def remove(self, room: str, sid: str) -> None: ...
+    async def flush(self) -> None: ...
+    async def views(self, rooms: Iterable[str]) -> dict[str, View]: ...
+
+
+class MemoryBoard:
+    """One process: the board is this dict."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, View] = {}
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def check(self) -> str | None:
+        return None
+
+    def place(self, room: str, sid: str, cursor: Cursor) -> None:
+        self.rooms.setdefault(room, {})[sid] = cursor
+
+    def remove(self, room: str, sid: str) -> None:
+        cursors = self.rooms.get(room)
+        if cursors is not None:
+            cursors.pop(sid, None)
+            if not cursors:
+                del self.rooms[room]
+
+    async def flush(self) -> None:
+        pass
+
+    async def views(self, rooms: Iterable[str]) -> dict[str, View]:
+        return {room: dict(self.rooms.get(room, {})) for room in rooms}
+
+
+_REAP = """
+local rooms = redis.call('SMEMBERS', KEYS[1])
+local prefix = ARGV[1] .. '\\31'
+for _, room in ipairs(rooms) do
+  local key = ARGV[2] .. 'room:' .. room
+  local entries = redis.call('HGETALL', key)
+  for i = 1, #entries, 2 do
+    if string.sub(entries[i + 1], 1, #prefix) == prefix then
+      redis.call('HDEL', key, entries[i])
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+return #rooms
+"""
+
+
+class RedisBoard:
+    """Replicas: this replica's cursors are written to Redis on each tick, everyone's read."""
+
+    prefix = "cursors:"
+
+    def __init__(self, redis: Redis, *, replica_id: str) -> None:
+        self.redis = redis
+        self.rid = replica_id
+        self.heartbeat: Heartbeat | None = None
+        #: This replica's cursors, by room.
+        self.local: dict[str, View] = {}
+        self._moved: dict[str, set[str]] = {}
+        self._removed: dict[str, set[str]] = {}
+        self._reap = redis.register_script(_REAP)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await self.redis.delete(self.prefix + f"replica:{self.rid}")
+        await self._reap(keys=[f"{self.prefix}rooms:{self.rid}"], args=[self.rid, self.prefix])
+
+    async def check(self) -> str | None:
+        return None
+
+    async def on_beat(self, rejoined: bool) -> None:
+        if rejoined:
+            for room, cursors in self.local.items():
+                self._moved.setdefault(room, set()).update(cursors)
+        if self.heartbeat:
+            for rid in await self.heartbeat.dead():
+                if await self.heartbeat.forget(rid):
+                    await self._reap(keys=[f"{self.prefix}rooms:{rid}"], args=[rid, self.prefix])
+
+    def place(self, room: str, sid: str, cursor: Cursor) -> None:
+        self.local.setdefault(room, {})[sid] = cursor
+        self._moved.setdefault(room, set()).add(sid)
+
+    def remove(self, room: str, sid: str) -> None:
+        cursors = self.local.get(room)
+        if cursors is not None and cursors.pop(sid, None) is not None:
+            self._removed.setdefault(room, set()).add(sid)
+            if not cursors:
+                del self.local[room]
+
+    async def flush(self) -> None:
+        if not self._moved and not self._removed:
+            return
+        moved, self._moved = self._moved, {}
+        removed, self._removed = self._removed, {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room, sids in moved.items():
+                cursors = self.local.get(room, {})
+                fields: dict[FieldT, EncodableT] = {
+                    sid: US.join((self.rid, repr(c.x), repr(c.y), c.color, c.name))
+                    for sid in sids
+                    if (c := cursors.get(sid)) is not None
+                }
+                if fields:
+                    pipe.hset(f"{self.prefix}room:{room}", mapping=fields)
+                    pipe.pexpire(f"{self.prefix}room:{room}", ROOM_IDLE_MS)
+                    pipe.sadd(f"{self.prefix}rooms:{self.rid}", room)
+            for room, sids in removed.items():
+                pipe.hdel(f"{self.prefix}room:{room}", *sids)
+            await pipe.execute()
+
+    async def views(self, rooms: Iterable[str]) -> dict[str, View]:
+        rooms = list(rooms)
+        if not rooms:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hgetall(f"{self.prefix}room:{room}")
+            raw = await pipe.execute()
+        parsed: dict[str, list[tuple[str, str, Cursor]]] = {}
+        owners: set[str] = set()
+        for room, entries in zip(rooms, raw, strict=True):
+            rows = parsed[room] = []
+            for sid, value in entries.items():
+                rid, x, y, color, name = value.split(US, 4)
+                rows.append((sid, rid, Cursor(float(x), float(y), color, name)))
+                owners.add(rid)
+        alive = {self.rid}
+        if self.heartbeat:
+            alive |= await self.heartbeat.alive(owners - alive)
+        return {
+            room: {sid: cursor for sid, rid, cursor in rows if rid in alive}
+            for room, rows in parsed.items()
+        }

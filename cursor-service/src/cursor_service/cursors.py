@@ -1,0 +1,238 @@
+"""Shared cursors (namespace ``/``): the course's ``update`` {x, y}, sent to everyone in the
+room on a fixed tick as deltas, with snapshots for newcomers, askers and slow readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from switchboard.fanout import encode_event, queued, send_encoded
+from switchboard.ratelimit import TokenBucket
+from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.validation import connect_auth, display_name, one_argument, room_of
+
+from cursor_service.board import Board, Cursor, View
+from cursor_service.settings import CursorSettings
+
+log = logging.getLogger(__name__)
+
+#: Distinct on light and dark backgrounds; a cursor's colour follows from its id.
+PALETTE = (
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#9a6324",
+    "#469990",
+    "#800000",
+    "#808000",
+    "#000075",
+)
+#: Positions are sent to 1/10000 of the viewport: a tenth of a pixel on a 1000 px screen.
+PRECISION = 4
+
+
+def position(value: Any) -> tuple[float, float]:
+    """``{x, y}``, finite numbers, clamped to [0, 1]; anything else is refused."""
+    if not isinstance(value, dict) or set(value) != {"x", "y"}:
+        raise InputError("bad_position", "update takes one object {x, y}, each from 0 to 1.")
+    coordinates = []
+    for axis in ("x", "y"):
+        number = value[axis]
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise InputError("bad_position", f"{axis} must be a number from 0 to 1.")
+        if not math.isfinite(number):
+            raise InputError("bad_position", f"{axis} must be a finite number.")
+        coordinates.append(round(min(1.0, max(0.0, float(number))), PRECISION))
+    return coordinates[0], coordinates[1]
+
+
+def colour_of(sid: str) -> str:
+    return PALETTE[zlib.crc32(sid.encode()) % len(PALETTE)]
+
+
+def diff(before: View, after: View) -> dict[str, Any] | None:
+    """What changed between two views of a room; None when nothing did."""
+    moved = {
+        sid: [cursor.x, cursor.y]
+        for sid, cursor in after.items()
+        if (old := before.get(sid)) is not None and (old.x, old.y) != (cursor.x, cursor.y)
+    }
+    joined = {sid: cursor.wire() for sid, cursor in after.items() if sid not in before}
+    left = [sid for sid in before if sid not in after]
+    if not (moved or joined or left):
+        return None
+    return {"moved": moved, "joined": joined, "left": left}
+
+
+@dataclass(slots=True)
+class Member:
+    room: str
+    color: str
+    name: str
+    bucket: TokenBucket
+    last_refusal: float = 0.0
+
+
+@dataclass(slots=True)
+class RoomState:
+    """What this replica last sent a room: deltas are relative to it, snapshots are it."""
+
+    seq: int = 0
+    view: View = field(default_factory=dict)
+
+    def snapshot(self, now_ms: int) -> dict[str, Any]:
+        cursors = {sid: cursor.wire() for sid, cursor in self.view.items()}
+        return {"seq": self.seq, "t": now_ms, "cursors": cursors}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CursorNamespace(ServiceNamespace):
+    error_event = "cursor_error"
+
+    def __init__(self, service: Service, board: Board, settings: CursorSettings) -> None:
+        super().__init__(service, "/")
+        self.board = board
+        self.settings = settings
+        self.members: dict[str, Member] = {}
+        self.rooms: dict[str, set[str]] = {}
+        self.states: dict[str, RoomState] = {}
+        #: Clients skipped because they read too slowly; each gets a snapshot when caught up.
+        self.behind: set[str] = set()
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- the service component: the tick ------------------------------------------------------
+
+    async def start(self) -> None:
+        self._ticker = self.service.background(self._tick_forever, "cursor tick")
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def check(self) -> str | None:
+        if self._ticker is None or self._ticker.done():
+            return "the cursor tick is not running"
+        return None
+
+    async def _tick_forever(self) -> None:
+        interval = self.settings.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            next_tick += interval
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            try:
+                await self.tick()
+            except Exception as exc:  # a Redis blip must not stop the cursors for good
+                self.metrics.redis_errors.inc()
+                log.warning("cursors: tick failed: %s", exc)
+            if loop.time() - next_tick > interval:
+                next_tick = loop.time()  # we fell behind: skip ticks rather than burst
+
+    async def tick(self) -> None:
+        await self.board.flush()
+        rooms = list(self.rooms)
+        views = await self.board.views(rooms)
+        stamp = now_ms()
+        for room in rooms:
+            state = self.states.setdefault(room, RoomState())
+            view = views.get(room, {})
+            changes = diff(state.view, view)
+            state.view = view
+            if changes is not None:
+                state.seq += 1
+                self.metrics.sent("delta")
+            await self._deliver(room, state, changes, stamp)
+        for room in set(self.states) - set(rooms):
+            del self.states[room]
+
+    async def _deliver(
+        self, room: str, state: RoomState, changes: dict[str, Any] | None, stamp: int
+    ) -> None:
+        server = self.server
+        delta = snapshot = None
+        for sid, eio_sid in list(server.manager.get_participants("/", room)):
+            if queued(server, eio_sid) > self.settings.max_queued:
+                self.behind.add(sid)
+            elif sid in self.behind:
+                self.behind.discard(sid)
+                if snapshot is None:
+                    snapshot = encode_event(server, "/", "snapshot", [state.snapshot(stamp)])
+                await send_encoded(server, eio_sid, snapshot)
+            elif changes is not None:
+                if delta is None:
+                    frame = {"seq": state.seq, "t": stamp, **changes}
+                    delta = encode_event(server, "/", "delta", [frame])
+                await send_encoded(server, eio_sid, delta)
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            auth = connect_auth(auth)
+            room = room_of(auth, environ)
+            name = display_name(auth["name"]) if auth.get("name") is not None else ""
+        except InputError as error:
+            self.metrics.rejected("connect", error.code)
+            raise error.refusal() from None
+        bucket = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
+        self.members[sid] = Member(room, colour_of(sid), name, bucket)
+        self.rooms.setdefault(room, set()).add(sid)
+        await self.enter_room(sid, room)
+        self.metrics.connected_clients.inc()
+        state = self.states.get(room) or RoomState()
+        await self.emit("snapshot", state.snapshot(now_ms()), to=sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        member = self.members.pop(sid, None)
+        if member is None:
+            return
+        self.metrics.connected_clients.dec()
+        self.behind.discard(sid)
+        self.board.remove(member.room, sid)
+        sids = self.rooms.get(member.room)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self.rooms[member.room]
+
+    async def on_update(self, sid: str, *args: Any) -> dict[str, Any]:
+        member = self.members[sid]
+        if not member.bucket.take():
+            return await self._too_fast(sid, member)
+        x, y = position(one_argument(args))
+        self.board.place(member.room, sid, Cursor(x, y, member.color, member.name))
+        return {"ok": True}
+
+    async def on_snapshot(self, sid: str, *args: Any) -> dict[str, Any]:
+        if args:
+            raise InputError("bad_arguments", "snapshot takes no arguments.")
+        room = self.members[sid].room
+        state = self.states.get(room) or RoomState()
+        return {"ok": True, **state.snapshot(now_ms())}
+
+    async def _too_fast(self, sid: str, member: Member) -> dict[str, Any]:
+        """Refused, but the error event goes out at most once a second: a client over the limit
+        at 200 moves a second must not get 200 errors a second back."""
+        error = InputError("rate_limited", "Too many updates: send at most one per frame.")
+        now = time.monotonic()
+        if now - member.last_refusal >= 1.0:
+            member.last_refusal = now
+            return await self.refuse(sid, "update", error)
+        self.metrics.rejected("update", error.code)
+        return error.payload()
