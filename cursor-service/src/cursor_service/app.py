@@ -3,11 +3,14 @@ docs/protocol.md is the contract this package keeps."""
 
 from __future__ import annotations
 
-from cursor_service.board import Board, MemoryBoard, RedisBoard
-from cursor_service.cursors import CursorNamespace
-from cursor_service.settings import CursorSettings
 from switchboard.replicas import Heartbeat
 from switchboard.service import Service
+
+from cursor_service.board import Board, MemoryBoard, RedisBoard
+from cursor_service.cursors import CursorNamespace
+from cursor_service.pairing import MemoryPairings, PairingStore, RedisPairings
+from cursor_service.remote import RemoteNamespace
+from cursor_service.settings import CursorSettings
 
 
 def create_service(settings: CursorSettings | None = None) -> Service:
@@ -15,6 +18,7 @@ def create_service(settings: CursorSettings | None = None) -> Service:
     settings = settings or CursorSettings.from_env()
     service = Service(settings)
     board: Board
+    pairings: PairingStore
     if service.redis is not None:
         redis_board = RedisBoard(service.redis, replica_id=service.replica_id)
         redis_board.heartbeat = Heartbeat(
@@ -27,10 +31,15 @@ def create_service(settings: CursorSettings | None = None) -> Service:
         )
         service.add_component(redis_board.heartbeat)
         board = redis_board
+        pairings = RedisPairings(
+            service.redis, replica_id=service.replica_id, replica_prefix=RedisBoard.prefix
+        )
     else:
         board = MemoryBoard()
+        pairings = MemoryPairings()
     service.add_component(board)
     cursors = CursorNamespace(service, board, settings)
     service.add_component(cursors)
     service.sio.register_namespace(cursors)
+    service.sio.register_namespace(RemoteNamespace(service, pairings, settings))
     return service

@@ -16,11 +16,15 @@ class TokenBucket:
         self._tokens = burst
         self._stamp = time.monotonic()
 
-    def take(self, cost: float = 1.0) -> bool:
+    def available(self) -> float:
+        """Tokens there now (refilled for the time since the last look)."""
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        if self._tokens < cost:
+        return self._tokens
+
+    def take(self, cost: float = 1.0) -> bool:
+        if self.available() < cost:
             return False
         self._tokens -= cost
         return True

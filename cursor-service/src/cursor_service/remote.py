@@ -1,0 +1,298 @@
+"""The remote control (namespace ``/remote``): a desktop page shows a link and its QR code; the
+phone that opens it becomes that desktop's controller, and its input reaches that desktop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import segno
+from switchboard.ratelimit import TokenBucket
+from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.validation import connect_auth
+
+from cursor_service.cursors import position
+from cursor_service.pairing import Claim, Outcome, Pairing, PairingStore, normalise_code
+from cursor_service.settings import CursorSettings
+
+#: Moves and orientation go out at most this often per controller; the latest always goes.
+COALESCE_S = 0.016
+BUTTON_PATTERN = re.compile(r"[a-z0-9_-]{1,16}")
+#: Addresses whose wrong-code buckets are remembered; the oldest are forgotten past this.
+MAX_TRACKED_ADDRESSES = 10_000
+
+
+@dataclass(slots=True)
+class Controller:
+    desktop: str
+    desktop_sid: str
+    #: The latest move and orientation not sent yet, by event.
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_sent: float = 0.0
+    flusher: asyncio.TimerHandle | None = None
+
+
+def page_base(environ: dict[str, Any], configured: str | None) -> str:
+    """scheme://host of the page the desktop was opened with, so that a phone on the LAN gets
+    a link to the same address (behind the gateway, nginx sets the X-Forwarded-* headers)."""
+    if configured:
+        return configured.rstrip("/")
+    scope = environ.get("asgi.scope", {})
+    scheme = {"wss": "https", "ws": "http"}.get(scope.get("scheme", "http"), "http")
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
+    host = environ.get("HTTP_X_FORWARDED_HOST", environ.get("HTTP_HOST", "localhost"))
+    return f"{scheme}://{host.split(',')[0].strip()}"
+
+
+def pairing_wire(pairing: Pairing) -> dict[str, Any]:
+    # The token travels in the fragment: it never reaches a server's or proxy's log.
+    url = f"{pairing.base}/remote/controller.html#token={pairing.token}"
+    return {
+        "desktop": pairing.desktop,
+        "url": url,
+        "code": pairing.code,
+        "qr": qr_data_uri(url),
+        "expires": pairing.expires,
+    }
+
+
+def qr_data_uri(url: str) -> str:
+    return str(segno.make(url, error="m").svg_data_uri(scale=6, border=2))
+
+
+def press(value: Any) -> dict[str, Any]:
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"button", "down"}
+        or not isinstance(value["button"], str)
+        or not BUTTON_PATTERN.fullmatch(value["button"])
+        or not isinstance(value["down"], bool)
+    ):
+        raise InputError(
+            "bad_press", "press takes {button: 1 to 16 of a-z 0-9 _ -, down: true or false}."
+        )
+    return {"button": value["button"], "down": value["down"]}
+
+
+def orientation(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != {"alpha", "beta", "gamma"}:
+        raise InputError("bad_orientation", "orientation takes {alpha, beta, gamma}.")
+    for angle in value.values():
+        if angle is not None and (
+            isinstance(angle, bool)
+            or not isinstance(angle, int | float)
+            or not math.isfinite(angle)
+        ):
+            raise InputError("bad_orientation", "Each angle is a finite number or null.")
+    return {key: value[key] for key in ("alpha", "beta", "gamma")}
+
+
+class RemoteNamespace(ServiceNamespace):
+    error_event = "remote_error"
+
+    def __init__(self, service: Service, store: PairingStore, settings: CursorSettings) -> None:
+        super().__init__(service, "/remote")
+        self.store = store
+        self.settings = settings
+        #: This replica's desktops: sid -> desktop id (random, never the sid).
+        self.desktops: dict[str, str] = {}
+        self.controllers: dict[str, Controller] = {}
+        self.attempts: dict[str, TokenBucket] = {}
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            auth = connect_auth(auth)
+            role = auth.get("role")
+            if role == "desktop":
+                await self._connect_desktop(sid, environ)
+            elif role == "controller":
+                await self._connect_controller(sid, environ, auth)
+            else:
+                raise InputError("bad_role", "auth.role must be 'desktop' or 'controller'.")
+        except InputError as error:
+            self.metrics.rejected("connect", error.code)
+            raise error.refusal() from None
+        self.metrics.connected_clients.inc()
+
+    async def _connect_desktop(self, sid: str, environ: dict[str, Any]) -> None:
+        desktop = self.desktops[sid] = secrets.token_urlsafe(9)
+        base = page_base(environ, self.settings.public_url)
+        await self.emit("pairing", await self._open(desktop, sid, base), to=sid)
+
+    async def _open(self, desktop: str, sid: str, base: str | None = None) -> dict[str, Any]:
+        """A new token and code for ``desktop``; ``base`` defaults to the one it had."""
+        pairing = await self.store.open(desktop, sid, self.settings.pairing_ttl, base)
+        return pairing_wire(pairing)
+
+    async def _connect_controller(
+        self, sid: str, environ: dict[str, Any], auth: dict[str, Any]
+    ) -> None:
+        session = secrets.token_urlsafe(16)
+        resumed = False
+        if isinstance(auth.get("token"), str) and auth["token"]:
+            claim = await self.store.claim_token(auth["token"], sid, session)
+            if claim.outcome is not Outcome.PAIRED:
+                raise InputError("bad_token", "This pairing link was used or has expired.")
+        elif isinstance(auth.get("code"), str) and auth["code"]:
+            claim = await self._claim_code(sid, environ, normalise_code(auth["code"]), session)
+        elif isinstance(auth.get("session"), str) and auth["session"]:
+            session = auth["session"]
+            claim = await self.store.resume(session, sid, self.settings.resume_grace)
+            if claim.outcome is not Outcome.PAIRED:
+                raise InputError("bad_session", "This pairing has ended; scan the code again.")
+            resumed = True
+        else:
+            raise InputError("bad_auth", "A controller needs a token, a code or a session.")
+        self.controllers[sid] = Controller(claim.desktop, claim.desktop_sid)
+        if claim.replaced_sid:
+            await self._end_controller(claim.replaced_sid, "replaced")
+        grace = self.settings.resume_grace
+        await self.emit(
+            "paired", {"desktop": claim.desktop, "session": session, "grace": grace}, to=sid
+        )
+        await self.emit(
+            "controller_joined", {"controller": sid, "resumed": resumed}, to=claim.desktop_sid
+        )
+
+    async def _claim_code(
+        self, sid: str, environ: dict[str, Any], code: str, session: str
+    ) -> Claim:
+        bucket = self._attempts_of(str(environ.get("REMOTE_ADDR", "")))
+        if bucket.available() < 1:
+            raise InputError(
+                "too_many_attempts",
+                f"Too many wrong codes; try again in {bucket.retry_after():.0f} s.",
+            )
+        claim = await self.store.claim_code(code, sid, session, self.settings.code_guesses)
+        if claim.outcome is Outcome.PAIRED:
+            return claim
+        bucket.take()
+        await self.store.wrong_guess()
+        if claim.outcome is Outcome.RETIRED:
+            # Too many wrong guesses while this code was valid: the desktop gets a new one,
+            # on whichever replica it is.
+            renewed = await self._open(claim.desktop, claim.desktop_sid)
+            await self.emit("pairing", renewed, to=claim.desktop_sid)
+        raise InputError("bad_code", "That code is wrong or has expired.")
+
+    def _attempts_of(self, address: str) -> TokenBucket:
+        bucket = self.attempts.get(address)
+        if bucket is None:
+            if len(self.attempts) >= MAX_TRACKED_ADDRESSES:
+                self.attempts.pop(next(iter(self.attempts)))
+            per_minute = self.settings.code_attempts
+            bucket = self.attempts[address] = TokenBucket(per_minute / 60, per_minute)
+        return bucket
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        if (desktop := self.desktops.pop(sid, None)) is not None:
+            self.metrics.connected_clients.dec()
+            controller = await self.store.close(desktop)
+            if controller:
+                await self._end_controller(controller, "desktop_left")
+        elif (controller_state := self.controllers.pop(sid, None)) is not None:
+            self.metrics.connected_clients.dec()
+            if controller_state.flusher:
+                controller_state.flusher.cancel()
+            if await self.store.controller_gone(controller_state.desktop, sid):
+                await self.emit(
+                    "controller_left",
+                    {"controller": sid, "grace": self.settings.resume_grace},
+                    to=controller_state.desktop_sid,
+                )
+
+    async def _end_controller(self, sid: str, reason: str) -> None:
+        await self.emit("unpaired", {"reason": reason}, to=sid)
+        await self.disconnect(sid)
+
+    # -- the desktop's events -----------------------------------------------------------------
+
+    def _desktop(self, sid: str, args: tuple[Any, ...]) -> str:
+        desktop = self.desktops.get(sid)
+        if desktop is None:
+            raise InputError("wrong_role", "Only a desktop can do this.")
+        if args:
+            raise InputError("bad_arguments", "This event takes no arguments.")
+        return desktop
+
+    async def on_renew(self, sid: str, *args: Any) -> dict[str, Any]:
+        desktop = self._desktop(sid, args)
+        if await self.store.controller_of(desktop):
+            raise InputError("paired", "A controller is paired: unpair it first.")
+        return {"ok": True, **await self._open(desktop, sid)}
+
+    async def on_unpair(self, sid: str, *args: Any) -> dict[str, Any]:
+        desktop = self._desktop(sid, args)
+        controller = await self.store.unpair(desktop)
+        if controller:
+            await self._end_controller(controller, "desktop_unpaired")
+        return {"ok": True, **await self._open(desktop, sid)}
+
+    # -- the controller's events --------------------------------------------------------------
+
+    def _controller(self, sid: str) -> Controller:
+        controller = self.controllers.get(sid)
+        if controller is None:
+            raise InputError("wrong_role", "Only a paired controller can do this.")
+        return controller
+
+    async def on_update(self, sid: str, *args: Any) -> dict[str, Any]:
+        controller = self._controller(sid)
+        if len(args) == 2:
+            # The course's shape: update(desktopId, {x, y}).
+            if args[0] != controller.desktop:
+                raise InputError("not_paired", "This controller is not paired with that desktop.")
+            args = args[1:]
+        if len(args) != 1:
+            raise InputError("bad_arguments", "update takes {x, y}, or (desktopId, {x, y}).")
+        x, y = position(args[0])
+        await self._coalesced(sid, controller, "update", {"x": x, "y": y})
+        return {"ok": True}
+
+    async def on_orientation(self, sid: str, *args: Any) -> dict[str, Any]:
+        controller = self._controller(sid)
+        if len(args) != 1:
+            raise InputError("bad_arguments", "orientation takes {alpha, beta, gamma}.")
+        await self._coalesced(sid, controller, "orientation", orientation(args[0]))
+        return {"ok": True}
+
+    async def on_press(self, sid: str, *args: Any) -> dict[str, Any]:
+        controller = self._controller(sid)
+        if len(args) != 1:
+            raise InputError("bad_arguments", "press takes {button, down}.")
+        event = press(args[0])
+        # Never coalesced, never dropped; the move waiting to go goes first, to keep order.
+        await self._flush(controller)
+        await self.emit("press", event, to=controller.desktop_sid)
+        return {"ok": True}
+
+    async def _coalesced(
+        self, sid: str, controller: Controller, event: str, payload: dict[str, Any]
+    ) -> None:
+        controller.pending[event] = payload
+        wait = controller.last_sent + COALESCE_S - time.monotonic()
+        if wait <= 0:
+            await self._flush(controller)
+        elif controller.flusher is None:
+            loop = asyncio.get_running_loop()
+            controller.flusher = loop.call_later(
+                wait, lambda: self.service.background(lambda: self._flush(controller), "flush")
+            )
+
+    async def _flush(self, controller: Controller) -> None:
+        if controller.flusher is not None:
+            controller.flusher.cancel()
+            controller.flusher = None
+        pending, controller.pending = controller.pending, {}
+        if pending:
+            controller.last_sent = time.monotonic()
+        for event, payload in pending.items():
+            await self.emit(event, payload, to=controller.desktop_sid)
