@@ -6,12 +6,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.harness import Client, RedisServer, ServiceProcess
 
 CHAT_PATH = "/api/chat/socket.io"
+CURSORS_PATH = "/api/cursors/socket.io"
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +29,7 @@ def redis_server(log_dir: Path) -> Iterator[RedisServer]:
 
 
 @dataclass
-class ChatCluster:
+class Cluster:
     """Two entry points, A and B: two replicas sharing Redis, or the same single process."""
 
     mode: str
@@ -48,24 +50,48 @@ def start_chat(log_dir: Path, env: dict[str, str] | None = None, name: str = "")
     return process
 
 
+def start_cursors(
+    log_dir: Path, env: dict[str, str] | None = None, name: str = ""
+) -> ServiceProcess:
+    process = ServiceProcess("cursor_service", log_dir, env, name=name)
+    process.wait_ready("/api/cursors")
+    return process
+
+
+def start_cluster(
+    request: pytest.FixtureRequest, log_dir: Path, start: Any, env: dict[str, str], label: str
+) -> Cluster:
+    """One process in memory, or two replicas sharing the session's redis-server."""
+    if request.param == "memory":
+        return Cluster("memory", [start(log_dir, env, name=f"{label}-memory")])
+    redis = request.getfixturevalue("redis_server")
+    env = {**env, "REDIS_URL": redis.url}
+    replicas = [start(log_dir, env, name=f"{label}-replica-{side}") for side in "ab"]
+    return Cluster("redis", replicas)
+
+
 #: Room for tests to write their stories without meeting the rate limit or the history size:
 #: the defaults are tested on their own.
 CLUSTER_ENV = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000", "CHAT_HISTORY_SIZE": "5"}
 
 
 @pytest.fixture(scope="session", params=["memory", "redis"])
-def chat_cluster(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[ChatCluster]:
-    if request.param == "memory":
-        replicas = [start_chat(log_dir, CLUSTER_ENV, name="chat-memory")]
-    else:
-        redis = request.getfixturevalue("redis_server")
-        env = {**CLUSTER_ENV, "REDIS_URL": redis.url}
-        replicas = [
-            start_chat(log_dir, env, name="chat-replica-a"),
-            start_chat(log_dir, env, name="chat-replica-b"),
-        ]
-    yield ChatCluster(request.param, replicas)
-    for replica in replicas:
+def chat_cluster(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Cluster]:
+    cluster = start_cluster(request, log_dir, start_chat, CLUSTER_ENV, "chat")
+    yield cluster
+    for replica in cluster.replicas:
+        replica.stop()
+
+
+#: Wrong codes are tried on purpose in the stories: no code is retired for them here.
+CURSORS_ENV = {"CURSORS_CODE_GUESSES": "1000"}
+
+
+@pytest.fixture(scope="session", params=["memory", "redis"])
+def cursor_cluster(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Cluster]:
+    cluster = start_cluster(request, log_dir, start_cursors, CURSORS_ENV, "cursors")
+    yield cluster
+    for replica in cluster.replicas:
         replica.stop()
 
 

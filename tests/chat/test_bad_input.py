@@ -10,7 +10,7 @@ import httpx
 import pytest
 import socketio
 
-from tests.conftest import CHAT_PATH, ChatCluster, connect_chat, start_chat
+from tests.conftest import CHAT_PATH, Cluster, connect_chat, start_chat
 from tests.harness import Client
 
 pytestmark = pytest.mark.asyncio
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.asyncio
     ],
 )
 async def test_bad_names_are_refused_with_their_reason(
-    chat_cluster: ChatCluster, clients: list[Client], value: object, error: str
+    chat_cluster: Cluster, clients: list[Client], value: object, error: str
 ) -> None:
     client = await connect_chat(clients, chat_cluster.a)
 
@@ -46,7 +46,7 @@ async def test_bad_names_are_refused_with_their_reason(
 
 
 async def test_a_name_of_exactly_32_characters_is_fine(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     client = await connect_chat(clients, chat_cluster.a)
     name = (unique * 6)[:32]
@@ -54,7 +54,7 @@ async def test_a_name_of_exactly_32_characters_is_fine(
 
 
 async def test_messages_need_a_name_first(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
     anonymous = await connect_chat(clients, chat_cluster.a, room=room)
@@ -81,7 +81,7 @@ async def test_messages_need_a_name_first(
     ],
 )
 async def test_bad_messages_are_refused_and_reach_nobody(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str, value: object, error: str
+    chat_cluster: Cluster, clients: list[Client], unique: str, value: object, error: str
 ) -> None:
     room = f"r-{unique}"
     sender = await connect_chat(clients, chat_cluster.a, room=room)
@@ -97,7 +97,7 @@ async def test_bad_messages_are_refused_and_reach_nobody(
 
 
 async def test_multi_line_messages_of_2000_characters_pass(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     sender = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
     await sender.call("name", f"ann-{unique}")
@@ -108,7 +108,7 @@ async def test_multi_line_messages_of_2000_characters_pass(
 
 @pytest.mark.parametrize("args", [(), ("one", "two"), ("one", {"extra": 1}, 3)])
 async def test_missing_or_extra_arguments_are_refused(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str, args: tuple[object, ...]
+    chat_cluster: Cluster, clients: list[Client], unique: str, args: tuple[object, ...]
 ) -> None:
     client = await connect_chat(clients, chat_cluster.a)
     await client.call("name", f"ann-{unique}")
@@ -119,7 +119,7 @@ async def test_missing_or_extra_arguments_are_refused(
 
 
 async def test_unknown_events_get_an_error_not_silence(
-    chat_cluster: ChatCluster, clients: list[Client]
+    chat_cluster: Cluster, clients: list[Client]
 ) -> None:
     client = await connect_chat(clients, chat_cluster.a)
 
@@ -147,7 +147,7 @@ async def test_unknown_events_get_an_error_not_silence(
     ],
 )
 async def test_bad_rooms_and_resume_points_are_refused_at_connection(
-    chat_cluster: ChatCluster, auth: object, query: str, error: str
+    chat_cluster: Cluster, auth: object, query: str, error: str
 ) -> None:
     client = Client(chat_cluster.a, CHAT_PATH)
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -159,7 +159,7 @@ async def test_bad_rooms_and_resume_points_are_refused_at_connection(
 
 
 async def test_a_one_megabyte_frame_is_refused_and_the_service_stays_healthy(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     flooder = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
     await flooder.call("name", f"flood-{unique}")
@@ -202,7 +202,7 @@ async def test_the_default_rate_limit_answers_with_an_error_not_a_disconnect(
 
 
 async def test_rejections_are_counted_in_the_metrics(
-    chat_cluster: ChatCluster, clients: list[Client]
+    chat_cluster: Cluster, clients: list[Client]
 ) -> None:
     client = await connect_chat(clients, chat_cluster.a)
     await client.call("name", 42)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ChatCluster, connect_chat
+from tests.conftest import Cluster, connect_chat
 from tests.harness import Client
 
 pytestmark = pytest.mark.asyncio
@@ -19,7 +19,7 @@ async def named(opened: list[Client], url: str, name: str, room: str) -> Client:
 
 
 async def test_a_message_sent_through_a_reaches_b_with_the_senders_name(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
@@ -37,7 +37,7 @@ async def test_a_message_sent_through_a_reaches_b_with_the_senders_name(
 
 
 async def test_naming_echoes_the_name_as_in_the_course(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     ann = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
     # NFC: "e" + combining acute becomes one character; spaces around are trimmed.
@@ -47,7 +47,7 @@ async def test_naming_echoes_the_name_as_in_the_course(
 
 
 async def test_a_name_held_on_a_is_refused_on_b_whatever_its_case(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     await named(clients, chat_cluster.a, f"Ann-{unique}", f"r-{unique}")
     # Another room: names are unique in the whole cluster, not per room.
@@ -64,7 +64,7 @@ async def test_a_name_held_on_a_is_refused_on_b_whatever_its_case(
 
 
 async def test_a_name_is_free_again_after_its_owner_leaves(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", f"r-{unique}")
     await ann.close()
@@ -74,7 +74,7 @@ async def test_a_name_is_free_again_after_its_owner_leaves(
 
 
 async def test_renaming_frees_the_old_name_and_tells_the_room(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
@@ -90,7 +90,7 @@ async def test_renaming_frees_the_old_name_and_tells_the_room(
 
 
 async def test_presence_is_the_same_from_either_replica(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
@@ -108,7 +108,7 @@ async def test_presence_is_the_same_from_either_replica(
 
 
 async def test_the_room_hears_who_joins_and_who_leaves(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
@@ -123,7 +123,7 @@ async def test_the_room_hears_who_joins_and_who_leaves(
 
 
 async def test_rooms_keep_their_messages_to_themselves(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", f"one-{unique}")
     # The room can come from the query string too, as in a shared link.
@@ -144,7 +144,7 @@ async def test_rooms_keep_their_messages_to_themselves(
 
 
 async def test_history_is_the_same_from_either_replica(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
@@ -161,7 +161,7 @@ async def test_history_is_the_same_from_either_replica(
 
 
 async def test_a_client_that_comes_back_gets_only_what_it_missed(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
     ann = await named(clients, chat_cluster.a, f"ann-{unique}", room)
@@ -177,7 +177,7 @@ async def test_a_client_that_comes_back_gets_only_what_it_missed(
 
 
 async def test_a_client_that_missed_more_than_history_holds_is_told_so(
-    chat_cluster: ChatCluster, clients: list[Client], unique: str
+    chat_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     # The cluster keeps 5 messages per room (CHAT_HISTORY_SIZE in conftest).
     room = f"r-{unique}"

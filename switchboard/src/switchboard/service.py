@@ -204,6 +204,10 @@ class Service:
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,
             http_compression=False,
+            # One client's events are handled one after the other, in the order it sent them
+            # (a press after a move, a second message after the first), never interleaved at
+            # an await; other clients are not held up.
+            async_handlers=False,
             logger=False,
             engineio_logger=False,
         )
