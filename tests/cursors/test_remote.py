@@ -243,7 +243,7 @@ async def test_tokens_expire_unused(tmp_path: Path, clients: list[Client]) -> No
 async def test_guessing_codes_is_stopped(tmp_path: Path, clients: list[Client]) -> None:
     service = start_cursors(tmp_path, {"CURSORS_CODE_ATTEMPTS": "5", "CURSORS_CODE_GUESSES": "3"})
     try:
-        screen, pairing = await desktop(clients, service.url)
+        _, pairing = await desktop(clients, service.url)
         wrong = "BBBBBBBB" if pairing["code"] != "BBBBBBBB" else "CCCCCCCC"
         errors = [(await refused(service.url, code=wrong))["error"] for _ in range(7)]
         # Five wrong codes a minute from one address, then no more tries at all.
