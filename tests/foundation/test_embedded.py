@@ -16,11 +16,15 @@ from tests.harness import Client
 pytestmark = pytest.mark.asyncio
 
 
-async def test_every_service_answers_at_its_prefix_over_https(embedded: Embedded) -> None:
+@pytest.mark.parametrize("service", ["chat", "cursors"])
+async def test_every_service_answers_at_its_prefix_over_https(
+    embedded: Embedded, service: str
+) -> None:
     async with httpx.AsyncClient(base_url=embedded.url, verify=False) as http:
-        assert (await http.get("/api/chat/healthz")).json() == {"status": "ok", "service": "chat"}
-        assert (await http.get("/api/chat/readyz")).json()["status"] == "ready"
-        assert "switchboard_connected_clients" in (await http.get("/api/chat/metrics")).text
+        health = await http.get(f"/api/{service}/healthz")
+        assert health.json() == {"status": "ok", "service": service}
+        assert (await http.get(f"/api/{service}/readyz")).json()["status"] == "ready"
+        assert "switchboard_connected_clients" in (await http.get(f"/api/{service}/metrics")).text
         missing = await http.get("/api/nothing/healthz")
         assert missing.status_code == 404
         assert missing.json()["error"] == "not_found"
