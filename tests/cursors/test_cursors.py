@@ -26,6 +26,12 @@ async def join(opened: list[Client], url: str, room: str, name: str | None = Non
     return client
 
 
+async def sees(client: Client, sid: str) -> None:
+    """Wait until ``client`` has ``sid``'s cursor: in its first snapshot, or from a delta."""
+    if sid not in client.received("snapshot")[0][0]["cursors"]:
+        await client.wait("delta", lambda f: sid in f["joined"])
+
+
 def deltas(client: Client) -> list[dict[str, Any]]:
     return [args[0] for args in client.received("delta")]
 
@@ -57,7 +63,7 @@ async def test_a_newcomer_gets_everyone_in_a_snapshot(
     ann = await join(clients, cursor_cluster.a, room, name="ann")
     await ann.call("update", {"x": 0.1, "y": 0.2})
     watcher = await join(clients, cursor_cluster.b, room)
-    await watcher.wait("delta", lambda f: ann.sid in f["joined"])
+    await sees(watcher, ann.sid)
 
     late = await join(clients, cursor_cluster.b, room)
 

@@ -56,6 +56,10 @@ def position(value: Any) -> tuple[float, float]:
     return coordinates[0], coordinates[1]
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def colour_of(sid: str) -> str:
     return PALETTE[zlib.crc32(sid.encode()) % len(PALETTE)]
 
@@ -89,14 +93,12 @@ class RoomState:
 
     seq: int = 0
     view: View = field(default_factory=dict)
+    #: Server time (ms) of the tick that made ``view``.
+    t: int = field(default_factory=lambda: now_ms())
 
-    def snapshot(self, now_ms: int) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         cursors = {sid: cursor.wire() for sid, cursor in self.view.items()}
-        return {"seq": self.seq, "t": now_ms, "cursors": cursors}
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+        return {"seq": self.seq, "t": self.t, "cursors": cursors}
 
 
 class CursorNamespace(ServiceNamespace):
@@ -153,7 +155,7 @@ class CursorNamespace(ServiceNamespace):
             state = self.states.setdefault(room, RoomState())
             view = views.get(room, {})
             changes = diff(state.view, view)
-            state.view = view
+            state.view, state.t = view, stamp
             if changes is not None:
                 state.seq += 1
                 self.metrics.sent("delta")
@@ -172,7 +174,7 @@ class CursorNamespace(ServiceNamespace):
             elif sid in self.behind:
                 self.behind.discard(sid)
                 if snapshot is None:
-                    snapshot = encode_event(server, "/", "snapshot", [state.snapshot(stamp)])
+                    snapshot = encode_event(server, "/", "snapshot", [state.snapshot()])
                 await send_encoded(server, eio_sid, snapshot)
             elif changes is not None:
                 if delta is None:
@@ -192,11 +194,12 @@ class CursorNamespace(ServiceNamespace):
             raise error.refusal() from None
         bucket = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
         self.members[sid] = Member(room, colour_of(sid), name, bucket)
+        # The snapshot first, then the room: every delta this client gets follows it.
+        state = self.states.get(room) or RoomState()
+        await self.emit("snapshot", state.snapshot(), to=sid)
         self.rooms.setdefault(room, set()).add(sid)
         await self.enter_room(sid, room)
         self.metrics.connected_clients.inc()
-        state = self.states.get(room) or RoomState()
-        await self.emit("snapshot", state.snapshot(now_ms()), to=sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         member = self.members.pop(sid, None)
@@ -224,7 +227,7 @@ class CursorNamespace(ServiceNamespace):
             raise InputError("bad_arguments", "snapshot takes no arguments.")
         room = self.members[sid].room
         state = self.states.get(room) or RoomState()
-        return {"ok": True, **state.snapshot(now_ms())}
+        return {"ok": True, **state.snapshot()}
 
     async def _too_fast(self, sid: str, member: Member) -> dict[str, Any]:
         """Refused, but the error event goes out at most once a second: a client over the limit
