@@ -248,6 +248,7 @@ async def test_guessing_codes_is_stopped(tmp_path: Path, clients: list[Client]) 
         errors = [(await refused(service.url, code=wrong))["error"] for _ in range(7)]
         # Five wrong codes a minute from one address, then no more tries at all.
         assert errors == ["bad_code"] * 5 + ["too_many_attempts"] * 2
+        assert 0 < (await refused(service.url, code=wrong))["retry_after"] <= 12
         assert (await refused(service.url, code=pairing["code"]))["error"] == "too_many_attempts"
     finally:
         service.stop()
@@ -268,3 +269,19 @@ async def test_a_code_guessed_at_too_often_is_replaced(
         await controller(clients, service.url, code=renewed["code"])
     finally:
         service.stop()
+
+
+async def test_a_new_pairing_ends_the_one_in_its_grace(
+    cursor_cluster: Cluster, clients: list[Client]
+) -> None:
+    screen, pairing = await desktop(clients, cursor_cluster.a)
+    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    session = phone.received("paired")[0][0]["session"]
+    await phone.close()
+    await screen.wait("controller_left")
+
+    fresh = await screen.call("renew")
+
+    assert fresh["ttl"] > 0
+    assert (await refused(cursor_cluster.b, session=session))["error"] == "bad_session"
+    await controller(clients, cursor_cluster.b, code=fresh["code"])

@@ -119,7 +119,11 @@ class MemoryPairings:
     ) -> Pairing:
         record = self.desktops.get(desktop) or _Desktop(desktop_sid, base or "")
         record.base = base or record.base
+        # A new pairing ends the old one: a controller within its grace cannot resume.
         self._forget_secrets(record)
+        self.sessions.pop(record.session, None)
+        record.controller = record.session = ""
+        record.left = 0
         token, code = new_token(), new_code()
         while code in self.codes:
             code = new_code()
@@ -278,7 +282,9 @@ class RedisPairings:
         self, desktop: str, desktop_sid: str, ttl: float, base: str | None = None
     ) -> Pairing:
         key = self._desktop_key(desktop)
-        old_token, old_code, old_base = await self.redis.hmget(key, ["token", "code", "base"])
+        old_token, old_code, old_base, old_session = await self.redis.hmget(
+            key, ["token", "code", "base", "session"]
+        )
         base = base or str(old_base or "")
         token, expires, ttl_ms = new_token(), now_ms() + int(ttl * 1000), int(ttl * 1000)
         code = new_code()
@@ -290,6 +296,9 @@ class RedisPairings:
                 pipe.delete(f"{self.prefix}token:{old_token!s}")
             if old_code:
                 pipe.delete(f"{self.prefix}code:{old_code!s}")
+            if old_session:
+                # A new pairing ends the old one: a controller within its grace cannot resume.
+                pipe.delete(f"{self.prefix}session:{old_session!s}")
             pipe.set(f"{self.prefix}token:{digest(token)}", desktop, px=ttl_ms)
             pipe.hset(
                 key,

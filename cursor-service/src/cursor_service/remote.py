@@ -130,7 +130,7 @@ class RemoteNamespace(ServiceNamespace):
     async def _open(self, desktop: str, sid: str, base: str | None = None) -> dict[str, Any]:
         """A new token and code for ``desktop``; ``base`` defaults to the one it had."""
         pairing = await self.store.open(desktop, sid, self.settings.pairing_ttl, base)
-        return pairing_wire(pairing)
+        return {**pairing_wire(pairing), "ttl": self.settings.pairing_ttl}
 
     async def _connect_controller(
         self, sid: str, environ: dict[str, Any], auth: dict[str, Any]
@@ -167,9 +167,11 @@ class RemoteNamespace(ServiceNamespace):
     ) -> Claim:
         bucket = self._attempts_of(str(environ.get("REMOTE_ADDR", "")))
         if bucket.available() < 1:
+            wait = round(bucket.retry_after(), 1)
             raise InputError(
                 "too_many_attempts",
-                f"Too many wrong codes; try again in {bucket.retry_after():.0f} s.",
+                f"Too many wrong codes; try again in {wait:.0f} s.",
+                details={"retry_after": wait},
             )
         claim = await self.store.claim_code(code, sid, session, self.settings.code_guesses)
         if claim.outcome is Outcome.PAIRED:

@@ -1,0 +1,655 @@
+// The phone's controller: a touch pad, two buttons and the phone's orientation, sent to the
+// desktop this phone paired with. docs/protocol.md ("Remote control") is the contract.
+//
+// Pairing: the QR code's link carries a single-use token in its fragment (#token=...); without
+// one, the person types the desktop's 8-letter code. The server then gives a session secret,
+// kept in sessionStorage (this tab only), that every later connection uses to resume: socket.io's
+// own reconnections, a reload, the phone waking up.
+import { io } from "/vendor/socket.io.esm.min.js";
+import {
+  NAMESPACE,
+  RETRY_FIRST_MS,
+  RETRY_MAX_MS,
+  SOCKET_PATH,
+  byId,
+  refusalOf,
+  setStatus,
+} from "/remote/shared.js";
+
+const SESSION_KEY = "switchboard.remote.session";
+/** The protocol's code alphabet (no vowels, no look-alikes) and length. */
+const CODE_PATTERN = /^[BCDFGHJKLMNPQRSTVWXZ]{8}$/;
+/** After this long without a real reading, we say the device has no motion sensor. */
+const MOTION_PROBE_MS = 1_500;
+
+const PAIRING_TEXT = {
+  paired: "Paired",
+  unpaired: "Not paired",
+  failed: "Pairing failed",
+};
+
+const UNPAIRED_TEXT = {
+  desktop_unpaired: "The screen unpaired this phone. To pair again, scan its new code or type it below.",
+  desktop_left: "The screen was closed or lost its connection. To pair again, scan its new code or type it below.",
+  replaced: "Another tab or phone took over this pairing.",
+};
+
+const ui = {
+  pairingState: byId("pairing-state"),
+  pairingText: byId("pairing-text"),
+  error: byId("error"),
+  pairScreen: byId("pair-screen"),
+  controlScreen: byId("control-screen"),
+  codeForm: byId("code-form"),
+  codeInput: byId("code-input"),
+  codeSubmit: byId("code-submit"),
+  pad: byId("pad"),
+  padDot: byId("pad-dot"),
+  padOverlayText: byId("pad-overlay-text"),
+  buttons: [byId("button-a"), byId("button-b")],
+  motion: byId("motion"),
+  motionText: byId("motion-text"),
+  fullscreen: byId("fullscreen"),
+  fullscreenText: byId("fullscreen-text"),
+};
+
+const ctl = {
+  /** The link's token, until it is used (or refused). */
+  token: null,
+  /** The typed code, until it is used (or refused). */
+  code: null,
+  /** The secret to resume our pairing with. */
+  session: loadSession(),
+  /** connecting | paired | unpaired | failed */
+  pairing: "unpaired",
+  /** Paired at least once since the page was opened. */
+  everPaired: false,
+  /** An old link was refused while this tab still had a pairing to resume. */
+  linkRefused: false,
+  /** The server ended our pairing (`unpaired`): do not reconnect by ourselves. */
+  ended: false,
+  everConnected: false,
+  retryTimer: 0,
+  retryDelay: RETRY_FIRST_MS,
+};
+
+/** What waits for the next animation frame: at most one move and one orientation per frame. */
+const outbox = { move: null, orientation: null, frame: 0 };
+/** The pointer steering on the pad (touch or pen; a mouse steers by hovering too). */
+const pad = { pointer: null, rect: null };
+/** Buttons held down: name -> the pointer id holding it ("key" for the keyboard). */
+const held = new Map();
+const motion = { on: false, probe: 0, seen: false };
+let wakeLock = null;
+
+const socket = io(NAMESPACE, {
+  path: SOCKET_PATH,
+  transports: ["websocket"],
+  autoConnect: false,
+  // A callback, not an object: socket.io calls it before every (re)connection, so each one
+  // uses what we hold now (the session, once paired), never a token that was used up.
+  auth: (cb) => cb(currentAuth()),
+});
+
+start();
+
+function start() {
+  socket.on("connect", onConnect);
+  socket.on("disconnect", onDisconnect);
+  socket.on("connect_error", onConnectError);
+  socket.io.on("reconnect_attempt", () => setStatus(retryingState()));
+  socket.on("paired", onPaired);
+  socket.on("unpaired", onUnpaired);
+  socket.on("remote_error", onRemoteError);
+
+  ui.codeForm.addEventListener("submit", onCodeSubmit);
+  ui.codeInput.addEventListener("input", () => {
+    ui.codeInput.removeAttribute("aria-invalid");
+  });
+  setUpPad();
+  setUpButtons();
+  setUpMotion();
+  setUpFullscreen();
+
+  document.addEventListener("visibilitychange", onVisibilityChange);
+  window.addEventListener("pagehide", () => releaseAll());
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) resumeIfNeeded();
+  });
+  window.addEventListener("hashchange", () => {
+    if (takeTokenFromUrl()) pairAgain();
+  });
+
+  takeTokenFromUrl();
+  setStatus("idle");
+  if (ctl.token || ctl.session) connect();
+  else setPairing("unpaired");
+}
+
+/** Reads #token=... and removes it from the address bar, so it is neither reused nor shared. */
+function takeTokenFromUrl() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  if (location.hash) history.replaceState(history.state, "", location.pathname + location.search);
+  if (!token) return false;
+  ctl.token = token;
+  return true;
+}
+
+function currentAuth() {
+  if (ctl.token) return { role: "controller", token: ctl.token };
+  if (ctl.code) return { role: "controller", code: ctl.code };
+  if (ctl.session) return { role: "controller", session: ctl.session };
+  return { role: "controller" };
+}
+
+// --- Connection ------------------------------------------------------------------------------
+
+function connect() {
+  clearTimeout(ctl.retryTimer);
+  ctl.ended = false;
+  setPairing("connecting");
+  setStatus(retryingState());
+  socket.connect();
+}
+
+/** A new link or code while this page may still be connected: start over with it. */
+function pairAgain() {
+  releaseAll();
+  showMessage("");
+  if (socket.connected || socket.active) socket.disconnect();
+  connect();
+}
+
+function onConnect() {
+  clearTimeout(ctl.retryTimer);
+  ctl.retryDelay = RETRY_FIRST_MS;
+  ctl.everConnected = true;
+  setStatus("connected");
+  // `paired` comes with the connection (socket.io may deliver it just before this event).
+}
+
+function onDisconnect(reason) {
+  releaseAll({ send: false });
+  if (ctl.ended) {
+    setStatus("idle");
+    return;
+  }
+  if (socket.active) {
+    // A network loss: socket.io reconnects by itself, with the session.
+    setStatus("reconnecting");
+    if (ctl.session) setPairing("connecting");
+  } else if (reason === "io server disconnect" && ctl.session) {
+    // The server closed us without ending our pairing (a restart, a deploy): resume.
+    setStatus("reconnecting");
+    setPairing("connecting");
+    retryLater();
+  } else {
+    setStatus("idle");
+    if (ctl.pairing === "paired" || ctl.pairing === "connecting") setPairing("unpaired");
+  }
+}
+
+function onConnectError(err) {
+  if (socket.active) {
+    // A network or transport failure: socket.io retries by itself.
+    setStatus(retryingState());
+    return;
+  }
+  // The server refused us: socket.io gives up, and err.data says why.
+  const refusal = refusalOf(err);
+  switch (refusal.error) {
+    case "bad_token":
+      ctl.token = null;
+      if (ctl.session) {
+        // An old link, but this tab is still paired: carry on with that pairing.
+        ctl.linkRefused = true;
+        connect();
+      } else {
+        fail("This link was used or has expired: scan the code again, or type the code shown on the screen.");
+      }
+      break;
+    case "bad_code":
+      ctl.code = null;
+      fail("That code is wrong or has expired. Check the code on the screen and try again.");
+      invalidCode();
+      break;
+    case "too_many_attempts":
+      ctl.code = null;
+      fail(refusal.message || "Too many wrong codes: wait a minute, then try again.");
+      invalidCode();
+      break;
+    case "bad_session":
+      forgetSession();
+      if (ctl.linkRefused) {
+        ctl.linkRefused = false;
+        fail("This link was used or has expired: scan the code again, or type the code shown on the screen.");
+        break;
+      }
+      fail("This pairing has ended: scan the code on the screen again, or type it below.");
+      break;
+    case "unavailable":
+    case undefined:
+      // Transient (the server's storage, or no refusal at all): try again later.
+      setStatus("disconnected", refusal.message || err.message || "");
+      retryLater();
+      break;
+    default:
+      ctl.token = ctl.code = null;
+      fail(refusal.message || "The server refused this controller.");
+  }
+}
+
+function retryLater() {
+  clearTimeout(ctl.retryTimer);
+  ctl.retryTimer = setTimeout(() => {
+    if (!currentAuthUsable()) return;
+    setStatus(retryingState());
+    socket.connect();
+  }, ctl.retryDelay);
+  ctl.retryDelay = Math.min(ctl.retryDelay * 2, RETRY_MAX_MS);
+}
+
+function currentAuthUsable() {
+  return Boolean(ctl.token || ctl.code || ctl.session);
+}
+
+function retryingState() {
+  return ctl.everConnected ? "reconnecting" : "connecting";
+}
+
+/** The phone woke up or the tab came back: if we gave up meanwhile, resume now. */
+function resumeIfNeeded() {
+  if (socket.connected || socket.active || ctl.ended) return;
+  if (ctl.pairing === "failed" || !currentAuthUsable()) return;
+  connect();
+}
+
+function onVisibilityChange() {
+  if (document.visibilityState === "hidden") {
+    // Nobody holds a button on a hidden page: let go, so the desktop does not see it stuck.
+    releaseAll();
+  } else {
+    resumeIfNeeded();
+    keepAwake();
+  }
+}
+
+// --- Pairing ---------------------------------------------------------------------------------
+
+function onPaired(event) {
+  if (!event || typeof event.session !== "string") return;
+  ctl.session = event.session;
+  saveSession(event.session);
+  ctl.token = ctl.code = null;
+  ctl.ended = false;
+  ctl.everPaired = true;
+  ui.codeInput.value = "";
+  ui.codeInput.removeAttribute("aria-invalid");
+  showMessage(
+    ctl.linkRefused ? "That link was already used; you are still paired with your screen." : "",
+    "info",
+  );
+  ctl.linkRefused = false;
+  setPairing("paired");
+  keepAwake();
+}
+
+
+function onUnpaired(event) {
+  // The server disconnects us right after this; socket.io will not reconnect by itself.
+  ctl.ended = true;
+  forgetSession();
+  releaseAll({ send: false });
+  setPairing("unpaired");
+  const reason = event && event.reason;
+  showMessage(UNPAIRED_TEXT[reason] || "The pairing has ended.", "info");
+  releaseWakeLock();
+}
+
+function fail(text) {
+  setPairing("failed");
+  setStatus("idle");
+  showMessage(text);
+}
+
+function onRemoteError(refusal) {
+  if (!refusal) return;
+  // A refused move or press: worth a word, but it changes nothing else.
+  showMessage(refusal.message || "The server refused a request.");
+}
+
+function onCodeSubmit(event) {
+  event.preventDefault();
+  const code = ui.codeInput.value.toUpperCase().replace(/[\s-]+/g, "");
+  if (!CODE_PATTERN.test(code)) {
+    invalidCode();
+    showMessage(
+      code.length !== 8
+        ? "The code has 8 letters, like BCDF GHJK."
+        : "Codes have no vowels and no Y: check the letters on the screen.",
+    );
+    return;
+  }
+  ctl.code = code;
+  ctl.token = null;
+  showMessage("");
+  pairAgain();
+}
+
+function invalidCode() {
+  ui.codeInput.setAttribute("aria-invalid", "true");
+  if (!ui.pairScreen.hidden) ui.codeInput.focus();
+}
+
+
+function setPairing(state) {
+  ctl.pairing = state;
+  ui.pairingState.dataset.state = state;
+  document.body.dataset.pairing = state;
+  let text = PAIRING_TEXT[state];
+  if (state === "connecting") {
+    text = ctl.token || ctl.code ? "Pairing…" : ctl.everPaired ? "Reconnecting…" : "Resuming…";
+  }
+  ui.pairingText.textContent = text;
+  ui.padOverlayText.textContent = text;
+
+  // The pad while paired, or while resuming a pairing; the code form otherwise.
+  const control = state === "paired" || (state === "connecting" && !ctl.code);
+  ui.controlScreen.hidden = !control;
+  ui.pairScreen.hidden = control;
+  document.body.dataset.screen = control ? "control" : "pair";
+  ui.codeSubmit.disabled = state === "connecting";
+  ui.codeSubmit.textContent = state === "connecting" ? "Pairing…" : "Pair";
+  for (const button of ui.buttons) button.setAttribute("aria-disabled", String(state !== "paired"));
+}
+
+/** #error: a refusal (kind "error") or a plain notice such as why the pairing ended ("info"). */
+function showMessage(text, kind = "error") {
+  ui.error.textContent = text;
+  ui.error.dataset.kind = kind;
+  ui.error.hidden = !text;
+}
+
+function loadSession() {
+  try {
+    return sessionStorage.getItem(SESSION_KEY);
+  } catch {
+    return null; // storage disabled: we simply cannot resume after a reload
+  }
+}
+
+function saveSession(session) {
+  try {
+    sessionStorage.setItem(SESSION_KEY, session);
+  } catch {
+    // storage disabled or full: resuming works until the page is reloaded
+  }
+}
+
+function forgetSession() {
+  ctl.session = null;
+  try {
+    sessionStorage.removeItem(SESSION_KEY);
+  } catch {
+    // nothing stored
+  }
+}
+
+// --- Sending -----------------------------------------------------------------------------------
+
+function canSend() {
+  return socket.connected && ctl.pairing === "paired";
+}
+
+/** Moves and orientation: the latest one goes at the next animation frame. */
+function queue(kind, payload) {
+  outbox[kind] = payload;
+  if (!outbox.frame) outbox.frame = requestAnimationFrame(flush);
+}
+
+function flush() {
+  outbox.frame = 0;
+  sendMove();
+  if (outbox.orientation) {
+    if (canSend()) socket.emit("orientation", outbox.orientation);
+    outbox.orientation = null;
+  }
+}
+
+function sendMove() {
+  if (!outbox.move) return;
+  if (canSend()) socket.emit("update", outbox.move);
+  outbox.move = null;
+}
+
+function sendPress(button, down) {
+  // The move waiting for its frame goes first, so the desktop sees them in order.
+  sendMove();
+  if (canSend()) socket.emit("press", { button, down });
+}
+
+// --- The pad -----------------------------------------------------------------------------------
+
+function setUpPad() {
+  const el = ui.pad;
+  el.addEventListener("pointerdown", (event) => {
+    if (pad.pointer !== null && pad.pointer !== event.pointerId) return; // one finger steers
+    if (event.pointerType === "mouse" && event.button !== 0) return;
+    event.preventDefault();
+    pad.pointer = event.pointerId;
+    pad.rect = el.getBoundingClientRect();
+    try {
+      el.setPointerCapture(event.pointerId);
+    } catch {
+      // the pointer is already gone
+    }
+    el.dataset.active = "true";
+    move(event);
+  });
+  el.addEventListener("pointermove", (event) => {
+    // A mouse steers by hovering too; a finger or pen only while it touches.
+    const steering =
+      pad.pointer === event.pointerId || (pad.pointer === null && event.pointerType === "mouse");
+    if (!steering) return;
+    if (pad.pointer === null) pad.rect = el.getBoundingClientRect();
+    // The freshest position is enough: at most one goes per frame anyway.
+    move(event);
+  });
+  const end = (event) => {
+    if (event.pointerId !== pad.pointer) return;
+    pad.pointer = null;
+    delete el.dataset.active;
+  };
+  el.addEventListener("pointerup", end);
+  el.addEventListener("pointercancel", end);
+  el.addEventListener("lostpointercapture", end);
+  el.addEventListener("pointerleave", (event) => {
+    if (event.pointerType === "mouse" && pad.pointer === null) delete el.dataset.active;
+  });
+  el.addEventListener("contextmenu", (event) => event.preventDefault());
+  new ResizeObserver(() => {
+    pad.rect = null;
+  }).observe(el);
+}
+
+function move(event) {
+  const rect = pad.rect || (pad.rect = ui.pad.getBoundingClientRect());
+  if (!rect.width || !rect.height) return;
+  const x = clamp((event.clientX - rect.left) / rect.width);
+  const y = clamp((event.clientY - rect.top) / rect.height);
+  ui.pad.dataset.active = "true";
+  ui.pad.dataset.seen = "true";
+  ui.padDot.style.transform = `translate3d(${(x * rect.width).toFixed(1)}px, ${(y * rect.height).toFixed(1)}px, 0)`;
+  queue("move", { x: round(x, 4), y: round(y, 4) });
+}
+
+// --- The buttons -------------------------------------------------------------------------------
+
+function setUpButtons() {
+  for (const button of ui.buttons) {
+    const name = button.dataset.button;
+    button.addEventListener("pointerdown", (event) => {
+      if (event.pointerType === "mouse" && event.button !== 0) return;
+      event.preventDefault(); // no focus ring flash, no text selection, no emulated mouse
+      try {
+        button.setPointerCapture(event.pointerId); // the release counts even off the button
+      } catch {
+        // the pointer is already gone
+      }
+      press(name, event.pointerId);
+    });
+    const up = (event) => {
+      if (held.get(name) === event.pointerId) release(name);
+    };
+    button.addEventListener("pointerup", up);
+    button.addEventListener("pointercancel", up);
+    button.addEventListener("lostpointercapture", up);
+    button.addEventListener("contextmenu", (event) => event.preventDefault());
+    // Keyboards (and switch access): Space or Enter holds the button.
+    button.addEventListener("keydown", (event) => {
+      if ((event.key === " " || event.key === "Enter") && !event.repeat) {
+        event.preventDefault();
+        press(name, "key");
+      }
+    });
+    button.addEventListener("keyup", (event) => {
+      if ((event.key === " " || event.key === "Enter") && held.get(name) === "key") release(name);
+    });
+    button.addEventListener("blur", () => {
+      if (held.get(name) === "key") release(name);
+    });
+  }
+}
+
+function press(name, holder) {
+  if (held.has(name) || ctl.pairing !== "paired") return;
+  held.set(name, holder);
+  buttonOf(name).dataset.down = "true";
+  if (navigator.vibrate) navigator.vibrate(8);
+  sendPress(name, true);
+}
+
+function release(name, { send = true } = {}) {
+  if (!held.has(name)) return;
+  held.delete(name);
+  delete buttonOf(name).dataset.down;
+  if (send) sendPress(name, false);
+}
+
+function releaseAll(options) {
+  for (const name of [...held.keys()]) release(name, options);
+}
+
+function buttonOf(name) {
+  return ui.buttons.find((button) => button.dataset.button === name);
+}
+
+// --- Motion ------------------------------------------------------------------------------------
+
+function setUpMotion() {
+  if (typeof window.DeviceOrientationEvent === "undefined") {
+    ui.motion.hidden = true;
+    return;
+  }
+  ui.motion.addEventListener("click", toggleMotion);
+}
+
+async function toggleMotion() {
+  if (motion.on) {
+    stopMotion();
+    return;
+  }
+  const Orientation = window.DeviceOrientationEvent;
+  if (typeof Orientation.requestPermission === "function") {
+    // iOS asks the person, and only from a tap: this click.
+    try {
+      const answer = await Orientation.requestPermission();
+      if (answer !== "granted") {
+        showMessage("Motion access was refused. You can allow it in the browser's settings for this site.");
+        return;
+      }
+    } catch {
+      showMessage("Motion access could not be requested on this device.");
+      return;
+    }
+  }
+  motion.on = true;
+  motion.seen = false;
+  window.addEventListener("deviceorientation", onDeviceOrientation);
+  showMotion();
+  clearTimeout(motion.probe);
+  motion.probe = setTimeout(() => {
+    if (motion.on && !motion.seen) {
+      stopMotion();
+      showMessage("This device does not report its orientation.", "info");
+    }
+  }, MOTION_PROBE_MS);
+}
+
+function stopMotion() {
+  motion.on = false;
+  clearTimeout(motion.probe);
+  window.removeEventListener("deviceorientation", onDeviceOrientation);
+  showMotion();
+}
+
+function showMotion() {
+  ui.motion.setAttribute("aria-pressed", String(motion.on));
+  ui.motionText.textContent = motion.on ? "Motion on" : "Use motion";
+}
+
+function onDeviceOrientation(event) {
+  const angles = { alpha: angle(event.alpha), beta: angle(event.beta), gamma: angle(event.gamma) };
+  // Without a sensor, browsers send one event with nothing in it: that is not a reading.
+  if (angles.alpha === null && angles.beta === null && angles.gamma === null) return;
+  motion.seen = true;
+  queue("orientation", angles);
+}
+
+function angle(value) {
+  return typeof value === "number" && Number.isFinite(value) ? round(value, 1) : null;
+}
+
+// --- Screen: full screen and staying awake ------------------------------------------------------
+
+function setUpFullscreen() {
+  if (!document.fullscreenEnabled) return;
+  ui.fullscreen.hidden = false;
+  ui.fullscreen.addEventListener("click", async () => {
+    try {
+      if (document.fullscreenElement) await document.exitFullscreen();
+      else await document.documentElement.requestFullscreen({ navigationUI: "hide" });
+    } catch {
+      // refused by the browser: nothing to do
+    }
+  });
+  document.addEventListener("fullscreenchange", () => {
+    ui.fullscreenText.textContent = document.fullscreenElement ? "Exit full screen" : "Full screen";
+  });
+}
+
+/** A controller's screen should not dim while it steers. */
+async function keepAwake() {
+  if (!("wakeLock" in navigator) || document.visibilityState !== "visible") return;
+  if (ctl.pairing !== "paired" || (wakeLock && !wakeLock.released)) return;
+  try {
+    wakeLock = await navigator.wakeLock.request("screen");
+  } catch {
+    wakeLock = null; // refused (battery saver, permissions): the screen may dim, that is all
+  }
+}
+
+function releaseWakeLock() {
+  if (wakeLock && !wakeLock.released) wakeLock.release().catch(() => {});
+  wakeLock = null;
+}
+
+function clamp(value) {
+  return Math.min(1, Math.max(0, value));
+}
+
+function round(value, digits) {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}
