@@ -1,0 +1,57 @@
+"""A phone opens the desktop's pairing link; a touch on its pad moves the desktop's ball, and a
+button press shows on the desktop."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from tests.conftest import Embedded
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+
+
+async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
+    browser: Browser, embedded: Embedded
+) -> None:
+    desktop_context = await browser.new_context(
+        ignore_https_errors=True, viewport={"width": 1280, "height": 800}
+    )
+    desktop = await desktop_context.new_page()
+    await desktop.goto(f"{embedded.url}/remote/")
+    await expect(desktop.locator("#pairing-state")).to_have_attribute("data-state", "waiting")
+    link = await desktop.locator("#link").get_attribute("href")
+    assert link and "#token=" in link
+    await expect(desktop.locator("#qr")).to_have_attribute("src", re.compile("^data:image/svg"))
+
+    phone_context = await browser.new_context(
+        ignore_https_errors=True,
+        viewport={"width": 390, "height": 844},
+        has_touch=True,
+        is_mobile=True,
+    )
+    phone = await phone_context.new_page()
+    await phone.goto(link)
+    await expect(phone.locator("#pairing-state")).to_have_attribute("data-state", "paired")
+    await expect(desktop.locator("#pairing-state")).to_have_attribute("data-state", "paired")
+
+    pad = await phone.locator("#pad").bounding_box()
+    assert pad is not None
+    await phone.touchscreen.tap(pad["x"] + pad["width"] * 0.9, pad["y"] + pad["height"] * 0.1)
+
+    ball = desktop.locator("#ball")
+    for _ in range(50):
+        x = float(await ball.get_attribute("data-x") or "nan")
+        y = float(await ball.get_attribute("data-y") or "nan")
+        if abs(x - 0.9) < 0.02 and abs(y - 0.1) < 0.02:
+            break
+        await desktop.wait_for_timeout(100)
+    else:
+        raise AssertionError(f"the ball is at ({x}, {y}), not (0.9, 0.1)")
+
+    await phone.locator("#button-a").dispatch_event("pointerdown")
+    await expect(desktop.locator("#ball")).to_have_attribute("data-pressed", "a")
+    await phone.locator("#button-a").dispatch_event("pointerup")
+    await expect(desktop.locator("#last-press")).to_contain_text("A")
