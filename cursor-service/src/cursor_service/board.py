@@ -13,14 +13,17 @@ US name; ``rooms:<rid>``, the rooms a replica wrote to, for reaping it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 from switchboard.replicas import Heartbeat
 
+log = logging.getLogger(__name__)
 US = "\x1f"
 #: A room nobody wrote to for this long is dropped from Redis.
 ROOM_IDLE_MS = 3_600_000
@@ -41,6 +44,9 @@ View = dict[str, Cursor]
 
 
 class Board(Protocol):
+    #: Whether other replicas write to this board too (then a tick waits for them).
+    shared: bool
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def check(self) -> str | None: ...
@@ -52,6 +58,8 @@ class Board(Protocol):
 
 class MemoryBoard:
     """One process: the board is this dict."""
+
+    shared = False
 
     def __init__(self) -> None:
         self.rooms: dict[str, View] = {}
@@ -103,6 +111,7 @@ class RedisBoard:
     """Replicas: this replica's cursors are written to Redis on each tick, everyone's read."""
 
     prefix = "cursors:"
+    shared = True
 
     def __init__(self, redis: Redis, *, replica_id: str) -> None:
         self.redis = redis
@@ -118,8 +127,12 @@ class RedisBoard:
         pass
 
     async def stop(self) -> None:
-        await self.redis.delete(self.prefix + f"replica:{self.rid}")
-        await self._reap(keys=[f"{self.prefix}rooms:{self.rid}"], args=[self.rid, self.prefix])
+        # Leave as a crashed replica would, only at once: others see our cursors go.
+        try:
+            await self.redis.delete(self.prefix + f"replica:{self.rid}")
+            await self._reap(keys=[f"{self.prefix}rooms:{self.rid}"], args=[self.rid, self.prefix])
+        except (RedisError, OSError) as exc:
+            log.warning("cursors: could not remove this replica's cursors from Redis: %s", exc)
 
     async def check(self) -> str | None:
         return None

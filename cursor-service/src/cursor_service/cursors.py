@@ -132,22 +132,27 @@ class CursorNamespace(ServiceNamespace):
         return None
 
     async def _tick_forever(self) -> None:
+        """Tick on the wall clock's multiples of the interval, so that every replica ticks at
+        the same moments: each writes its clients' moves, waits a moment for the others to
+        have written theirs, then reads and sends. A move then reaches clients on another
+        replica in the same tick as clients on its own, instead of up to a tick later."""
         interval = self.settings.tick_ms / 1000
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
+        settle = min(0.02, interval / 5) if self.board.shared else 0.0
         while True:
-            next_tick += interval
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            now = time.time()
+            # Whole ticks are skipped, not bunched up, when a tick ran late.
+            await asyncio.sleep((math.floor(now / interval) + 1) * interval - now)
             try:
+                await self.board.flush()
+                if settle:
+                    await asyncio.sleep(settle)
                 await self.tick()
             except Exception as exc:  # a Redis blip must not stop the cursors for good
                 self.metrics.redis_errors.inc()
                 log.warning("cursors: tick failed: %s", exc)
-            if loop.time() - next_tick > interval:
-                next_tick = loop.time()  # we fell behind: skip ticks rather than burst
 
     async def tick(self) -> None:
-        await self.board.flush()
+        """Send each room of this replica's clients what changed since the last tick."""
         rooms = list(self.rooms)
         views = await self.board.views(rooms)
         stamp = now_ms()
