@@ -16,6 +16,7 @@ from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
+from redis.asyncio import BlockingConnectionPool, Redis
 from socketio import packet
 
 
@@ -101,6 +102,9 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     publishing before delivering locally, so that the other replicas start at once instead of
     after this one has served all its own clients."""
 
+    pool_size = 64
+    pool_timeout = 5.0
+
     async def emit(
         self,
         event: str,
@@ -142,6 +146,19 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             }
         )
         await deliver_locally(self, event, args, namespace, room, skip_sid)
+
+    def _redis_connect(self) -> None:
+        """As python-socketio's, with a pool that waits for a free connection instead of
+        failing a publish with "Too many connections" when many clients send at once."""
+        pool = BlockingConnectionPool.from_url(
+            self.redis_url,
+            max_connections=self.pool_size,
+            timeout=self.pool_timeout,
+            **self.redis_options,
+        )
+        self.redis = Redis(connection_pool=pool)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("callback") is not None or message.get("binary"):

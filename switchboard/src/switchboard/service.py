@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import socketio
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from switchboard import jsonenc
@@ -34,6 +34,9 @@ PING_INTERVAL = 25
 PING_TIMEOUT = 20
 #: How long /readyz waits for each dependency before it calls it down.
 READY_TIMEOUT = 2.0
+#: Redis connections per process, and how long a command waits for a free one.
+REDIS_POOL_SIZE = 64
+REDIS_POOL_TIMEOUT = 5.0
 
 
 class Component(Protocol):
@@ -193,7 +196,16 @@ class Service:
         self.draining = False
         manager: socketio.AsyncManager = FanoutManager()
         if settings.redis_url:
-            self.redis = Redis.from_url(settings.redis_url, **redis_options())
+            # Blocking: when every connection is busy a command waits for one (up to the pool
+            # timeout) instead of failing with "Too many connections", which many clients
+            # sending at once caused (docs/benchmarks.md, churn).
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=REDIS_POOL_SIZE,
+                timeout=REDIS_POOL_TIMEOUT,
+                **redis_options(),
+            )
+            self.redis = Redis(connection_pool=pool)
             self.add_component(RedisComponent(self.redis, self.metrics))
             manager = FanoutRedisManager(
                 settings.redis_url,
