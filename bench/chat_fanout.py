@@ -350,11 +350,16 @@ class ReceiverPool:
 
 
 async def worker_main() -> None:
-    """A receiver process: one JSON command a line on stdin, one JSON answer a line on stdout."""
+    """A receiver process."""
+    await serve_commands(ReceiverPool())
+
+
+async def serve_commands(pool: Any) -> None:
+    """A worker process's loop: one JSON command a line on stdin, one JSON answer a line on
+    stdout, handled by ``pool.handle``, until ``quit``."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    pool = ReceiverPool()
     while line := await reader.readline():
         command = json.loads(line)
         answer = await pool.handle(command)

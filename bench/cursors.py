@@ -83,6 +83,7 @@ from chat_fanout import (
     node_reference,
     percentile,
     run_loop,
+    serve_commands,
     spawn,
     wait_listening,
 )
@@ -258,19 +259,8 @@ class MoverPool:
 
 
 async def worker_main() -> None:
-    """A mover process: one JSON command a line on stdin, one JSON answer a line on stdout."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    pool = MoverPool()
-    while line := await reader.readline():
-        command = json.loads(line)
-        answer = await pool.handle(command)
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
-        if command["cmd"] == "quit":
-            await asyncio.sleep(0.2)  # let the close frames go out
-            break
+    """A mover process."""
+    await serve_commands(MoverPool())
 
 
 class MoverWorker(Worker):
