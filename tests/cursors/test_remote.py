@@ -13,7 +13,7 @@ import pytest
 import socketio
 
 from tests.conftest import CURSORS_PATH, Cluster, start_cursors
-from tests.harness import Client
+from tests.harness import Client, RedisServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -285,3 +285,17 @@ async def test_a_new_pairing_ends_the_one_in_its_grace(
     assert fresh["ttl"] > 0
     assert (await refused(cursor_cluster.b, session=session))["error"] == "bad_session"
     await controller(clients, cursor_cluster.b, code=fresh["code"])
+
+
+async def test_without_redis_a_desktop_is_refused_clearly(tmp_path: Path) -> None:
+    own_redis = RedisServer(tmp_path)
+    service = start_cursors(tmp_path, {"REDIS_URL": own_redis.url})
+    try:
+        own_redis.stop()
+        screen = Client(service.url, CURSORS_PATH, namespace="/remote")
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await screen.connect(auth={"role": "desktop"})
+        assert screen.connect_error["data"]["error"] == "unavailable"
+    finally:
+        service.stop()
+        own_redis.stop()

@@ -115,7 +115,9 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.metrics = service.metrics
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event in ("connect", "disconnect"):
+        if event == "connect":
+            return await self._connect(*args)
+        if event == "disconnect":
             return await super().trigger_event(event, *args)
         handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
         sid = args[0]
@@ -142,6 +144,22 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return await self.refuse(
                 sid, event, InputError("internal", "Something went wrong on our side.")
             )
+
+    async def _connect(self, *args: Any) -> Any:
+        """A connection refused for a reason the client can act on, never a hung handshake:
+        storage failures and our own bugs become refusals too."""
+        try:
+            return await super().trigger_event("connect", *args)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except RedisError as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("%s: refusing a connection, Redis failed: %s", self.service.name, exc)
+            unavailable = InputError("unavailable", "The service's storage is unavailable.")
+            raise unavailable.refusal() from None
+        except Exception:
+            log.exception("%s: connect handler failed", self.service.name)
+            raise InputError("internal", "Something went wrong on our side.").refusal() from None
 
     async def refuse(self, sid: str, event: str, error: InputError) -> dict[str, Any]:
         self.metrics.rejected(event, error.code)
