@@ -2,13 +2,11 @@
 // contract. Every text another person chose (names, messages) goes into the page with
 // textContent, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
+import { Connection, byId, element } from "/shared/connection.js";
 
 const DEFAULT_ROOM = "lobby";
 /** How long we wait for the server's ack of `name` or `message`. */
 const ACK_TIMEOUT_MS = 10_000;
-/** socket.io does not retry a connection the server refused; we do, for transient reasons. */
-const RETRY_FIRST_MS = 2_000;
-const RETRY_MAX_MS = 30_000;
 /** Closer than this to the bottom, the message list follows new messages. */
 const FOLLOW_PX = 120;
 /** Messages from one person closer together than this share one header. */
@@ -18,8 +16,6 @@ const ui = {
   room: byId("room"),
   me: byId("me"),
   myName: byId("my-name"),
-  status: byId("status"),
-  statusText: byId("status-text"),
   nameScreen: byId("name-screen"),
   nameForm: byId("name-form"),
   nameInput: byId("name-input"),
@@ -39,11 +35,6 @@ const room = new URLSearchParams(location.search).get("room") || DEFAULT_ROOM;
 
 const chat = {
   screen: "name",
-  /** connecting | connected | reconnecting | disconnected */
-  connection: "connecting",
-  everConnected: false,
-  retryTimer: 0,
-  retryDelay: RETRY_FIRST_MS,
   /** The name the server accepted; claimed again on every reconnect. */
   name: null,
   /** True once the server holds our name on the current connection. */
@@ -68,6 +59,9 @@ const socket = io({
   auth: (cb) => cb(chat.lastId ? { room, last_id: chat.lastId } : { room }),
 });
 
+/** #status; the composer waits while we are not connected. */
+const connection = new Connection(socket, { onChange: updateComposer });
+
 start();
 
 function start() {
@@ -82,8 +76,8 @@ function start() {
 
   socket.on("connect", onConnect);
   socket.on("disconnect", onDisconnect);
-  socket.on("connect_error", onConnectError);
-  socket.io.on("reconnect_attempt", () => setConnection(retryingState()));
+  // bad_room, bad_auth, bad_last_id are final; `unavailable` is retried.
+  socket.on("connect_error", (err) => connection.connectError(err));
 
   socket.on("name", (name) => nameAccepted(name));
   socket.on("name_error", (refusal) => nameRefused(refusal.message));
@@ -94,86 +88,21 @@ function start() {
   socket.on("history", onHistory);
   socket.on("message", (sender, text, meta) => onMessage({ ...meta, sender, text }));
 
-  setConnection("connecting");
+  connection.set("connecting");
 }
 
 // --- Connection ------------------------------------------------------------------------------
 
 function onConnect() {
-  clearTimeout(chat.retryTimer);
-  chat.retryDelay = RETRY_FIRST_MS;
-  chat.everConnected = true;
   chat.ownSids.add(socket.id);
-  setConnection("connected");
+  connection.connected();
   // The server forgets our name when the connection drops: claim it again.
   if (chat.name) requestName(chat.name);
 }
 
 function onDisconnect(reason) {
   chat.nameConfirmed = false;
-  if (socket.active) {
-    setConnection("reconnecting"); // socket.io retries by itself
-  } else if (reason === "io server disconnect") {
-    // The server closed us (a restart, a deploy): it holds nothing against this client.
-    setConnection("reconnecting");
-    retryLater();
-  } else {
-    setConnection("disconnected", "the connection was closed.");
-  }
-}
-
-function onConnectError(err) {
-  if (socket.active) {
-    // A network or transport failure: socket.io retries by itself.
-    setConnection(retryingState());
-    return;
-  }
-  // The server refused us: socket.io gives up, and err.data says why (protocol, "Errors").
-  const refusal = err.data && typeof err.data === "object" ? err.data : {};
-  const reason = refusal.message || err.message || "the server refused the connection.";
-  if (refusal.error === "unavailable") {
-    setConnection("disconnected", `${reason} Retrying in ${Math.round(chat.retryDelay / 1000)} s.`);
-    retryLater();
-  } else {
-    // bad_room, bad_auth, bad_last_id: trying again would get the same answer.
-    setConnection("disconnected", reason);
-  }
-}
-
-function retryLater() {
-  clearTimeout(chat.retryTimer);
-  chat.retryTimer = setTimeout(() => {
-    setConnection(retryingState());
-    socket.connect();
-  }, chat.retryDelay);
-  chat.retryDelay = Math.min(chat.retryDelay * 2, RETRY_MAX_MS);
-}
-
-function retryingState() {
-  return chat.everConnected ? "reconnecting" : "connecting";
-}
-
-function setConnection(state, reason = "") {
-  chat.connection = state;
-  ui.status.dataset.state = state;
-  document.body.dataset.connection = state;
-  ui.statusText.textContent = statusLabel(state, reason);
-  updateComposer();
-}
-
-function statusLabel(state, reason) {
-  switch (state) {
-    case "connecting":
-      return "Connecting…";
-    case "connected":
-      return "Connected";
-    case "reconnecting":
-      return "Reconnecting…";
-    case "disconnected":
-      return reason ? `Disconnected: ${reason}` : "Disconnected";
-    default:
-      throw new Error(`unknown connection state: ${state}`);
-  }
+  connection.disconnected(reason);
 }
 
 // --- Screens ---------------------------------------------------------------------------------
@@ -205,7 +134,7 @@ function showScreen(screen) {
 
 function onNameSubmit(event) {
   event.preventDefault();
-  if (chat.connection === "disconnected") {
+  if (connection.state === "disconnected") {
     showNameError("Not connected to the chat; see the status above.");
     return;
   }
@@ -434,7 +363,7 @@ function sendFailed(text, message) {
 }
 
 function canSend() {
-  return chat.connection === "connected" && chat.nameConfirmed;
+  return connection.state === "connected" && chat.nameConfirmed;
 }
 
 function updateComposer() {
@@ -460,18 +389,4 @@ function onVisibilityChange() {
 function updateTitle() {
   const unread = chat.unread ? `(${chat.unread}) ` : "";
   document.title = `${unread}#${room} · Switchboard chat`;
-}
-
-function byId(id) {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`the page has no #${id}`);
-  return found;
-}
-
-/** A new element; `text`, when given, is set as text, never parsed as HTML. */
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }

@@ -4,6 +4,7 @@
 // smoothly at the screen's frame rate. Names other people chose go into the page with
 // textContent, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
+import { Connection, byId, element, reasonOf } from "/shared/connection.js";
 
 const DEFAULT_ROOM = "lobby";
 /** The server's tick (CURSORS_TICK_MS) until the frames' times tell us better. */
@@ -22,9 +23,6 @@ const SNAPSHOT_TIMEOUT_MS = 5_000;
 const SNAPSHOT_RETRY_MS = 1_000;
 /** How long a cursor that left takes to fade out (matches .cursor.leaving in the CSS). */
 const FADE_MS = 200;
-/** socket.io does not retry a connection the server refused; we do, for transient reasons. */
-const RETRY_FIRST_MS = 2_000;
-const RETRY_MAX_MS = 30_000;
 /** The name rules of the server (protocol, "Connecting"): 1 to 32 characters, no controls. */
 const NAME_MAX = 32;
 const CONTROL_CHARACTERS = /[\p{Cc}\u2028\u2029]/u;
@@ -39,8 +37,6 @@ const ARROW_PATH = "M5 3 L5 19 L9.5 14.8 L12.6 21.4 L15.3 20.1 L12.3 13.6 L18.5 
 const ui = {
   room: byId("room"),
   count: byId("count"),
-  status: byId("status"),
-  statusText: byId("status-text"),
   nameForm: byId("name-form"),
   nameInput: byId("name-input"),
   nameError: byId("name-error"),
@@ -54,11 +50,6 @@ const params = new URLSearchParams(location.search);
 const room = params.get("room") || DEFAULT_ROOM;
 
 const page = {
-  /** connecting | connected | reconnecting | disconnected */
-  connection: "connecting",
-  everConnected: false,
-  retryTimer: 0,
-  retryDelay: RETRY_FIRST_MS,
   /** The display name we connect with; "" for none. */
   name: initialName(),
   /** Our socket ids, one per connection: frames can still hold an old one of ours. */
@@ -90,6 +81,8 @@ const socket = io({
   auth: (cb) => cb(page.name ? { room, name: page.name } : { room }),
 });
 
+const connection = new Connection(socket);
+
 start();
 
 function start() {
@@ -108,13 +101,12 @@ function start() {
   socket.on("connect", onConnect);
   socket.on("disconnect", onDisconnect);
   socket.on("connect_error", onConnectError);
-  socket.io.on("reconnect_attempt", () => setConnection(retryingState()));
 
   socket.on("snapshot", onSnapshot);
   socket.on("delta", onDelta);
   socket.on("cursor_error", onCursorError);
 
-  setConnection("connecting");
+  connection.set("connecting");
   updateCount();
 }
 
@@ -123,12 +115,9 @@ function start() {
 // socket.io hands us the events that came with the connection (our `snapshot`) before
 // `connect`: nothing here may reset the room state.
 function onConnect() {
-  clearTimeout(page.retryTimer);
-  page.retryDelay = RETRY_FIRST_MS;
-  page.everConnected = true;
   page.ownIds.add(socket.id);
   forgetCursor(socket.id);
-  setConnection("connected");
+  connection.connected();
   // Our cursor left the room with our last connection: put it back where the pointer is.
   page.pointer.sentX = page.pointer.sentY = NaN;
   if (page.pointer.known) markPointerDirty();
@@ -141,78 +130,22 @@ function onDisconnect(reason) {
   page.clockOffset = null;
   page.tickMs = null;
   page.lastDelta = null;
-  if (socket.active) {
-    setConnection("reconnecting"); // socket.io retries by itself
-  } else if (reason === "io server disconnect") {
-    // The server closed us (a restart, a deploy): it holds nothing against this client.
-    setConnection("reconnecting");
-    retryLater();
-  } else {
-    setConnection("disconnected", "the connection was closed.");
-  }
+  connection.disconnected(reason);
 }
 
 function onConnectError(err) {
-  if (socket.active) {
-    // A network or transport failure: socket.io retries by itself.
-    setConnection(retryingState());
-    return;
-  }
-  // The server refused us: socket.io gives up, and err.data says why (protocol, "Errors").
-  const refusal = err.data && typeof err.data === "object" ? err.data : {};
-  const reason = refusal.message || err.message || "the server refused the connection.";
-  if (refusal.error === "unavailable") {
-    setConnection("disconnected", `${reason} Retrying in ${Math.round(page.retryDelay / 1000)} s.`);
-    retryLater();
-  } else {
-    // bad_room, bad_auth, or the name's: trying again would get the same answer.
-    setConnection("disconnected", reason);
-    if (NAME_ERRORS.has(refusal.error)) showNameError(reason);
-  }
-}
-
-function retryLater() {
-  clearTimeout(page.retryTimer);
-  page.retryTimer = setTimeout(() => {
-    setConnection(retryingState());
-    socket.connect();
-  }, page.retryDelay);
-  page.retryDelay = Math.min(page.retryDelay * 2, RETRY_MAX_MS);
+  // bad_room, bad_auth, or the name's are final; `unavailable` is retried.
+  const refusal = connection.connectError(err);
+  if (refusal && NAME_ERRORS.has(refusal.error)) showNameError(reasonOf(err));
 }
 
 /** A new name needs a new connection: the server takes it only when we connect. */
 function reconnect() {
-  clearTimeout(page.retryTimer);
-  page.retryDelay = RETRY_FIRST_MS;
+  connection.cancelRetry();
+  connection.resetBackoff();
   socket.disconnect();
   socket.connect();
-  setConnection(retryingState());
-}
-
-function retryingState() {
-  return page.everConnected ? "reconnecting" : "connecting";
-}
-
-function setConnection(state, reason = "") {
-  page.connection = state;
-  ui.status.dataset.state = state;
-  document.body.dataset.connection = state;
-  ui.statusText.textContent = statusLabel(state, reason);
-}
-
-function statusLabel(state, reason) {
-  switch (state) {
-    case "connecting":
-      return "Connecting…";
-    case "connected":
-      return "Connected";
-    case "reconnecting":
-      return "Reconnecting…";
-    case "disconnected":
-      return reason ? `Disconnected: ${reason}` : "Disconnected";
-    default:
-      throw new Error(`unknown connection state: ${state}`);
-  }
+  connection.set(connection.retrying());
 }
 
 function onCursorError(refusal) {
@@ -574,7 +507,7 @@ function commitName() {
   }
   showNameError("");
   ui.nameInput.value = name;
-  if (name === page.name && page.connection !== "disconnected") return;
+  if (name === page.name && connection.state !== "disconnected") return;
   page.name = name;
   try {
     if (name) localStorage.setItem(NAME_KEY, name);
@@ -656,18 +589,4 @@ function inkFor(hex) {
   });
   const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
   return luminance > 0.2 ? "#111418" : "#ffffff";
-}
-
-function byId(id) {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`the page has no #${id}`);
-  return found;
-}
-
-/** A new element; `text`, when given, is set as text, never parsed as HTML. */
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }

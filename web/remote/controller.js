@@ -6,15 +6,8 @@
 // kept in sessionStorage (this tab only), that every later connection uses to resume: socket.io's
 // own reconnections, a reload, the phone waking up.
 import { io } from "/vendor/socket.io.esm.min.js";
-import {
-  NAMESPACE,
-  RETRY_FIRST_MS,
-  RETRY_MAX_MS,
-  SOCKET_PATH,
-  byId,
-  refusalOf,
-  setStatus,
-} from "/remote/shared.js";
+import { Connection, byId, refusalOf } from "/shared/connection.js";
+import { NAMESPACE, SOCKET_PATH } from "/remote/shared.js";
 
 const SESSION_KEY = "switchboard.remote.session";
 /** The protocol's code alphabet (no vowels, no look-alikes) and length. */
@@ -68,9 +61,6 @@ const ctl = {
   linkRefused: false,
   /** The server ended our pairing (`unpaired`): do not reconnect by ourselves. */
   ended: false,
-  everConnected: false,
-  retryTimer: 0,
-  retryDelay: RETRY_FIRST_MS,
 };
 
 /** What waits for the next animation frame: at most one move and one orientation per frame. */
@@ -91,13 +81,15 @@ const socket = io(NAMESPACE, {
   auth: (cb) => cb(currentAuth()),
 });
 
+/** #status; a retry needs something to pair or resume with. */
+const connection = new Connection(socket, { canRetry: currentAuthUsable });
+
 start();
 
 function start() {
   socket.on("connect", onConnect);
   socket.on("disconnect", onDisconnect);
   socket.on("connect_error", onConnectError);
-  socket.io.on("reconnect_attempt", () => setStatus(retryingState()));
   socket.on("paired", onPaired);
   socket.on("unpaired", onUnpaired);
   socket.on("remote_error", onRemoteError);
@@ -121,7 +113,7 @@ function start() {
   });
 
   takeTokenFromUrl();
-  setStatus("idle");
+  connection.set("idle");
   if (ctl.token || ctl.session) connect();
   else setPairing("unpaired");
 }
@@ -146,10 +138,10 @@ function currentAuth() {
 // --- Connection ------------------------------------------------------------------------------
 
 function connect() {
-  clearTimeout(ctl.retryTimer);
+  connection.cancelRetry();
   ctl.ended = false;
   setPairing("connecting");
-  setStatus(retryingState());
+  connection.set(connection.retrying());
   socket.connect();
 }
 
@@ -162,30 +154,27 @@ function pairAgain() {
 }
 
 function onConnect() {
-  clearTimeout(ctl.retryTimer);
-  ctl.retryDelay = RETRY_FIRST_MS;
-  ctl.everConnected = true;
-  setStatus("connected");
+  connection.connected();
   // `paired` comes with the connection (socket.io may deliver it just before this event).
 }
 
 function onDisconnect(reason) {
   releaseAll({ send: false });
   if (ctl.ended) {
-    setStatus("idle");
+    connection.set("idle");
     return;
   }
   if (socket.active) {
     // A network loss: socket.io reconnects by itself, with the session.
-    setStatus("reconnecting");
+    connection.set("reconnecting");
     if (ctl.session) setPairing("connecting");
   } else if (reason === "io server disconnect" && ctl.session) {
     // The server closed us without ending our pairing (a restart, a deploy): resume.
-    setStatus("reconnecting");
+    connection.set("reconnecting");
     setPairing("connecting");
-    retryLater();
+    connection.retryLater();
   } else {
-    setStatus("idle");
+    connection.set("idle");
     if (ctl.pairing === "paired" || ctl.pairing === "connecting") setPairing("unpaired");
   }
 }
@@ -193,7 +182,7 @@ function onDisconnect(reason) {
 function onConnectError(err) {
   if (socket.active) {
     // A network or transport failure: socket.io retries by itself.
-    setStatus(retryingState());
+    connection.set(connection.retrying());
     return;
   }
   // The server refused us: socket.io gives up, and err.data says why.
@@ -231,8 +220,8 @@ function onConnectError(err) {
     case "unavailable":
     case undefined:
       // Transient (the server's storage, or no refusal at all): try again later.
-      setStatus("disconnected", refusal.message || err.message || "");
-      retryLater();
+      connection.set("disconnected", refusal.message || err.message || "");
+      connection.retryLater();
       break;
     default:
       ctl.token = ctl.code = null;
@@ -240,22 +229,8 @@ function onConnectError(err) {
   }
 }
 
-function retryLater() {
-  clearTimeout(ctl.retryTimer);
-  ctl.retryTimer = setTimeout(() => {
-    if (!currentAuthUsable()) return;
-    setStatus(retryingState());
-    socket.connect();
-  }, ctl.retryDelay);
-  ctl.retryDelay = Math.min(ctl.retryDelay * 2, RETRY_MAX_MS);
-}
-
 function currentAuthUsable() {
   return Boolean(ctl.token || ctl.code || ctl.session);
-}
-
-function retryingState() {
-  return ctl.everConnected ? "reconnecting" : "connecting";
 }
 
 /** The phone woke up or the tab came back: if we gave up meanwhile, resume now. */
@@ -309,7 +284,7 @@ function onUnpaired(event) {
 
 function fail(text) {
   setPairing("failed");
-  setStatus("idle");
+  connection.set("idle");
   showMessage(text);
 }
 

@@ -2,17 +2,11 @@
 // opens the link (or types the code) steers the ball. docs/protocol.md ("Remote control") is
 // the contract. Server data goes into the page with textContent and attributes, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
-import {
-  ACK_TIMEOUT_MS,
-  NAMESPACE,
-  RETRY_FIRST_MS,
-  RETRY_MAX_MS,
-  SOCKET_PATH,
-  byId,
-  clock,
-  refusalOf,
-  setStatus,
-} from "/remote/shared.js";
+import { Connection, byId, element, reasonOf, refusalOf } from "/shared/connection.js";
+import { NAMESPACE, SOCKET_PATH } from "/remote/shared.js";
+
+/** How long we wait for the server's ack of `renew` or `unpair`. */
+const ACK_TIMEOUT_MS = 10_000;
 
 /** The protocol's default CURSORS_PAIRING_TTL, used only when our clock disagrees with the server's. */
 const DEFAULT_TTL_MS = 300_000;
@@ -53,11 +47,6 @@ const ui = {
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 
 const desk = {
-  /** connecting | connected | reconnecting | disconnected */
-  connection: "connecting",
-  everConnected: false,
-  retryTimer: 0,
-  retryDelay: RETRY_FIRST_MS,
   /** The desktop id of the current pairing; a new connection gets a new one. */
   desktop: null,
   /** waiting | paired | away | unpaired */
@@ -93,13 +82,15 @@ const socket = io(NAMESPACE, {
   auth: { role: "desktop" },
 });
 
+/** #status; renew and unpair wait while we are not connected. */
+const connection = new Connection(socket, { onChange: updateControls });
+
 start();
 
 function start() {
   socket.on("connect", onConnect);
   socket.on("disconnect", onDisconnect);
   socket.on("connect_error", onConnectError);
-  socket.io.on("reconnect_attempt", () => setConnection(retryingState()));
 
   socket.on("pairing", onPairing);
   socket.on("controller_joined", onControllerJoined);
@@ -124,7 +115,7 @@ function start() {
     placeBall();
   }).observe(ui.stage);
 
-  setConnection("connecting");
+  connection.set("connecting");
   setPairingState("waiting");
   setInterval(tick, 250);
 }
@@ -132,10 +123,7 @@ function start() {
 // --- Connection ------------------------------------------------------------------------------
 
 function onConnect() {
-  clearTimeout(desk.retryTimer);
-  desk.retryDelay = RETRY_FIRST_MS;
-  desk.everConnected = true;
-  setConnection("connected");
+  connection.connected();
   // The server sends `pairing` on every connection (socket.io may deliver it just before this).
 }
 
@@ -147,44 +135,18 @@ function onDisconnect(reason) {
   releaseAll();
   if (desk.state === "paired" || desk.state === "away") setPairingState("unpaired");
   tick();
-  if (socket.active) {
-    setConnection("reconnecting"); // socket.io retries by itself
-  } else if (reason === "io server disconnect") {
-    setConnection("reconnecting"); // a restart or a deploy: nothing against this page
-    retryLater();
-  } else {
-    setConnection("disconnected", "the connection was closed.");
-  }
+  connection.disconnected(reason);
 }
 
 function onConnectError(err) {
   if (socket.active) {
-    setConnection(retryingState());
+    connection.set(connection.retrying());
     return;
   }
+  // Unlike the other pages, a refusal without an error code is retried too.
+  connection.set("disconnected", reasonOf(err));
   const refusal = refusalOf(err);
-  const reason = refusal.message || err.message || "the server refused the connection.";
-  setConnection("disconnected", reason);
-  if (refusal.error === "unavailable" || !refusal.error) retryLater();
-}
-
-function retryLater() {
-  clearTimeout(desk.retryTimer);
-  desk.retryTimer = setTimeout(() => {
-    setConnection(retryingState());
-    socket.connect();
-  }, desk.retryDelay);
-  desk.retryDelay = Math.min(desk.retryDelay * 2, RETRY_MAX_MS);
-}
-
-function retryingState() {
-  return desk.everConnected ? "reconnecting" : "connecting";
-}
-
-function setConnection(state, reason = "") {
-  desk.connection = state;
-  setStatus(state, reason);
-  updateControls();
+  if (refusal.error === "unavailable" || !refusal.error) connection.retryLater();
 }
 
 // --- Pairing ---------------------------------------------------------------------------------
@@ -232,10 +194,7 @@ function showCode(code) {
   ui.code.replaceChildren();
   groups.forEach((group, index) => {
     if (index) ui.code.append(" ");
-    const span = document.createElement("span");
-    span.className = "code-group";
-    span.textContent = group;
-    ui.code.append(span);
+    ui.code.append(element("span", "code-group", group));
   });
   ui.code.setAttribute("aria-label", `Code: ${clean.split("").join(" ")}`);
 }
@@ -352,7 +311,7 @@ function awayText() {
 }
 
 function updateControls() {
-  const connected = desk.connection === "connected";
+  const connected = connection.state === "connected";
   ui.unpair.hidden = desk.state !== "paired" && desk.state !== "away";
   ui.unpair.disabled = !connected || desk.busy;
   ui.renew.disabled = !connected || desk.busy || !desk.desktop || desk.spent;
@@ -373,7 +332,7 @@ function tick() {
   if (unpaired && desk.spent && desk.desktop && now >= desk.renewAfter) freshPairing();
 
   if (!desk.desktop || desk.spent) {
-    ui.countdown.textContent = desk.connection === "connected" ? "Getting a code…" : "Waiting for the server…";
+    ui.countdown.textContent = connection.state === "connected" ? "Getting a code…" : "Waiting for the server…";
     ui.expiryFill.style.transform = "scaleX(0)";
     return;
   }
@@ -493,4 +452,10 @@ function isLoopback(hostname) {
 
 function clamp(value) {
   return Math.min(1, Math.max(0, value));
+}
+
+/** Seconds as m:ss. */
+function clock(seconds) {
+  const s = Math.max(0, Math.ceil(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
