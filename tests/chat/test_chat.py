@@ -3,9 +3,12 @@ share a real redis-server: whatever is said of A and B holds in both modes."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import Cluster, connect_chat
+from tests.conftest import Cluster, connect_chat, start_chat
 from tests.harness import Client
 
 pytestmark = pytest.mark.asyncio
@@ -199,3 +202,26 @@ async def test_a_client_that_missed_more_than_history_holds_is_told_so(
     recent_messages, recent_info = recent.received("history")[0]
     assert [m["text"] for m in recent_messages] == [f"later {i}" for i in range(3, 7)]
     assert recent_info["complete"] is True
+
+
+@pytest.mark.parametrize("mode", ["memory", "redis"])
+async def test_a_quiet_rooms_history_is_forgotten_after_its_ttl(
+    mode: str, request: pytest.FixtureRequest, tmp_path: Path, clients: list[Client], unique: str
+) -> None:
+    env = {"CHAT_HISTORY_TTL": "1"}
+    if mode == "redis":
+        env["REDIS_URL"] = request.getfixturevalue("redis_server").url
+    service = start_chat(tmp_path, env)
+    try:
+        room = f"r-{unique}"
+        ann = await named(clients, service.url, f"ann-{unique}", room)
+        await ann.call("message", "soon gone")
+        soon = await connect_chat(clients, service.url, room=room)
+        assert [m["text"] for m in soon.received("history")[0][0]] == ["soon gone"]
+
+        await asyncio.sleep(1.3)
+
+        late = await connect_chat(clients, service.url, room=room)
+        assert late.received("history")[0][0] == []
+    finally:
+        service.stop()

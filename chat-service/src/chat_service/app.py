@@ -134,7 +134,10 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     heartbeat: Heartbeat | None = None
     if service.redis is not None:
         redis_store = RedisChatStore(
-            service.redis, replica_id=service.replica_id, history_size=settings.history_size
+            service.redis,
+            replica_id=service.replica_id,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
         )
         heartbeat = Heartbeat(
             service.redis,
@@ -147,7 +150,7 @@ def create_service(settings: ChatSettings | None = None) -> Service:
         redis_store.heartbeat = heartbeat
         store = redis_store
     else:
-        store = MemoryChatStore(settings.history_size)
+        store = MemoryChatStore(settings.history_size, settings.history_ttl)
     namespace = ChatNamespace(service, store, settings)
     if isinstance(store, RedisChatStore):
         store.on_departed = namespace.announce_departed

@@ -21,3 +21,5 @@ class ChatSettings(ServiceSettings):
     rate_burst: int = Field(10, ge=1, le=100_000)
     #: CHAT_HISTORY_SIZE: messages kept per room and sent to a client that joins.
     history_size: int = Field(50, ge=0, le=1000)
+    #: CHAT_HISTORY_TTL: seconds a room's history is kept after its last message (7 days).
+    history_ttl: float = Field(604_800, gt=0, le=31_536_000)

@@ -8,7 +8,8 @@ Redis layout (all keys under ``chat:``):
 - ``sessions:<rid>``: hash, a replica's connections, sid -> room US fold US name;
 - ``room:<room>``: hash, the named members of a room, sid -> rid US name;
 - ``names``: hash, nickname key (casefolded) -> rid US sid;
-- ``history:<room>``: stream of messages (sid, name, text), trimmed to the history size + 1.
+- ``history:<room>``: stream of messages (sid, name, text), trimmed to the history size + 1,
+  expiring ``CHAT_HISTORY_TTL`` after its last message.
 
 (US is the unit separator, \\x1f, which no nickname or room can hold.)
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -113,12 +114,14 @@ class _IdClock:
 class MemoryChatStore:
     """One process, no Redis: the embedded default."""
 
-    def __init__(self, history_size: int) -> None:
+    def __init__(self, history_size: int, history_ttl: float) -> None:
         self.history_size = history_size
+        self.history_ttl = history_ttl
         self.sessions: dict[str, Session] = {}
         self._names: dict[str, str] = {}
         self._rooms: dict[str, dict[str, str]] = {}
-        self._history: dict[str, deque[ChatMessage]] = {}
+        #: Rooms' messages, the room with the oldest last message first.
+        self._history: OrderedDict[str, deque[ChatMessage]] = OrderedDict()
         self._clock = _IdClock()
 
     async def start(self) -> None:
@@ -162,14 +165,26 @@ class MemoryChatStore:
 
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
         message = ChatMessage(self._clock.next(), sender, text)
+        self._forget_quiet_rooms()
         held = self._history.get(room)
         if held is None:
             # One more than we show, as in Redis: see held_history().
             held = self._history[room] = deque(maxlen=self.history_size + 1)
         held.append(message)
+        self._history.move_to_end(room)
         return message
 
+    def _forget_quiet_rooms(self) -> None:
+        """Drop the history of rooms whose last message is older than the TTL, as Redis does."""
+        horizon = (time.time() - self.history_ttl) * 1000
+        while self._history:
+            room, held = next(iter(self._history.items()))
+            if held and held[-1].ts >= horizon:
+                break
+            del self._history[room]
+
     async def history(self, room: str, after: str | None) -> History:
+        self._forget_quiet_rooms()
         held = self._history.get(room, ())
         start = id_order(after) if after else (-1, -1)
         newer = [m for m in held if id_order(m.id) > start][-self.history_size or len(held) :]
@@ -287,10 +302,12 @@ class RedisChatStore:
         *,
         replica_id: str,
         history_size: int,
+        history_ttl: float,
     ) -> None:
         self.redis = redis
         self.rid = replica_id
         self.history_size = history_size
+        self.history_ttl_ms = int(history_ttl * 1000)
         self.sessions: dict[str, Session] = {}
         self.heartbeat: Heartbeat | None = None
         self.on_departed: Departed | None = None
@@ -390,13 +407,17 @@ class RedisChatStore:
     # -- history ------------------------------------------------------------------------------
 
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
-        # One more than we show, so that we can tell whether anything was ever trimmed.
-        message_id = await self.redis.xadd(
-            self._key("history", room),
-            {"sid": sender.sid, "name": sender.name, "text": text},
-            maxlen=self.history_size + 1,
-            approximate=False,
-        )
+        key = self._key("history", room)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # One more than we show, so that we can tell whether anything was ever trimmed.
+            pipe.xadd(
+                key,
+                {"sid": sender.sid, "name": sender.name, "text": text},
+                maxlen=self.history_size + 1,
+                approximate=False,
+            )
+            pipe.pexpire(key, self.history_ttl_ms)
+            message_id, _ = await pipe.execute()
         return ChatMessage(str(message_id), sender, text)
 
     async def history(self, room: str, after: str | None) -> History:
