@@ -41,7 +41,8 @@ async def test_a_mouse_in_one_page_moves_a_cursor_in_another(
     else:
         raise AssertionError(f"ann's cursor is at {box}, not at (500, 400)")
     # Nobody sees their own cursor echoed back.
-    await expect(ann.locator(".cursor")).to_have_count(0)
+    own = ann.locator(".cursor", has=ann.locator(".name", has_text="ann"))
+    await expect(own).to_have_count(0)
 
     await ann.close()
     await expect(cursor).to_have_count(0)
@@ -73,3 +74,26 @@ async def test_a_touch_moves_a_cursor_too(
         await watcher.wait_for_timeout(100)
     else:
         raise AssertionError(f"the phone's cursor is at {box}, not at (500, 600)")
+
+
+async def test_people_count_before_they_move_and_a_cursor_hides_when_the_mouse_leaves(
+    browser: Browser, embedded: Embedded, unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await open_cursors(browser, embedded, room, "ann")
+    bob = await open_cursors(browser, embedded, room, "bob")
+    await expect(bob.locator("#count")).to_have_text("2")  # ann has not moved yet
+
+    await ann.mouse.move(300, 300, steps=5)
+    cursor = bob.locator(".cursor", has=bob.locator(".name", has_text="ann"))
+    await expect(cursor).to_be_visible()
+
+    await ann.evaluate(
+        "document.documentElement.dispatchEvent("
+        "new PointerEvent('pointerleave', {pointerType: 'mouse'}))"
+    )
+    await expect(cursor).to_be_hidden()
+    await expect(bob.locator("#count")).to_have_text("2")  # still here
+
+    await ann.mouse.move(320, 320, steps=5)
+    await expect(cursor).to_be_visible()

@@ -26,10 +26,24 @@ async def join(opened: list[Client], url: str, room: str, name: str | None = Non
     return client
 
 
-async def sees(client: Client, sid: str) -> None:
-    """Wait until ``client`` has ``sid``'s cursor: in its first snapshot, or from a delta."""
-    if sid not in client.received("snapshot")[0][0]["cursors"]:
-        await client.wait("delta", lambda f: sid in f["joined"])
+def where(frame: dict[str, Any], sid: str) -> list[float | None] | None:
+    """Where a delta puts ``sid``'s cursor, if it says anything of it."""
+    if sid in frame["moved"]:
+        return list(frame["moved"][sid])
+    if sid in frame["joined"]:
+        return [frame["joined"][sid]["x"], frame["joined"][sid]["y"]]
+    return None
+
+
+async def sees_at(client: Client, sid: str, x: float | None, y: float | None) -> dict[str, Any]:
+    """Wait until ``client`` is told that ``sid``'s cursor is at (x, y): in its first snapshot,
+    or by a delta. Returns the frame that said so."""
+    (snapshot,) = client.received("snapshot")[0]
+    cursor = snapshot["cursors"].get(sid)
+    if cursor is not None and [cursor["x"], cursor["y"]] == [x, y]:
+        return dict(snapshot)
+    (frame,) = await client.wait("delta", lambda f: where(f, sid) == [x, y])
+    return dict(frame)
 
 
 def deltas(client: Client) -> list[dict[str, Any]]:
@@ -43,17 +57,20 @@ async def test_a_move_on_a_shows_on_b_with_colour_and_name(
     ann = await join(clients, cursor_cluster.a, room, name="ann")
     bob = await join(clients, cursor_cluster.b, room)
 
+    # Before it moves, ann is there, pointer not on the page: people can be counted.
+    present = await sees_at(bob, ann.sid, None, None)
+    joined = {**present.get("joined", {}), **present.get("cursors", {})}[ann.sid]
+    assert joined["name"] == "ann"
+    assert joined["color"].startswith("#")
+
     assert await ann.call("update", {"x": 0.25, "y": 0.75}) == {"ok": True}
 
-    (frame,) = await bob.wait("delta", lambda f: ann.sid in f["joined"])
-    cursor = frame["joined"][ann.sid]
-    assert (cursor["x"], cursor["y"], cursor["name"]) == (0.25, 0.75, "ann")
-    assert cursor["color"].startswith("#")
+    frame = await sees_at(bob, ann.sid, 0.25, 0.75)
     assert isinstance(frame["t"], int)
     await ann.call("update", {"x": 0.5, "y": 0.5})
-    (moved,) = await bob.wait("delta", lambda f: ann.sid in f["moved"])
+    moved = await sees_at(bob, ann.sid, 0.5, 0.5)
     assert moved["moved"][ann.sid] == [0.5, 0.5]
-    assert moved["seq"] == frame["seq"] + 1
+    assert moved["seq"] > frame["seq"]
 
 
 async def test_a_newcomer_gets_everyone_in_a_snapshot(
@@ -63,7 +80,7 @@ async def test_a_newcomer_gets_everyone_in_a_snapshot(
     ann = await join(clients, cursor_cluster.a, room, name="ann")
     await ann.call("update", {"x": 0.1, "y": 0.2})
     watcher = await join(clients, cursor_cluster.b, room)
-    await sees(watcher, ann.sid)
+    await sees_at(watcher, ann.sid, 0.1, 0.2)
 
     late = await join(clients, cursor_cluster.b, room)
 
@@ -87,12 +104,27 @@ async def test_a_client_that_leaves_disappears_from_every_screen(
     bob = await join(clients, cursor_cluster.b, room)
     await ann.call("update", {"x": 0.3, "y": 0.3})
     ann_id = ann.sid
-    await bob.wait("delta", lambda f: ann_id in f["joined"])
+    await sees_at(bob, ann_id, 0.3, 0.3)
 
     await ann.close()
 
     await bob.wait("delta", lambda f: ann_id in f["left"])
     assert ann_id not in (await bob.call("snapshot"))["cursors"]
+
+
+async def test_a_pointer_that_leaves_the_page_hides_its_cursor(
+    cursor_cluster: Cluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    ann = await join(clients, cursor_cluster.a, room)
+    bob = await join(clients, cursor_cluster.b, room)
+    await ann.call("update", {"x": 0.6, "y": 0.6})
+    await sees_at(bob, ann.sid, 0.6, 0.6)
+
+    assert await ann.call("update", None) == {"ok": True}
+
+    await sees_at(bob, ann.sid, None, None)
+    assert ann.sid in (await bob.call("snapshot"))["cursors"]  # hidden, still here
 
 
 async def test_frames_come_once_per_tick_and_only_when_something_changed(
@@ -130,7 +162,7 @@ async def test_moves_within_a_tick_cost_one_entry(
     ann = await join(clients, cursor_cluster.a, room)
     watcher = await join(clients, cursor_cluster.b, room)
     await ann.call("update", {"x": 0.0, "y": 0.0})
-    await watcher.wait("delta", lambda f: ann.sid in f["joined"])
+    await sees_at(watcher, ann.sid, 0.0, 0.0)
 
     for step in range(1, 31):
         await ann.emit("update", {"x": step / 100, "y": 0.5})
@@ -148,14 +180,13 @@ async def test_rooms_do_not_see_each_other(
     other = await join(clients, cursor_cluster.b, f"two-{unique}")
     mine = await join(clients, cursor_cluster.b, f"one-{unique}")
     await ann.call("update", {"x": 0.4, "y": 0.4})
-    await mine.wait("delta", lambda f: ann.sid in f["joined"])
-    assert deltas(other) == []
+    await sees_at(mine, ann.sid, 0.4, 0.4)
+    assert [f for f in deltas(other) if where(f, ann.sid) is not None] == []
 
 
 @pytest.mark.parametrize(
     "value",
     [
-        None,
         "0.5,0.5",
         [0.5, 0.5],
         {"x": 0.5},
@@ -174,7 +205,9 @@ async def test_bad_coordinates_are_refused(
     assert ack["error"] == "bad_position"
     (event,) = await client.wait("cursor_error")
     assert event["event"] == "update"
-    assert (await client.call("snapshot"))["cursors"] == {}
+    await asyncio.sleep(0.2)
+    cursors = (await client.call("snapshot"))["cursors"]
+    assert all(c["x"] is None and c["y"] is None for c in cursors.values())
 
 
 async def test_coordinates_outside_the_screen_are_clamped(
@@ -184,8 +217,7 @@ async def test_coordinates_outside_the_screen_are_clamped(
     ann = await join(clients, cursor_cluster.a, room)
     watcher = await join(clients, cursor_cluster.b, room)
     await ann.call("update", {"x": 7, "y": -0.123456789})
-    (frame,) = await watcher.wait("delta", lambda f: ann.sid in f["joined"])
-    assert (frame["joined"][ann.sid]["x"], frame["joined"][ann.sid]["y"]) == (1.0, 0.0)
+    await sees_at(watcher, ann.sid, 1.0, 0.0)
 
 
 @pytest.mark.parametrize(

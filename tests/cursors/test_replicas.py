@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_cursors
-from tests.cursors.test_cursors import join
+from tests.cursors.test_cursors import join, sees_at
 from tests.harness import Client, RedisServer
 
 pytestmark = pytest.mark.asyncio
@@ -27,7 +27,7 @@ async def test_a_killed_replicas_cursors_disappear_within_10_seconds(
         bob = await join(clients, survivor.url, room)
         await ann.call("update", {"x": 0.5, "y": 0.5})
         ann_id = ann.sid
-        await bob.wait("delta", lambda f: ann_id in f["joined"])
+        await sees_at(bob, ann_id, 0.5, 0.5)
 
         doomed.kill()
         killed_at = time.monotonic()
@@ -38,7 +38,7 @@ async def test_a_killed_replicas_cursors_disappear_within_10_seconds(
         assert ann_id not in (await bob.call("snapshot"))["cursors"]
         # The survivor keeps ticking for those who stayed.
         await bob.call("update", {"x": 0.2, "y": 0.2})
-        await bob.wait("delta", lambda f: bob.sid in f["joined"])
+        await sees_at(bob, bob.sid, 0.2, 0.2)
         watcher = await join(clients, survivor.url, room)
         assert bob.sid in (await watcher.call("snapshot"))["cursors"]
     finally:

@@ -92,6 +92,12 @@ function start() {
 
   document.addEventListener("pointermove", onPointer, { passive: true });
   document.addEventListener("pointerdown", onPointerDown, { passive: true });
+  document.documentElement.addEventListener("pointerleave", (event) => {
+    if (event.pointerType === "mouse") onPointerGone();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) onPointerGone();
+  });
   window.addEventListener("resize", onResize);
   ui.nameForm.addEventListener("submit", onNameSubmit);
   ui.nameInput.addEventListener("change", commitName);
@@ -202,7 +208,7 @@ function onDelta(delta) {
     const cursor = page.cursors.get(id);
     const [x, y] = position;
     if (!cursor) lost = true;
-    else if (isFraction(x) && isFraction(y)) addSample(cursor, x, y, delta.t);
+    else if (isPosition(x, y)) place(cursor, x, y, delta.t);
   }
   for (const id of Array.isArray(delta.left) ? delta.left : []) removeCursor(id);
   updateCount();
@@ -243,16 +249,36 @@ function upsertCursor(id, wire, t) {
   const existing = page.cursors.get(id);
   if (existing) {
     setLook(existing, wire);
-    addSample(existing, wire.x, wire.y, t);
+    place(existing, wire.x, wire.y, t);
     return existing;
   }
   const cursor = createCursor(id);
   setLook(cursor, wire);
-  cursor.samples.push({ x: wire.x, y: wire.y, t });
   page.cursors.set(id, cursor);
   ui.layer.append(cursor.el);
-  drawCursor(cursor, wire.x, wire.y);
+  place(cursor, wire.x, wire.y, t);
   return cursor;
+}
+
+/**
+ * Moves a cursor, or hides it: null and null mean its owner is here but their pointer is not
+ * on the page (it left the window, or they have not moved yet). A cursor that shows again
+ * appears where it is, rather than gliding from where it was hidden.
+ */
+function place(cursor, x, y, t) {
+  if (x === null) {
+    cursor.samples.length = 0;
+    cursor.el.hidden = true;
+    return;
+  }
+  if (cursor.el.hidden || !cursor.samples.length) {
+    cursor.samples.length = 0;
+    cursor.samples.push({ x, y, t });
+    cursor.el.hidden = false;
+    drawCursor(cursor, x, y, true);
+    return;
+  }
+  addSample(cursor, x, y, t);
 }
 
 function createCursor(id) {
@@ -309,7 +335,7 @@ function updateCount() {
   ui.count.parentElement.title = people === 1 ? "Only you" : `You and ${others} more`;
   ui.aloneText.textContent =
     others === 0
-      ? "Nobody else has moved here yet. Share this page to invite someone."
+      ? "Nobody else is here yet. Share this page to invite someone."
       : `${others === 1 ? "1 other person is" : `${others} other people are`} here with you.`;
 }
 
@@ -406,6 +432,7 @@ function drawCursors(force = false) {
   const time = renderTime();
   let moving = false;
   for (const cursor of page.cursors.values()) {
+    if (!cursor.samples.length) continue; // hidden
     trimSamples(cursor.samples, time);
     const { x, y } = positionAt(cursor.samples, time);
     drawCursor(cursor, x, y, force);
@@ -452,6 +479,22 @@ function onPointerDown(event) {
   }
 }
 
+/** The mouse left the window, or the page was hidden: others stop seeing our cursor. */
+function onPointerGone() {
+  const pointer = page.pointer;
+  if (!pointer.known || pointer.x === null) return;
+  pointer.x = null;
+  pointer.y = null;
+  // At once, not on the next animation frame: a hidden page gets none.
+  if (socket.connected) {
+    socket.emit("update", null);
+    pointer.sentX = pointer.sentY = null;
+    pointer.dirty = false;
+  } else {
+    markPointerDirty();
+  }
+}
+
 function markPointerDirty() {
   const { x, y, sentX, sentY } = page.pointer;
   page.pointer.dirty = x !== sentX || y !== sentY;
@@ -463,7 +506,7 @@ function sendPointer(now) {
   const pointer = page.pointer;
   if (!pointer.dirty || !socket.connected) return false; // nothing new, or sent on connecting
   if (now - pointer.sentAt < MIN_SEND_INTERVAL_MS) return true;
-  socket.emit("update", { x: pointer.x, y: pointer.y });
+  socket.emit("update", pointer.x === null ? null : { x: pointer.x, y: pointer.y });
   pointer.sentX = pointer.x;
   pointer.sentY = pointer.y;
   pointer.sentAt = now;
@@ -574,7 +617,12 @@ function isFrame(frame) {
 }
 
 function isCursor(wire) {
-  return wire !== null && typeof wire === "object" && isFraction(wire.x) && isFraction(wire.y);
+  return wire !== null && typeof wire === "object" && isPosition(wire.x, wire.y);
+}
+
+/** A place on the page, or null and null for a cursor that is hidden. */
+function isPosition(x, y) {
+  return (isFraction(x) && isFraction(y)) || (x === null && y === null);
 }
 
 function objectOr(value) {

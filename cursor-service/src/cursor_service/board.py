@@ -32,8 +32,9 @@ ROOM_IDLE_MS = 3_600_000
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    x: float
-    y: float
+    #: None and None: the client is here, its pointer is not on the page.
+    x: float | None
+    y: float | None
     color: str
     name: str
 
@@ -171,7 +172,7 @@ class RedisBoard:
             for room, sids in moved.items():
                 cursors = self.local.get(room, {})
                 fields: dict[FieldT, EncodableT] = {
-                    sid: US.join((self.rid, repr(c.x), repr(c.y), c.color, c.name))
+                    sid: US.join((self.rid, _number(c.x), _number(c.y), c.color, c.name))
                     for sid in sids
                     if (c := cursors.get(sid)) is not None
                 }
@@ -218,6 +219,10 @@ class RedisBoard:
         }
 
 
+def _number(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
 def _row(sid: str, value: str) -> Row:
     rid, x, y, color, name = value.split(US, 4)
-    return sid, rid, Cursor(float(x), float(y), color, name)
+    return sid, rid, Cursor(float(x) if x else None, float(y) if y else None, color, name)

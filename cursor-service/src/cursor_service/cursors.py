@@ -198,7 +198,9 @@ class CursorNamespace(ServiceNamespace):
             self.metrics.rejected("connect", error.code)
             raise error.refusal() from None
         bucket = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
-        self.members[sid] = Member(room, colour_of(sid), name, bucket)
+        member = self.members[sid] = Member(room, colour_of(sid), name, bucket)
+        # Here from the start, pointer not on the page yet: everyone can count who is in.
+        self.board.place(room, sid, Cursor(None, None, member.color, member.name))
         # The snapshot first, then the room: every delta this client gets follows it.
         state = self.states.get(room) or RoomState()
         await self.emit("snapshot", state.snapshot(), to=sid)
@@ -223,7 +225,9 @@ class CursorNamespace(ServiceNamespace):
         member = self.members[sid]
         if not member.bucket.take():
             return await self._too_fast(sid, member)
-        x, y = position(one_argument(args))
+        where = one_argument(args)
+        # null: the pointer left the page (or the finger lifted): the cursor is hidden.
+        x, y = (None, None) if where is None else position(where)
         self.board.place(member.room, sid, Cursor(x, y, member.color, member.name))
         return {"ok": True}
 
