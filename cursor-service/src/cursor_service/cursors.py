@@ -138,10 +138,12 @@ class CursorNamespace(ServiceNamespace):
         replica in the same tick as clients on its own, instead of up to a tick later."""
         interval = self.settings.tick_ms / 1000
         settle = min(0.02, interval / 5) if self.board.shared else 0.0
+        slot = 0
         while True:
-            now = time.time()
-            # Whole ticks are skipped, not bunched up, when a tick ran late.
-            await asyncio.sleep((math.floor(now / interval) + 1) * interval - now)
+            # The next slot of the wall clock, and never the same one twice (a sleep may end a
+            # hair early); whole ticks are skipped, not bunched up, when one ran late.
+            slot = max(math.floor(time.time() / interval) + 1, slot + 1)
+            await asyncio.sleep(max(0.0, slot * interval - time.time()))
             try:
                 await self.board.flush()
                 if settle:
