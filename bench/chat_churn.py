@@ -92,6 +92,7 @@ from chat_fanout import (
     free_port,
     machine,
     open_client,
+    redis_server_argv,
     rss_kb,
     run_loop,
     spawn,
@@ -261,10 +262,7 @@ async def deploy(mode: str, gc_mode: str, log_dir: Path, probe: bool) -> Deploym
         redis_port = free_port()
         redis = run(
             f"{mode}-redis",
-            [
-                *("redis-server", "--port", str(redis_port), "--bind", HOST),
-                *("--save", "", "--appendonly", "no"),
-            ],
+            redis_server_argv(redis_port),
             redis_port,
             dict(os.environ),
             Path(tempfile.gettempdir()),

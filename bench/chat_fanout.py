@@ -538,6 +538,11 @@ class Deployment:
         return [*self.servers, *([self.redis] if self.redis else [])]
 
 
+def redis_server_argv(port: int) -> list[str]:
+    """A throw-away redis-server on loopback: no persistence."""
+    return ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+
+
 async def deploy(mode: str, log_dir: Path, node_dir: Path | None) -> Deployment:
     """Start the servers of ``mode``; the caller ends them (``Deployment.all``)."""
     started: list[Process] = []
@@ -569,10 +574,7 @@ async def _deploy(
         redis_port = free_port()
         redis = run(
             "redis",
-            [
-                *("redis-server", "--port", str(redis_port), "--bind", HOST),
-                *("--save", "", "--appendonly", "no"),
-            ],
+            redis_server_argv(redis_port),
             {**os.environ, "PORT": str(redis_port)},
             Path(tempfile.gettempdir()),
         )

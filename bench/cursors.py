@@ -82,6 +82,7 @@ from chat_fanout import (
     machine,
     node_reference,
     percentile,
+    redis_server_argv,
     run_loop,
     serve_commands,
     spawn,
@@ -460,10 +461,7 @@ async def deploy(mode: str, log_dir: Path, node_dir: Path | None, tag: str) -> D
             redis_port = free_port()
             redis = run(
                 "redis",
-                [
-                    *("redis-server", "--port", str(redis_port), "--bind", HOST),
-                    *("--save", "", "--appendonly", "no"),
-                ],
+                redis_server_argv(redis_port),
                 {**os.environ, "PORT": str(redis_port)},
                 Path(tempfile.gettempdir()),
             )
