@@ -144,6 +144,8 @@ async def test_unknown_events_get_an_error_not_silence(
         ({"last_id": "yesterday"}, "", "bad_last_id"),
         ({"last_id": 5}, "", "bad_last_id"),
         ("just a string", "", "bad_auth"),
+        ({"name_token": 42}, "", "bad_name_token"),
+        ({"name_token": "short"}, "", "bad_name_token"),
     ],
 )
 async def test_bad_rooms_and_resume_points_are_refused_at_connection(

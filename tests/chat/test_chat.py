@@ -17,7 +17,8 @@ pytestmark = pytest.mark.asyncio
 async def named(opened: list[Client], url: str, name: str, room: str) -> Client:
     client = await connect_chat(opened, url, room=room)
     ack = await client.call("name", name)
-    assert ack == {"ok": True, "name": name}
+    assert (ack["ok"], ack["name"]) == (True, name)
+    assert len(ack["token"]) >= 16
     return client
 
 
@@ -45,7 +46,7 @@ async def test_naming_echoes_the_name_as_in_the_course(
     ann = await connect_chat(clients, chat_cluster.a, room=f"r-{unique}")
     # NFC: "e" + combining acute becomes one character; spaces around are trimmed.
     ack = await ann.call("name", "  Rene\u0301e  ")
-    assert ack == {"ok": True, "name": "Ren\u00e9e"}
+    assert (ack["ok"], ack["name"]) == (True, "Ren\u00e9e")
     assert await ann.wait("name") == ("Ren\u00e9e",)
 
 
@@ -225,3 +226,35 @@ async def test_a_quiet_rooms_history_is_forgotten_after_its_ttl(
         assert late.received("history")[0][0] == []
     finally:
         service.stop()
+
+
+async def test_a_client_that_comes_back_takes_its_name_back_from_its_old_connection(
+    chat_cluster: Cluster, clients: list[Client], unique: str
+) -> None:
+    room = f"r-{unique}"
+    phone = await connect_chat(clients, chat_cluster.a, room=room)
+    token = (await phone.call("name", f"ann-{unique}"))["token"]
+    watcher = await connect_chat(clients, chat_cluster.a, room=room)
+    old_id = phone.sid
+    # The phone changed networks: its old connection is not seen to drop yet. A stranger
+    # cannot take the name, and a wrong token does not help.
+    stranger = await connect_chat(clients, chat_cluster.b, room=room, name_token="x" * 22)
+    assert (await stranger.call("name", f"ANN-{unique}"))["error"] == "taken"
+
+    back = await connect_chat(clients, chat_cluster.b, room=room, name_token=token)
+    ack = await back.call("name", f"ann-{unique}")
+
+    assert ack["ok"] is True
+    assert ack["token"] != token
+    (replaced,) = await phone.wait("name_error")
+    assert replaced["error"] == "replaced"
+    await watcher.wait("user_left", lambda u: u["id"] == old_id)
+    await watcher.wait("user_joined", lambda u: u["id"] == back.sid)
+    for _ in range(50):
+        if not phone.sio.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert not phone.sio.connected
+    # The token was used up: the old one no longer proves anything.
+    again = await connect_chat(clients, chat_cluster.a, room=room, name_token=token)
+    assert (await again.call("name", f"ann-{unique}"))["error"] == "taken"

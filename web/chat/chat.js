@@ -5,6 +5,8 @@ import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element } from "/shared/connection.js";
 
 const DEFAULT_ROOM = "lobby";
+/** Where this tab keeps the token of its name (per tab: another tab is another person). */
+const NAME_TOKEN_KEY = "switchboard.chat.nameToken";
 /** How long we wait for the server's ack of `name` or `message`. */
 const ACK_TIMEOUT_MS = 10_000;
 /** Closer than this to the bottom, the message list follows new messages. */
@@ -56,7 +58,7 @@ const socket = io({
   transports: ["websocket"],
   // A callback, not an object: socket.io calls it before every (re)connection, so the server
   // always gets the current room and last message id.
-  auth: (cb) => cb(chat.lastId ? { room, last_id: chat.lastId } : { room }),
+  auth: (cb) => cb(connectAuth()),
 });
 
 /** #status; the composer waits while we are not connected. */
@@ -80,7 +82,11 @@ function start() {
   socket.on("connect_error", (err) => connection.connectError(err));
 
   socket.on("name", (name) => nameAccepted(name));
-  socket.on("name_error", (refusal) => nameRefused(refusal.message));
+  socket.on("name_error", (refusal) => {
+    // Replaced: this tab's name went to a newer connection of ours (a copy of this tab).
+    if (refusal.error === "replaced") rememberNameToken(null);
+    nameRefused(refusal.message);
+  });
   socket.on("chat_error", (refusal) => showChatError(refusal.message));
   socket.on("users", onUsers);
   socket.on("user_joined", onUserJoined);
@@ -153,11 +159,31 @@ function requestName(name) {
       if (chat.name && !socket.connected) return;
       nameRefused("The server did not answer; try again.");
     } else if (reply?.ok) {
+      if (reply.token) rememberNameToken(reply.token);
       nameAccepted(reply.name);
     } else {
       nameRefused(reply?.message ?? "That name was refused; pick another.");
     }
   });
+}
+
+/**
+ * What the server gets on every (re)connection: the room, the last message we hold (to get
+ * only what we missed), and the token our name came with, which lets us take the name back
+ * from our own old connection when the server has not yet seen it drop (a phone that changed
+ * networks).
+ */
+function connectAuth() {
+  const auth = { room };
+  if (chat.lastId) auth.last_id = chat.lastId;
+  const token = sessionStorage.getItem(NAME_TOKEN_KEY);
+  if (token) auth.name_token = token;
+  return auth;
+}
+
+function rememberNameToken(token) {
+  if (token) sessionStorage.setItem(NAME_TOKEN_KEY, token);
+  else sessionStorage.removeItem(NAME_TOKEN_KEY);
 }
 
 /** The server holds `name` for us, as typed by us or after trimming and normalising. */

@@ -3,7 +3,9 @@ replicas. docs/protocol.md is the contract this module keeps."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -17,6 +19,10 @@ from chat_service.settings import ChatSettings
 from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
 
 log = logging.getLogger(__name__)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class ChatNamespace(ServiceNamespace):
@@ -34,11 +40,12 @@ class ChatNamespace(ServiceNamespace):
             auth = connect_auth(auth)
             room = room_of(auth, environ)
             last_id = validation.message_id(auth.get("last_id"))
+            proof = validation.name_token(auth.get("name_token"))
         except InputError as error:
             self.metrics.rejected("connect", error.code)
             raise error.refusal() from None
         try:
-            await self.store.join(sid, room)
+            await self.store.join(sid, room, digest(proof) if proof else "")
             await self.enter_room(sid, room)
             members = await self.store.members(room)
             history = await self.store.history(room, last_id)
@@ -93,13 +100,25 @@ class ChatNamespace(ServiceNamespace):
         if name == old:
             await self.emit("name", name, to=sid)
             return {"ok": True, "name": name}
-        if not await self.store.claim(sid, name, key):
+        # The token lets this client take the name back from a connection of its own that the
+        # server has not yet seen drop (a phone changing networks), by sending it on connecting.
+        token = secrets.token_urlsafe(16)
+        claimed = await self.store.claim(sid, name, key, digest(token))
+        if not claimed.ok:
             raise InputError("taken", f"The name {name!r} is taken; pick another.")
+        if claimed.replaced:
+            await self._replace(claimed.replaced, name)
         await self.emit("name", name, to=sid)
         if old:
             await self.emit("user_left", Member(sid, old).wire(), room=session.room)
         await self.emit("user_joined", Member(sid, name).wire(), room=session.room)
-        return {"ok": True, "name": name}
+        return {"ok": True, "name": name, "token": token}
+
+    async def _replace(self, old_sid: str, name: str) -> None:
+        """The client came back on a new connection: its old one goes, on whichever replica."""
+        error = InputError("replaced", f"{name!r} is now used from another connection of yours.")
+        await self.emit("name_error", {**error.payload(), "event": "name"}, to=old_sid)
+        await self.disconnect(old_sid)
 
     async def on_message(self, sid: str, *args: Any) -> dict[str, Any]:
         self._take(sid)

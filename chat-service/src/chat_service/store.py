@@ -76,6 +76,19 @@ class Session:
     room: str
     name: str = ""
     key: str = ""
+    #: Hash of the name token the client connected with: it may take back a name it held.
+    proof: str = ""
+    #: Hash of the token given with the name this connection holds.
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The answer to a claim: refused, or held, and which connection held it before if it was
+    this client's own (its name token proved it), to be disconnected."""
+
+    ok: bool
+    replaced: str = ""
 
 
 #: Called with (room, member) pairs of named members whose replica died.
@@ -90,9 +103,9 @@ class ChatStore(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def check(self) -> str | None: ...
-    async def join(self, sid: str, room: str) -> None: ...
+    async def join(self, sid: str, room: str, proof: str = "") -> None: ...
     async def leave(self, sid: str) -> Session | None: ...
-    async def claim(self, sid: str, name: str, key: str) -> bool: ...
+    async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed: ...
     async def members(self, room: str) -> list[Member]: ...
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage: ...
     async def history(self, room: str, after: str | None) -> History: ...
@@ -118,7 +131,8 @@ class MemoryChatStore:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.sessions: dict[str, Session] = {}
-        self._names: dict[str, str] = {}
+        #: Nickname key -> (sid, hash of its name token).
+        self._names: dict[str, tuple[str, str]] = {}
         self._rooms: dict[str, dict[str, str]] = {}
         #: Rooms' messages, the room with the oldest last message first.
         self._history: OrderedDict[str, deque[ChatMessage]] = OrderedDict()
@@ -133,14 +147,14 @@ class MemoryChatStore:
     async def check(self) -> str | None:
         return None
 
-    async def join(self, sid: str, room: str) -> None:
-        self.sessions[sid] = Session(room)
+    async def join(self, sid: str, room: str, proof: str = "") -> None:
+        self.sessions[sid] = Session(room, proof=proof)
 
     async def leave(self, sid: str) -> Session | None:
         session = self.sessions.pop(sid, None)
         if session is None:
             return None
-        if session.key and self._names.get(session.key) == sid:
+        if session.key and self._names.get(session.key, ("",))[0] == sid:
             del self._names[session.key]
         members = self._rooms.get(session.room)
         if members is not None:
@@ -149,16 +163,20 @@ class MemoryChatStore:
                 del self._rooms[session.room]
         return session
 
-    async def claim(self, sid: str, name: str, key: str) -> bool:
+    async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:
         session = self.sessions[sid]
-        if self._names.get(key, sid) != sid:
-            return False
+        owner, owner_token = self._names.get(key, (sid, ""))
+        replaced = ""
+        if owner != sid:
+            if not (session.proof and session.proof == owner_token):
+                return Claimed(False)
+            replaced = owner
         if session.key and session.key != key:
             self._names.pop(session.key, None)
-        self._names[key] = sid
+        self._names[key] = (sid, token)
         self._rooms.setdefault(session.room, {})[sid] = name
         session.name, session.key = name, key
-        return True
+        return Claimed(True, replaced)
 
     async def members(self, room: str) -> list[Member]:
         return [Member(sid, name) for sid, name in self._rooms.get(room, {}).items()]
@@ -213,29 +231,37 @@ def held_history(
 
 _CLAIM = """
 local me = ARGV[1] .. '\\31' .. ARGV[2]
+local replaced = ''
 local owner = redis.call('HGET', KEYS[1], ARGV[3])
-if owner and owner ~= me then
-  local sep = string.find(owner, '\\31', 1, true)
-  local orid = string.sub(owner, 1, sep - 1)
-  local osid = string.sub(owner, sep + 1)
-  if redis.call('EXISTS', ARGV[6] .. 'replica:' .. orid) == 1
+if owner then
+  local a = string.find(owner, '\\31', 1, true)
+  local b = string.find(owner, '\\31', a + 1, true)
+  local orid = string.sub(owner, 1, a - 1)
+  local osid = string.sub(owner, a + 1, (b or 0) - 1)
+  local otoken = b and string.sub(owner, b + 1) or ''
+  if osid ~= ARGV[2] and redis.call('EXISTS', ARGV[6] .. 'replica:' .. orid) == 1
      and redis.call('HEXISTS', ARGV[6] .. 'sessions:' .. orid, osid) == 1 then
-    return 0
+    if ARGV[8] == '' or ARGV[8] ~= otoken then return {0, ''} end
+    replaced = osid
   end
 end
-if ARGV[4] ~= '' and ARGV[4] ~= ARGV[3] and redis.call('HGET', KEYS[1], ARGV[4]) == me then
-  redis.call('HDEL', KEYS[1], ARGV[4])
+if ARGV[4] ~= '' and ARGV[4] ~= ARGV[3] then
+  local old = redis.call('HGET', KEYS[1], ARGV[4])
+  if old and string.sub(old, 1, #me + 1) == me .. '\\31' then
+    redis.call('HDEL', KEYS[1], ARGV[4])
+  end
 end
-redis.call('HSET', KEYS[1], ARGV[3], me)
+redis.call('HSET', KEYS[1], ARGV[3], me .. '\\31' .. ARGV[9])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. '\\31' .. ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[7] .. '\\31' .. ARGV[3] .. '\\31' .. ARGV[5])
-return 1
+return {1, replaced}
 """
 
 _LEAVE = """
-local me = ARGV[1] .. '\\31' .. ARGV[2]
-if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[3]) == me then
-  redis.call('HDEL', KEYS[1], ARGV[3])
+local me = ARGV[1] .. '\\31' .. ARGV[2] .. '\\31'
+if ARGV[3] ~= '' then
+  local owner = redis.call('HGET', KEYS[1], ARGV[3])
+  if owner and string.sub(owner, 1, #me) == me then redis.call('HDEL', KEYS[1], ARGV[3]) end
 end
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
@@ -276,7 +302,9 @@ for i = 1, #entries, 2 do
   local key = string.sub(value, a + 1, b - 1)
   redis.call('HDEL', ARGV[2] .. 'room:' .. room, sid)
   if key ~= '' then
-    if redis.call('HGET', KEYS[3], key) == ARGV[1] .. '\\31' .. sid then
+    local owner = redis.call('HGET', KEYS[3], key)
+    local me = ARGV[1] .. '\\31' .. sid .. '\\31'
+    if owner and string.sub(owner, 1, #me) == me then
       redis.call('HDEL', KEYS[3], key)
     end
     table.insert(out, room)
@@ -353,7 +381,12 @@ class RedisChatStore:
     async def _restore(self) -> None:
         for sid, session in list(self.sessions.items()):
             await self.redis.hset(self._sessions_key, sid, f"{session.room}{US}{US}")
-            if session.key and not await self._claim_for(sid, session, session.name, session.key):
+            if (
+                session.key
+                and not (
+                    await self._claim_for(sid, session, session.name, session.key, session.token)
+                ).ok
+            ):
                 lost = session.name
                 session.name = session.key = ""
                 if self.on_name_lost:
@@ -372,9 +405,9 @@ class RedisChatStore:
 
     # -- sessions, names, presence ------------------------------------------------------------
 
-    async def join(self, sid: str, room: str) -> None:
+    async def join(self, sid: str, room: str, proof: str = "") -> None:
         await self.redis.hset(self._sessions_key, sid, f"{room}{US}{US}")
-        self.sessions[sid] = Session(room)
+        self.sessions[sid] = Session(room, proof=proof)
 
     async def leave(self, sid: str) -> Session | None:
         session = self.sessions.pop(sid, None)
@@ -386,19 +419,31 @@ class RedisChatStore:
         )
         return session
 
-    async def claim(self, sid: str, name: str, key: str) -> bool:
+    async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:
         session = self.sessions[sid]
-        if not await self._claim_for(sid, session, name, key):
-            return False
-        session.name, session.key = name, key
-        return True
+        claimed = await self._claim_for(sid, session, name, key, token)
+        if claimed.ok:
+            session.name, session.key, session.token = name, key, token
+        return claimed
 
-    async def _claim_for(self, sid: str, session: Session, name: str, key: str) -> bool:
-        ok = await self._claim(
+    async def _claim_for(
+        self, sid: str, session: Session, name: str, key: str, token: str
+    ) -> Claimed:
+        ok, replaced = await self._claim(
             keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
-            args=[self.rid, sid, key, session.key, name, self.prefix, session.room],
+            args=[
+                self.rid,
+                sid,
+                key,
+                session.key,
+                name,
+                self.prefix,
+                session.room,
+                session.proof,
+                token,
+            ],
         )
-        return bool(ok)
+        return Claimed(bool(ok), str(replaced or ""))
 
     async def members(self, room: str) -> list[Member]:
         flat = await self._members(keys=[self._key("room", room)], args=[self.prefix])

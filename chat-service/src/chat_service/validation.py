@@ -49,6 +49,15 @@ def message_id(value: Any) -> str | None:
     return value
 
 
+def name_token(value: Any) -> str:
+    """The token a client got with its name, sent again on connecting; or nothing."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not 16 <= len(value) <= 64:
+        raise InputError("bad_name_token", "name_token must be the token the name came with.")
+    return value
+
+
 def id_order(message_id: str) -> tuple[int, int]:
     """Message ids sort as (milliseconds, sequence), in memory as in Redis streams."""
     ms, _, seq = message_id.partition("-")
