@@ -56,7 +56,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Self, cast
 
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
@@ -380,17 +380,21 @@ class Worker:
     def pid(self) -> int:
         return self.process.pid
 
+    #: The script whose ``--worker`` mode this handle starts, and its stdout line limit.
+    script: Path = SCRIPT
+    line_limit = 1 << 28
+
     @classmethod
-    async def start(cls, log: Path) -> Worker:
+    async def start(cls, log: Path) -> Self:
         with log.open("ab") as stderr:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                str(SCRIPT),
+                str(cls.script),
                 "--worker",
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                limit=1 << 28,
+                limit=cls.line_limit,
             )
         return cls(process)
 

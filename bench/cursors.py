@@ -267,19 +267,8 @@ async def worker_main() -> None:
 class MoverWorker(Worker):
     """chat_fanout's worker handle, starting this script's mover process instead."""
 
-    @classmethod
-    async def start(cls, log: Path) -> MoverWorker:
-        with log.open("ab") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(SCRIPT),
-                "--worker",
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                limit=1 << 24,
-            )
-        return cls(process)
+    script = SCRIPT
+    line_limit = 1 << 24
 
 
 # --- the prober and the observers (in this process, lightly loaded) ----------------------------
