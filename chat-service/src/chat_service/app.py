@@ -49,14 +49,10 @@ class ChatNamespace(ServiceNamespace):
             await self.enter_room(sid, room)
             members = await self.store.members(room)
             history = await self.store.history(room, last_id)
-        except RedisError as exc:
-            self.metrics.redis_errors.inc()
-            log.warning("chat: refusing a connection, Redis failed: %s", exc)
+        except RedisError:
+            # Forget the half-made session; ServiceNamespace refuses with `unavailable`.
             self.store.sessions.pop(sid, None)
-            unavailable = InputError(
-                "unavailable", "Chat's storage is unavailable; try again shortly."
-            )
-            raise unavailable.refusal() from None
+            raise
         self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
         self.metrics.connected_clients.inc()
         await self.emit("users", [m.wire() for m in members], to=sid)
