@@ -5,12 +5,14 @@
 PYTHON ?= python3
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 PYTEST_ARGS ?=
+SIMULATOR_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help setup python web system-deps run test lint typecheck bench clean
+.PHONY: help setup python web system-deps run run-simulated test lint typecheck bench clean
 
 help:
 	@echo "make run    start everything in one process at https://localhost:8443"
+	@echo "make run-simulated   the same, with the ticker fed by a local Bitstamp simulator"
 	@echo "make test   run the whole test suite (installs what it needs)"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (see docs/benchmarks.md)"
@@ -37,6 +39,14 @@ system-deps:
 
 run: setup
 	$(UV) run --frozen python -m switchboard.embedded
+
+# For demos without internet: the simulator on a local port, and the ticker pointed at it.
+run-simulated: setup
+	@.venv/bin/python -m ticker_service.simulator --port $(SIMULATOR_PORT) & simulator=$$!; \
+	trap 'kill $$simulator 2>/dev/null' EXIT INT TERM; \
+	TICKER_UPSTREAM_URL=ws://127.0.0.1:$(SIMULATOR_PORT) \
+	TICKER_REST_URL=http://127.0.0.1:$(SIMULATOR_PORT) \
+	.venv/bin/python -m switchboard.embedded
 
 test: setup system-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Client, RedisServer, ServiceProcess
+from tests.harness import Client, Process, RedisServer, ServiceProcess, free_port, wait_for_port
 
 CHAT_PATH = "/api/chat/socket.io"
 CURSORS_PATH = "/api/cursors/socket.io"
@@ -136,13 +138,29 @@ class Embedded:
 
 @pytest.fixture(scope="session")
 def embedded(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    """As `make run-simulated` starts it: the ticker follows the simulator (no internet here)."""
     cert_dir = tmp_path_factory.mktemp("certs")
+    port = free_port()
+    simulator = Process(
+        "simulator",
+        [sys.executable, "-m", "ticker_service.simulator", "--port", str(port)],
+        log_dir,
+        dict(os.environ),
+    )
+    wait_for_port(port)
     process = ServiceProcess(
         "switchboard.embedded",
         log_dir,
-        {"CERT_DIR": str(cert_dir), "HOST": "127.0.0.1"},
+        {
+            "CERT_DIR": str(cert_dir),
+            "HOST": "127.0.0.1",
+            "TICKER_UPSTREAM_URL": f"ws://127.0.0.1:{port}",
+            "TICKER_REST_URL": f"http://127.0.0.1:{port}",
+        },
         name="embedded",
     )
     process.wait_ready("/api/chat", scheme="https")
+    process.wait_ready("/api/ticker", scheme="https")
     yield Embedded(process, cert_dir)
     process.stop()
+    simulator.stop()

@@ -24,6 +24,8 @@ import httpx
 import socketio
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Settings of ours a developer's shell may hold; a test states the ones it wants.
+SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "REDIS")
 
 
 def free_port() -> int:
@@ -117,7 +119,7 @@ class ServiceProcess(Process):
     ) -> None:
         self.port = free_port()
         self.package = package
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "REDIS"))}
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_PREFIXES)}
         full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port), **(env or {})})
         super().__init__(
             name or f"{package}-{self.port}", [sys.executable, "-m", package], log_dir, full_env
@@ -138,6 +140,26 @@ class ServiceProcess(Process):
                     return
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout} s:\n{self.log()}")
+
+    async def ready(
+        self, prefix: str, timeout: float = 15.0, path: str = "readyz", scheme: str = "http"
+    ) -> None:
+        """As :meth:`wait_ready`, without blocking the event loop: for tests whose own servers
+        (a fake upstream) run in it and must answer while the service starts."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        async with httpx.AsyncClient(timeout=1, verify=False) as http:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    url = f"{scheme}://127.0.0.1:{self.port}{prefix}/{path}"
+                    answer = await http.get(url)
+                    if answer.status_code == 200:
+                        return
+                    last = answer.text
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout} s ({last}):\n{self.log()}")
 
 
 class Client:

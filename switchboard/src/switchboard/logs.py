@@ -19,6 +19,6 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # The libraries log every packet at INFO when their logger is enabled; ours stay quiet
     # unless something goes wrong.
-    for noisy in ("socketio", "engineio", "uvicorn.access", "uvicorn.error"):
+    for noisy in ("socketio", "engineio", "uvicorn.access", "uvicorn.error", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     root._switchboard_configured = True  # type: ignore[attr-defined]

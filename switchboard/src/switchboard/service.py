@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import socketio
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
@@ -257,6 +258,7 @@ class Service:
             openapi_url=f"{self.prefix}/openapi.json",
             redoc_url=None,
         )
+        self.http.add_exception_handler(RequestValidationError, _bad_request)
         self._add_health_routes()
         self.asgi = socketio.ASGIApp(
             self.sio, other_asgi_app=self.http, socketio_path=f"{self.prefix}/socket.io"
@@ -347,6 +349,14 @@ class Service:
         async def metrics() -> Response:
             """Prometheus text format."""
             return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:
+    """A bad query or path parameter: 400 with our usual error object, naming the parameter."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    problems = [f"{e['loc'][-1]}: {e['msg']}" for e in errors if e.get("loc")]
+    message = "; ".join(problems) or "bad request"
+    return JSONResponse({"ok": False, "error": "bad_request", "message": message}, 400)
 
 
 def same_origin(origin: str, environ: dict[str, Any]) -> bool:

@@ -117,8 +117,11 @@ class SettingsError(Exception):
         prefix = settings_class.env_prefix()
         lines = []
         for item in error.errors():
-            field = str(item["loc"][0]) if item["loc"] else "?"
-            variable = _variable_name(settings_class, field, prefix)
+            if not item["loc"]:
+                # A rule between several settings, whose message names them.
+                lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+                continue
+            variable = _variable_name(settings_class, str(item["loc"][0]), prefix)
             value = item.get("input")
             shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
             lines.append(f"  {variable}: {item['msg']}{shown}")

@@ -1,0 +1,69 @@
+"""The ticker against a scripted Bitstamp (fake_bitstamp.py) running in the test's own loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Client, ServiceProcess
+from tests.ticker.fake_bitstamp import FakeBitstamp
+
+TICKER_PATH = "/api/ticker/socket.io"
+PREFIX = "/api/ticker"
+#: Quick timers for stories that are not about them; the defaults have stories of their own.
+FAST = {
+    "TICKER_HEARTBEAT_INTERVAL": "1",
+    "TICKER_SILENCE_TIMEOUT": "3",
+    "TICKER_BACKOFF_BASE": "0.1",
+    "TICKER_BACKOFF_CAP": "0.5",
+    "TICKER_CONNECT_TIMEOUT": "3",
+}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBitstamp]:
+    exchange = FakeBitstamp()
+    await exchange.start()
+    yield exchange
+    await exchange.stop()
+
+
+def launch(
+    log_dir: Path,
+    fake: FakeBitstamp | None,
+    env: dict[str, str] | None = None,
+    name: str = "ticker",
+) -> ServiceProcess:
+    """``python -m ticker_service`` pointed at the fake (or at ``env``'s upstream); not yet
+    waited for."""
+    settings = {"TICKER_UPSTREAM_URL": fake.url, "TICKER_REST_URL": fake.rest_url} if fake else {}
+    settings.update(env or {})
+    return ServiceProcess("ticker_service", log_dir, settings, name=name)
+
+
+async def start_ticker(
+    log_dir: Path, fake: FakeBitstamp, env: dict[str, str] | None = None, name: str = "ticker"
+) -> ServiceProcess:
+    process = launch(log_dir, fake, {**FAST, **(env or {})}, name)
+    try:
+        await process.ready(PREFIX)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+async def watch(opened: list[Client], url: str, pair: str = "btcusd") -> tuple[Client, dict]:
+    """A browser's socket subscribed to ``pair``; returns it and the subscribe ack."""
+    client = Client(url, TICKER_PATH)
+    opened.append(client)
+    await client.connect()
+    ack = await client.call("subscribe", pair)
+    assert ack["ok"], ack
+    return client, ack
+
+
+def trade_ids(client: Client, pair: str = "btcusd") -> list[int]:
+    return [t["id"] for (t,) in client.received("trade") if t["pair"] == pair]

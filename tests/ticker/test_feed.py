@@ -1,0 +1,351 @@
+"""One ticker process and a scripted Bitstamp: trades reach the browsers that asked for their
+pair, exactly, once, whatever the upstream connection goes through."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import Client
+from tests.ticker.conftest import PREFIX, launch, start_ticker, trade_ids, watch
+from tests.ticker.fake_bitstamp import FakeBitstamp
+
+pytestmark = pytest.mark.asyncio
+
+
+async def metric(url: str, name: str) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{url}{PREFIX}/metrics")).text
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+async def status_of(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        answer: dict[str, Any] = (await http.get(f"{url}{PREFIX}/status")).json()
+        return answer
+
+
+async def has_ids(client: Client, ids: list[int], pair: str = "btcusd", timeout: float = 5) -> None:
+    await client.wait("trade", lambda _t: set(ids) <= set(trade_ids(client, pair)), timeout=timeout)
+
+
+async def test_a_browser_gets_its_pairs_trades_with_bitstamps_exact_strings(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    earlier = fake.make_trade("btcusd", price="90999", amount="0.50000000", side=1)
+    ticker = await start_ticker(tmp_path, fake)
+    try:
+        [upstream] = await fake.until(fake.subscribed, what="subscribed")
+        assert set(upstream.subscribed) == {f"live_trades_{pair}" for pair in fake.pairs}
+        # The first start fetches the last minute, so the history is not empty.
+        await fake.until(lambda: len(fake.rest_requests) == 4, what="backfilled")
+        assert {span for _, span in fake.rest_requests} == {"minute"}
+        ann, ack = await watch(clients, ticker.url, "BTC/USD")
+        assert ack["pair"] == "btcusd"
+        assert ack["trades"] == [
+            {
+                "pair": "btcusd",
+                "id": earlier["id"],
+                "price": "90999",
+                "amount": "0.50000000",
+                "side": "sell",
+                "ts": int(earlier["timestamp"]) * 1000,
+                "backfilled": True,
+            }
+        ]
+        bob, _ = await watch(clients, ticker.url, "ethusd")
+
+        # Bitstamp's floats carry binary artefacts; the strings are the truth.
+        buy = fake.make_trade("btcusd", price="91234.56", amount="0.00158473", side=0)
+        buy["price"], buy["amount"] = 91234.56000000001, 0.0015847299999999999
+        await fake.publish(buy)
+        (got,) = await ann.wait("trade")
+        assert got == {
+            "pair": "btcusd",
+            "id": buy["id"],
+            "price": "91234.56",
+            "amount": "0.00158473",
+            "side": "buy",
+            "ts": int(buy["microtimestamp"]) // 1000,
+            "backfilled": False,
+        }
+        eth = await fake.trade("ethusd", price="3100.5", side=1)
+        (got,) = await bob.wait("trade")
+        assert (got["id"], got["side"], got["price"]) == (eth["id"], "sell", "3100.5")
+        assert trade_ids(ann) == [buy["id"]] and trade_ids(ann, "ethusd") == []
+        assert trade_ids(bob, "btcusd") == []
+
+        assert await ann.call("unsubscribe", "btcusd") == {"ok": True, "pair": "btcusd"}
+        await bob.call("subscribe", "btcusd")
+        later = await fake.trade("btcusd")
+        await bob.wait("trade", lambda t: t["id"] == later["id"])
+        await asyncio.sleep(0.3)
+        assert trade_ids(ann) == [buy["id"]]
+
+        async with httpx.AsyncClient(base_url=ticker.url) as http:
+            listed = (await http.get(f"{PREFIX}/trades/btcusd", params={"limit": 2})).json()
+            assert [t["id"] for t in listed["trades"]] == [later["id"], buy["id"]]
+            pairs = (await http.get(f"{PREFIX}/pairs")).json()
+            assert [p["pair"] for p in pairs["pairs"]] == list(fake.pairs)
+            assert pairs["pairs"][0]["last"]["id"] == later["id"]
+            assert (pairs["pairs"][0]["base"], pairs["pairs"][0]["quote"]) == ("btc", "usd")
+        status = await status_of(ticker.url)
+        assert status["state"] == "connected" and status["simulated"] is False
+        assert status["pairs"]["btcusd"]["last_trade_at"] == int(later["microtimestamp"]) // 1000
+    finally:
+        ticker.stop()
+
+
+async def test_heartbeats_keep_a_quiet_connection(tmp_path: Path, fake: FakeBitstamp) -> None:
+    ticker = await start_ticker(tmp_path, fake)  # heartbeat every 1 s, silence limit 3 s
+    try:
+        [upstream] = await fake.until(fake.subscribed)
+        await asyncio.sleep(4.5)
+        assert upstream.heartbeats() >= 3
+        assert fake.connections == [upstream] and upstream.open
+        assert (await status_of(ticker.url))["state"] == "connected"
+    finally:
+        ticker.stop()
+
+
+async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplicate(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    ticker = await start_ticker(tmp_path, fake)
+    try:
+        ann, _ = await watch(clients, ticker.url)
+        [first] = await fake.until(fake.subscribed)
+        await fake.until(lambda: len(fake.rest_requests) == 4)
+        before = [await fake.trade() for _ in range(3)]
+
+        fake.hold = True
+        # Sources differ on the shape of data ({} or ""): either is accepted.
+        await first.send({"event": "bts:request_reconnect", "channel": "", "data": ""})
+        second = (
+            await fake.until(
+                lambda: [c for c in fake.open() if c is not first and len(c.held) == 4],
+                what="a second connection asking to subscribe",
+            )
+        )[0]
+        await fake.release(second, "live_trades_btcusd")
+        # Both connections deliver the same trades while they overlap.
+        overlap = [fake.make_trade() for _ in range(3)]
+        for data in overlap:
+            await fake.publish(data, to=[first, second])
+        await asyncio.sleep(0.3)
+        assert first.open, "the first connection must stay until the second is subscribed"
+        fake.hold = False
+        await fake.release(second)
+        await fake.until(lambda: not first.open, what="the first connection closed")
+        assert first.closed_by == "client"
+        assert first.closed_at is not None and first.closed_at >= max(second.subscribed.values())
+        after = [await fake.trade() for _ in range(3)]
+
+        expected = [t["id"] for t in before + overlap + after]
+        await has_ids(ann, expected)
+        await asyncio.sleep(0.3)
+        assert trade_ids(ann) == expected
+        assert await metric(ticker.url, "switchboard_ticker_duplicate_trades_total") == 3
+        assert len(fake.rest_requests) == 4, "no gap, so nothing to backfill"
+        status = await status_of(ticker.url)
+        assert (status["state"], status["reconnects"]) == ("connected", 1)
+        assert "bts:request_reconnect" in status["last_reason"]
+    finally:
+        ticker.stop()
+
+
+async def test_an_open_but_silent_connection_is_replaced_within_30_seconds(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    # The defaults: a heartbeat every 10 s, replaced after 30 s of silence.
+    defaults = {"TICKER_HEARTBEAT_INTERVAL": "10", "TICKER_SILENCE_TIMEOUT": "30"}
+    ticker = await start_ticker(tmp_path, fake, defaults)
+    try:
+        ann, _ = await watch(clients, ticker.url)
+        [first] = await fake.until(fake.subscribed)
+        await fake.until(lambda: len(fake.rest_requests) == 4)
+        first.silent = True
+        silenced = time.monotonic()
+        # Nothing heard for a heartbeat and its grace: browsers are told the feed is stale.
+        await ann.wait("status", lambda s: s["state"] == "stale", timeout=20)
+        second = (
+            await fake.until(
+                lambda: [c for c in fake.subscribed() if c is not first],
+                timeout=35,
+                what="a new connection",
+            )
+        )[0]
+        replaced_after = second.opened_at - silenced
+        # The last message came at most one heartbeat interval before the silence began.
+        assert 20 - 1 < replaced_after <= 30 + 1
+        assert first.closed_by == "client"
+        await ann.wait("status", lambda s: s["state"] == "connected" and s["reconnects"] == 1)
+        status = await status_of(ticker.url)
+        assert status["last_reason"] == "no message from upstream for 30 s"
+        await fake.until(lambda: len(fake.rest_requests) == 8, what="a backfill after the gap")
+    finally:
+        ticker.stop()
+
+
+async def test_refused_connections_back_off_with_full_jitter_and_say_offline(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    fake.refuse = 10**6
+    base, cap = 0.2, 1.0
+    ticker = launch(
+        tmp_path, fake, {"TICKER_BACKOFF_BASE": str(base), "TICKER_BACKOFF_CAP": str(cap)}
+    )
+    try:
+        await ticker.ready(PREFIX, path="healthz")
+        ann = Client(ticker.url, "/api/ticker/socket.io")
+        clients.append(ann)
+        await ann.connect()
+        await fake.until(lambda: len(fake.attempts) >= 8, what="8 attempts")
+        gaps = [b - a for a, b in zip(fake.attempts, fake.attempts[1:8], strict=False)]
+        for failures, gap in enumerate(gaps, start=1):
+            assert gap <= min(cap, base * 2 ** (failures - 1)) + 0.25, (failures, gaps)
+
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(f"{ticker.url}{PREFIX}/readyz")
+        assert answer.status_code == 503
+        [reason] = answer.json()["reasons"]
+        assert reason.startswith("upstream offline") and "HTTP 503" in reason
+        (offline,) = await ann.wait("status", lambda s: s["state"] == "offline")
+        assert "HTTP 503" in offline["detail"]
+
+        fake.refuse = 0
+        await ticker.ready(PREFIX)
+        await ann.wait("status", lambda s: s["state"] == "connected")
+        # After a success the count starts again: a refused retry waits at most the base.
+        [upstream] = fake.subscribed()
+        fake.refuse = 1
+        tried = len(fake.attempts)
+        await upstream.drop()
+        await fake.until(lambda: not upstream.open)
+        await fake.until(fake.subscribed, what="connected again")
+        retry = fake.attempts[tried:]
+        assert len(retry) == 2 and retry[1] - retry[0] <= base + 0.25
+    finally:
+        ticker.stop()
+
+
+async def test_bitstamp_errors_are_reported_and_survived(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    fake.subscription_error = "Bad subscription string."
+    ticker = launch(tmp_path, fake, {"TICKER_BACKOFF_BASE": "0.1", "TICKER_BACKOFF_CAP": "0.3"})
+    try:
+        await ticker.ready(PREFIX, path="healthz")
+        await fake.until(lambda: len(fake.attempts) >= 3)
+        status = await status_of(ticker.url)
+        assert status["state"] in ("reconnecting", "offline")
+        assert "Bitstamp refused the subscription: Bad subscription string." in status["detail"]
+
+        fake.subscription_error = None
+        await ticker.ready(PREFIX)
+        ann, _ = await watch(clients, ticker.url)
+        [upstream] = fake.subscribed()
+        error = {"code": None, "message": "Incorrect JSON format."}
+        await upstream.send({"event": "bts:error", "channel": "", "data": error})
+        # Not a reason to drop a working connection, nor to stop reading it.
+        data = await fake.trade()
+        await has_ids(ann, [data["id"]])
+        assert upstream.open and fake.subscribed() == [upstream]
+        assert await metric(ticker.url, "switchboard_ticker_upstream_errors_total") == 1
+    finally:
+        ticker.stop()
+
+
+async def test_trades_missed_while_disconnected_are_backfilled_once(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    ticker = await start_ticker(tmp_path, fake)
+    try:
+        ann, _ = await watch(clients, ticker.url)
+        [first] = await fake.until(fake.subscribed)
+        await fake.until(lambda: len(fake.rest_requests) == 4)
+        seen = await fake.trade(price="91000.01")
+        await has_ids(ann, [seen["id"]])
+
+        fake.refuse = 10**6
+        await first.drop()
+        await fake.until(lambda: not first.open)
+        missed = [fake.make_trade(price=f"9100{i}") for i in range(3)]
+        await fake.until(lambda: len(fake.attempts) >= 3, what="refused retries")
+        fake.refuse = 0
+        await fake.until(fake.subscribed, what="connected again")
+        live = await fake.trade(price="91010")
+
+        expected = [seen["id"], *(t["id"] for t in missed), live["id"]]
+        await has_ids(ann, expected)
+        await asyncio.sleep(0.3)
+        got = {t["id"]: t for (t,) in ann.received("trade")}
+        assert sorted(trade_ids(ann)) == sorted(expected), "each trade exactly once"
+        assert [got[t["id"]]["backfilled"] for t in missed] == [True, True, True]
+        assert [got[t["id"]]["price"] for t in missed] == ["91000", "91001", "91002"]
+        assert not got[seen["id"]]["backfilled"] and not got[live["id"]]["backfilled"]
+        status = await status_of(ticker.url)
+        assert status["reconnects"] == 1
+        assert status["last_reason"] == "the connection dropped without a close frame"
+    finally:
+        ticker.stop()
+
+
+async def test_unreadable_upstream_messages_are_skipped(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    ticker = await start_ticker(tmp_path, fake)
+    try:
+        ann, _ = await watch(clients, ticker.url)
+        [upstream] = await fake.until(fake.subscribed)
+        no_string = fake.make_trade()
+        del no_string["price_str"]
+        odd_side = {**fake.make_trade(), "type": 7}
+        for data in (no_string, odd_side):
+            await fake.publish(data)
+        await upstream.socket.send_str("not json")
+        good = await fake.trade()
+        await has_ids(ann, [good["id"]])
+        assert trade_ids(ann) == [good["id"]]
+        assert await metric(ticker.url, "switchboard_ticker_upstream_bad_messages_total") == 3
+        assert upstream.open
+    finally:
+        ticker.stop()
+
+
+async def test_an_upstream_that_never_answers_times_out(tmp_path: Path, fake: FakeBitstamp) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    black_hole = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    ticker = launch(
+        tmp_path,
+        fake,
+        {"TICKER_UPSTREAM_URL": f"ws://127.0.0.1:{port}", "TICKER_CONNECT_TIMEOUT": "1"},
+    )
+    try:
+        await ticker.ready(PREFIX, path="healthz")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = await status_of(ticker.url)
+            if "did not answer" in status["detail"]:
+                break
+            await asyncio.sleep(0.2)
+        assert "did not answer and confirm the subscriptions within 1 s" in status["detail"]
+        assert status["state"] in ("reconnecting", "offline")
+    finally:
+        ticker.stop()
+        for writer in held:
+            writer.close()
+        black_hole.close()

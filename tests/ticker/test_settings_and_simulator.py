@@ -1,0 +1,156 @@
+"""The ticker's settings, its backoff, its bad-input answers, and the offline simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from ticker_service.settings import TickerSettings
+from ticker_service.upstream import backoff_delay
+
+from tests.harness import ROOT, SERVICE_PREFIXES, Client, Process, free_port, wait_for_port
+from tests.ticker.conftest import PREFIX, TICKER_PATH, launch, start_ticker
+from tests.ticker.fake_bitstamp import FakeBitstamp
+
+
+def test_the_defaults_are_bitstamp_and_the_issues_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in os.environ:
+        if variable.startswith("TICKER_"):
+            monkeypatch.delenv(variable)
+    settings = TickerSettings()
+    assert settings.upstream_url == "wss://ws.bitstamp.net"
+    assert settings.rest_url == "https://www.bitstamp.net"
+    assert settings.pairs == ("btcusd", "btceur", "ethusd", "etheur")
+    assert (settings.heartbeat_interval, settings.silence_timeout) == (10, 30)
+    assert (settings.backoff_base, settings.backoff_cap) == (1, 30)
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"TICKER_UPSTREAM_URL": "https://ws.bitstamp.net"}, "TICKER_UPSTREAM_URL: Value error"),
+        ({"TICKER_PAIRS": "btcusd,BTC USD"}, "'btc usd' is not a Bitstamp pair"),
+        ({"TICKER_PAIRS": ","}, "TICKER_PAIRS: Value error, name at least one pair"),
+        (
+            {"TICKER_HEARTBEAT_INTERVAL": "30", "TICKER_SILENCE_TIMEOUT": "20"},
+            "TICKER_SILENCE_TIMEOUT must be longer than TICKER_HEARTBEAT_INTERVAL",
+        ),
+    ],
+)
+def test_bad_settings_stop_the_start_with_a_clear_message(env: dict[str, str], said: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_PREFIXES)}
+    result = subprocess.run(
+        [sys.executable, "-m", "ticker_service"],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode != 0
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_backoff_is_full_jitter_capped_and_not_in_lockstep() -> None:
+    rng = random.Random(4)
+    for failures in range(1, 12):
+        ceiling = min(30.0, 1.0 * 2 ** (failures - 1))
+        delays = [backoff_delay(failures, 1.0, 30.0, rng) for _ in range(2000)]
+        assert all(0 <= d <= ceiling for d in delays)
+        # Uniform over the whole range: about half the ceiling on average, reaching near it.
+        assert 0.45 * ceiling < sum(delays) / len(delays) < 0.55 * ceiling
+        assert max(delays) > 0.95 * ceiling
+    # Ten replicas failing together retry at ten different moments.
+    first_retries = {backoff_delay(3, 1.0, 30.0, random.Random(seed)) for seed in range(10)}
+    assert len(first_retries) == 10
+
+
+@pytest.mark.asyncio
+async def test_bad_input_gets_clear_errors(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    ticker = await start_ticker(tmp_path, fake)
+    try:
+        client = Client(ticker.url, TICKER_PATH)
+        clients.append(client)
+        await client.connect()
+        unknown = await client.call("subscribe", "dogeusd")
+        assert unknown["error"] == "unknown_pair" and unknown["pairs"] == list(fake.pairs)
+        assert "btcusd" in unknown["message"]
+        assert (await client.call("subscribe", 42))["error"] == "invalid_type"
+        assert (await client.call("subscribe"))["error"] == "bad_arguments"
+        assert (await client.call("unsubscribe", "btcusd", "x"))["error"] == "bad_arguments"
+        assert (await client.call("trades", "btcusd"))["error"] == "unknown_event"
+        (error,) = await client.wait("ticker_error", lambda e: e["event"] == "subscribe")
+        assert error["error"] == "unknown_pair"
+        # The default rate: 5 a second, 20 at once.
+        answers = [await client.call("subscribe", "btcusd") for _ in range(25)]
+        limited = [a for a in answers if not a["ok"]]
+        assert limited and limited[0]["error"] == "rate_limited" and limited[0]["retry_after"] > 0
+        assert client.sio.connected
+
+        async with httpx.AsyncClient(base_url=ticker.url) as http:
+            missing = await http.get(f"{PREFIX}/trades/dogeusd")
+            assert missing.status_code == 404 and missing.json()["error"] == "unknown_pair"
+            for limit in ("0", "501", "many"):
+                bad = await http.get(f"{PREFIX}/trades/btcusd", params={"limit": limit})
+                assert bad.status_code == 400, limit
+                assert bad.json()["error"] == "bad_request" and "limit" in bad.json()["message"]
+    finally:
+        ticker.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_simulator_speaks_bitstamp_and_the_page_is_told_it_is_simulated(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    port = free_port()
+    simulator = Process(
+        "simulator",
+        [sys.executable, "-m", "ticker_service.simulator", "--port", str(port), "--rate", "5"],
+        tmp_path,
+        dict(os.environ),
+    )
+    try:
+        wait_for_port(port)
+        async with websockets.connect(f"ws://127.0.0.1:{port}") as upstream:
+            for sent, expected in [
+                ('{"event": "bts:heartbeat"}', {"event": "bts:heartbeat", "channel": ""}),
+                ("{oops", {"event": "bts:error"}),
+                ('{"event": "bts:subscribe", "data": {"channel": "nope"}}', {"event": "bts:error"}),
+            ]:
+                await upstream.send(sent)
+                reply = json.loads(await upstream.recv())
+                assert expected.items() <= reply.items(), reply
+
+        ticker = launch(
+            tmp_path,
+            None,
+            {
+                "TICKER_UPSTREAM_URL": f"ws://127.0.0.1:{port}",
+                "TICKER_REST_URL": f"http://127.0.0.1:{port}",
+            },
+        )
+        try:
+            await ticker.ready(PREFIX)
+            client = Client(ticker.url, TICKER_PATH)
+            clients.append(client)
+            await client.connect()
+            (status,) = await client.wait("status")
+            assert status["simulated"] is True and status["state"] == "connected"
+            await client.call("subscribe", "btcusd")
+            (trade,) = await client.wait("trade", timeout=10)
+            assert trade["pair"] == "btcusd" and trade["side"] in ("buy", "sell")
+            assert float(trade["price"]) > 1000 and len(trade["amount"].split(".")[1]) == 8
+        finally:
+            ticker.stop()
+    finally:
+        simulator.stop()

@@ -1,0 +1,1 @@
+"""Switchboard ticker: Bitstamp's live trades fanned out to browsers."""
