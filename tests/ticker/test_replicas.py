@@ -123,3 +123,50 @@ async def test_a_new_leader_takes_over_at_once_when_the_old_one_stops_cleanly(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+async def test_a_leader_cut_off_from_redis_lets_go_of_upstream_and_one_comes_back(
+    tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
+) -> None:
+    """Redis stops: the leader cannot renew its lock, so it closes its upstream connection before
+    the lock could expire (no two leaders); Redis is back: one leader connects again."""
+    own = RedisServer(tmp_path)
+    env = {"REDIS_URL": own.url, "TICKER_HEARTBEAT_INTERVAL": "1", "TICKER_SILENCE_TIMEOUT": "3"}
+    replicas = [launch(tmp_path, fake, env, name=f"ticker-{side}") for side in "ab"]
+    try:
+        for replica in replicas:
+            await replica.ready(PREFIX)
+        [upstream] = await fake.until(fake.subscribed)
+        watchers = [(await watch(clients, replica.url))[0] for replica in replicas]
+
+        own.stop()
+        stopped = time.monotonic()
+        await fake.until(lambda: not upstream.open, timeout=10, what="the leader let go")
+        # Renewals fail from the first second; it lets go after 60 % of the 5 s TTL.
+        assert upstream.closed_by == "client" and time.monotonic() - stopped < 5
+        async with httpx.AsyncClient() as http:
+            for replica in replicas:
+                assert (await http.get(f"{replica.url}{PREFIX}/readyz")).status_code == 503
+
+        own = RedisServer(tmp_path, port=own.port)
+        second = (
+            await fake.until(
+                lambda: [c for c in fake.subscribed() if c is not upstream],
+                timeout=15,
+                what="a leader connected again",
+            )
+        )[0]
+        assert fake.most_open == 1
+        for replica in replicas:
+            await replica.ready(PREFIX, timeout=20)
+        # Both replicas' Redis listeners are back: a new trade reaches everyone once.
+        data = await fake.trade()
+        for watcher in watchers:
+            await has_ids(watcher, [data["id"]], timeout=15)
+        await asyncio.sleep(0.3)
+        assert [trade_ids(watcher).count(data["id"]) for watcher in watchers] == [1, 1]
+        assert second.open and fake.subscribed() == [second]
+    finally:
+        for replica in replicas:
+            replica.stop()
+        own.stop()
