@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Client, Process, RedisServer, ServiceProcess, free_port, wait_for_port
+from tests.ticker.fake_bitstamp import FakeBitstamp
 
 CHAT_PATH = "/api/chat/socket.io"
 CURSORS_PATH = "/api/cursors/socket.io"
@@ -104,6 +105,15 @@ async def clients() -> AsyncIterator[list[Client]]:
     yield opened
     for client in opened:
         await client.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBitstamp]:
+    """A scripted Bitstamp (tests/ticker/fake_bitstamp.py) in the test's own event loop."""
+    exchange = FakeBitstamp()
+    await exchange.start()
+    yield exchange
+    await exchange.stop()
 
 
 @pytest.fixture

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.harness import Client, ServiceProcess
 from tests.ticker.fake_bitstamp import FakeBitstamp
@@ -20,14 +17,6 @@ FAST = {
     "TICKER_BACKOFF_CAP": "0.5",
     "TICKER_CONNECT_TIMEOUT": "3",
 }
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBitstamp]:
-    exchange = FakeBitstamp()
-    await exchange.start()
-    yield exchange
-    await exchange.stop()
 
 
 def launch(

@@ -52,7 +52,9 @@ class Exchange:
         self.prices = {pair: _start_price(pair) for pair in pairs}
         self.trades: dict[str, deque[dict[str, Any]]] = {p: deque(maxlen=KEPT) for p in pairs}
         self.listeners: dict[str, set[WebSocket]] = {f"live_trades_{p}": set() for p in pairs}
-        self.next_id = 400_000_000 + rng.randrange(1_000_000)
+        # Ids grow with time, as Bitstamp's do, also across restarts of the simulator: a ticker
+        # that outlives it must not see new trades with older ids.
+        self.next_id = time.time_ns() // 1_000_000
 
     def trade(self, pair: str) -> dict[str, Any]:
         price = self.prices[pair] * Decimal(1 + self.rng.gauss(0, 0.0004))
