@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests drive for real: redis-server (the replicas' shared state) and
-# chromium (the browser tests, through Playwright; never a downloaded browser).
+# Debian packages the tests drive for real: redis-server (the replicas' shared state), coturn
+# (TURN, relaying the tests' WebRTC calls on loopback) and chromium (the browser tests, through
+# Playwright; never a downloaded browser).
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || missing+=(coturn)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # Fonts so that pages render text in screenshots.
 [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)

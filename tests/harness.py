@@ -25,7 +25,7 @@ import socketio
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Settings of ours a developer's shell may hold; a test states the ones it wants.
-SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "REDIS")
+SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "SIGNAL_", "STUN_", "TURN_", "REDIS")
 
 
 def free_port() -> int:
@@ -109,6 +109,59 @@ class RedisServer(Process):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class TurnServer(Process):
+    """Debian's coturn on loopback, with the TURN REST API's shared secret, relaying between
+    loopback peers only: ``--allow-loopback-peers`` is for tests; a deployment denies loopback
+    and private peers."""
+
+    def __init__(self, log_dir: Path, secret: str) -> None:
+        binary = shutil.which("turnserver") or "/usr/sbin/turnserver"
+        if not Path(binary).exists():
+            raise RuntimeError("coturn is missing: run `make system-deps` (as root)")
+        self.port = free_udp_port()
+        self.secret = secret
+        relays = free_udp_port() // 2 * 2
+        super().__init__(
+            f"coturn-{self.port}",
+            [
+                binary,
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                f"--listening-port={self.port}",
+                f"--min-port={relays}",
+                f"--max-port={min(relays + 200, 65535)}",
+                "--use-auth-secret",
+                f"--static-auth-secret={secret}",
+                "--realm=switchboard.test",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--no-multicast-peers",
+                "--allow-loopback-peers",
+                "--denied-peer-ip=0.0.0.0-255.255.255.255",
+                "--allowed-peer-ip=127.0.0.1",
+                f"--pidfile={log_dir / f'coturn-{self.port}.pid'}",
+                f"--userdb={log_dir / f'coturn-{self.port}.db'}",
+                "--log-file=stdout",
+                "--simple-log",
+            ],
+            log_dir,
+            dict(os.environ),
+        )
+        wait_for_port(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
 
 
 class ServiceProcess(Process):

@@ -16,7 +16,7 @@ from tests.harness import Client
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.mark.parametrize("service", ["chat", "cursors", "ticker"])
+@pytest.mark.parametrize("service", ["chat", "cursors", "signal", "ticker"])
 async def test_every_service_answers_at_its_prefix_over_https(
     embedded: Embedded, service: str
 ) -> None:

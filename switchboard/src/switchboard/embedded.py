@@ -133,7 +133,7 @@ def main() -> None:
         port=settings.port,
         ssl_certfile=str(cert),
         ssl_keyfile=str(key),
-        **uvicorn_options(),
+        **uvicorn_options(max(service.max_message_bytes for service in services)),
     )
 
 

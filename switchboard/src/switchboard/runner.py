@@ -56,13 +56,13 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
-def uvicorn_options() -> dict[str, Any]:
+def uvicorn_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     return {
         "loop": "uvloop",
         "http": "httptools",
         "ws": "websockets-sansio",
         # Frames over the socket.io limit are refused by the websocket layer itself.
-        "ws_max_size": MAX_MESSAGE_BYTES + 1024,
+        "ws_max_size": max_message_bytes + 1024,
         # Compressing every frame of a broadcast costs more CPU than it saves on a LAN.
         "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": 5,
@@ -84,4 +84,9 @@ def run_service(settings_class: type[ServiceSettings], factory_path: str) -> Non
         service.prefix,
         f"Redis at {settings.redis_url}" if settings.redis_url else "in memory, one process",
     )
-    uvicorn.run(service.asgi, host=settings.host, port=settings.port, **uvicorn_options())
+    uvicorn.run(
+        service.asgi,
+        host=settings.host,
+        port=settings.port,
+        **uvicorn_options(service.max_message_bytes),
+    )

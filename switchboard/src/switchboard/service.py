@@ -200,12 +200,16 @@ class Service:
     components its lifespan owns. Build it, register namespaces and components, serve
     :attr:`asgi`."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(
+        self, settings: ServiceSettings, *, max_message_bytes: int = MAX_MESSAGE_BYTES
+    ) -> None:
         name = type(settings).service_name
         if not name:
             raise ValueError(f"{type(settings).__name__} has no service_name")
         self.name = name
         self.settings = settings
+        #: Larger socket.io frames and polling bodies close the connection.
+        self.max_message_bytes = max_message_bytes
         self.prefix = f"/api/{name}"
         #: This process's identity among the replicas of the service.
         self.replica_id = uuid.uuid4().hex[:12]
@@ -240,7 +244,7 @@ class Service:
             json=jsonenc,
             # Never "*" nor [], which switch the check off (CSWSH).
             cors_allowed_origins=list(settings.allowed_origins) or same_origin,
-            max_http_buffer_size=MAX_MESSAGE_BYTES,
+            max_http_buffer_size=max_message_bytes,
             ping_interval=PING_INTERVAL,
             ping_timeout=PING_TIMEOUT,
             http_compression=False,

@@ -1,0 +1,1 @@
+"""Switchboard signalling: WebRTC offers, answers and candidates relayed between peers."""

@@ -1,0 +1,173 @@
+"""The signalling service: the course's ``clients``, ``peerOffer``, ``peerAnswer``, ``peerIce``
+and ``signal`` events, relayed only within a room, with ``fromId`` set by the server, across
+replicas. docs/protocol.md is the contract this module keeps."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from switchboard.ratelimit import TokenBucket
+from switchboard.replicas import Heartbeat
+from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.validation import connect_auth, room_of
+
+from signalling_service import validation
+from signalling_service.echo import ECHO_ID, EchoPeers
+from signalling_service.ice import ice_servers
+from signalling_service.roster import MemoryRoster, RedisRoster, Roster
+from signalling_service.settings import SignalSettings
+
+log = logging.getLogger(__name__)
+
+#: Room for a 64 KiB SDP and the event around it (issue 6); other services keep 64 KiB.
+MAX_MESSAGE_BYTES = 80 * 1024
+#: The check each relayed event's payload goes through.
+PAYLOADS = {
+    "peerOffer": lambda value: validation.description(value, ("offer",)),
+    "peerAnswer": lambda value: validation.description(value, ("answer", "pranswer")),
+    "peerIce": validation.candidate,
+    "signal": validation.signal,
+}
+
+
+class SignalNamespace(ServiceNamespace):
+    error_event = "signal_error"
+
+    def __init__(
+        self, service: Service, roster: Roster, settings: SignalSettings, echo: EchoPeers | None
+    ) -> None:
+        super().__init__(service)
+        self.roster = roster
+        self.settings = settings
+        self.echo = echo
+        self.buckets: dict[str, TokenBucket] = {}
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            room = room_of(connect_auth(auth), environ)
+        except InputError as error:
+            self.metrics.rejected("connect", error.code)
+            raise error.refusal() from None
+        await self.roster.join(sid, room)
+        await self.enter_room(sid, room)
+        self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
+        self.metrics.connected_clients.inc()
+        await self.announce(room)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        if self.buckets.pop(sid, None) is None:
+            return
+        self.metrics.connected_clients.dec()
+        if self.echo:
+            await self.echo.hang_up(sid, "the caller left")
+        room = await self.roster.leave(sid)
+        if room is not None:
+            await self.announce(room)
+
+    async def announce(self, room: str) -> None:
+        """Everyone in ``room`` gets its clients (the course's ``clients`` event)."""
+        clients: dict[str, dict[str, Any]] = {
+            sid: {"id": sid} for sid in await self.roster.members(room)
+        }
+        if self.echo:
+            clients[ECHO_ID] = {"id": ECHO_ID, "echo": True}
+        await self.emit("clients", clients, room=room)
+
+    async def announce_rooms(self, rooms: set[str]) -> None:
+        for room in rooms:
+            await self.announce(room)
+
+    async def on_peerOffer(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await self.relay("peerOffer", sid, args)
+
+    async def on_peerAnswer(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await self.relay("peerAnswer", sid, args)
+
+    async def on_peerIce(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await self.relay("peerIce", sid, args)
+
+    async def on_signal(self, sid: str, *args: Any) -> dict[str, Any]:
+        return await self.relay("signal", sid, args)
+
+    async def relay(self, event: str, sid: str, args: tuple[Any, ...]) -> dict[str, Any]:
+        """``event(peerId, payload)`` from ``sid`` reaches peerId as
+        ``event(peerId, payload, fromId)``, the course's order, with ``fromId`` ours to set."""
+        bucket = self.buckets[sid]
+        if not bucket.take():
+            raise InputError(
+                "rate_limited",
+                f"Too fast: wait {bucket.retry_after():.1f} s before sending again.",
+                details={"retry_after": round(bucket.retry_after(), 2)},
+            )
+        if len(args) != 2:
+            raise InputError("bad_arguments", f"{event} takes (peerId, payload), got {len(args)}")
+        peer_id = validation.peer_id(args[0])
+        payload = PAYLOADS[event](args[1])
+        room = self.roster.rooms_of[sid]
+        if peer_id == ECHO_ID and self.echo:
+            await self.echo.receive(sid, event, payload)
+            return {"ok": True}
+        if peer_id == sid:
+            raise self.peer_error(peer_id, "self", "That is you: call someone else.")
+        if not await self.roster.present(room, peer_id):
+            raise self.peer_error(
+                peer_id, "unknown_peer", f"There is no {peer_id!r} in the room {room!r}."
+            )
+        await self.emit(event, (peer_id, payload, sid), to=peer_id)
+        return {"ok": True}
+
+    @staticmethod
+    def peer_error(peer_id: str, reason: str, message: str) -> InputError:
+        return InputError(
+            reason, message, event="peer_error", details={"peerId": peer_id, "reason": reason}
+        )
+
+
+def create_service(settings: SignalSettings | None = None) -> Service:
+    """Build the signalling service from ``settings`` (read from the environment when omitted)."""
+    settings = settings or SignalSettings.from_env()
+    service = Service(settings, max_message_bytes=MAX_MESSAGE_BYTES)
+    roster: Roster
+    if service.redis is not None:
+        redis_roster = RedisRoster(service.redis, replica_id=service.replica_id)
+        redis_roster.heartbeat = Heartbeat(
+            service.redis,
+            prefix=RedisRoster.prefix,
+            replica_id=service.replica_id,
+            ttl=settings.replica_ttl,
+            metrics=service.metrics,
+            on_beat=redis_roster.on_beat,
+        )
+        service.add_component(redis_roster.heartbeat)
+        roster = redis_roster
+    else:
+        roster = MemoryRoster()
+    service.add_component(roster)
+    echo: EchoPeers | None = None
+    if settings.echo:
+
+        async def send(event: str, to: str, args: tuple[Any, ...]) -> None:
+            await service.sio.emit(event, args, to=to)
+
+        echo = EchoPeers(settings, send, service.metrics.registry)
+        service.add_component(echo)
+    namespace = SignalNamespace(service, roster, settings, echo)
+    if isinstance(roster, RedisRoster):
+        roster.on_changed = namespace.announce_rooms
+    service.sio.register_namespace(namespace)
+
+    @service.http.get(f"{service.prefix}/ice-servers", tags=["signal"])
+    async def get_ice_servers(client: str = "") -> dict[str, Any]:
+        """The ``iceServers`` (and transport policy) for ``RTCPeerConnection``; TURN
+        credentials are made for ``client`` (your socket id) and expire after TURN_TTL."""
+        client_id = client if 0 < len(client) <= 64 and client.isprintable() else ""
+        client_id = client_id.replace(":", "") or secrets.token_urlsafe(9)
+        return {
+            "iceServers": ice_servers(settings, client_id),
+            "iceTransportPolicy": settings.ice_transport_policy,
+            "ttl": settings.turn_ttl if settings.turn_urls else None,
+        }
+
+    return service

@@ -1,0 +1,145 @@
+"""ICE servers with short-lived TURN credentials that coturn accepts (and refuses once expired),
+and the echo peer that sends a caller's own media back."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+from tests.conftest import Cluster
+from tests.harness import TurnServer
+from tests.signal.conftest import PREFIX, signal_env, start_signal
+from tests.signal.peers import Peer
+from tests.signal.test_calls import person
+
+pytestmark = pytest.mark.asyncio
+
+
+async def ice_servers(url: str, client: str = "") -> dict:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{url}{PREFIX}/ice-servers", params={"client": client})
+        assert answer.status_code == 200
+        return answer.json()
+
+
+async def test_with_nothing_configured_no_server_is_handed_out(tmp_path: Path) -> None:
+    service = start_signal(tmp_path, {}, "signal-bare")
+    try:
+        assert await ice_servers(service.url) == {
+            "iceServers": [],
+            "iceTransportPolicy": "all",
+            "ttl": None,
+        }
+    finally:
+        service.stop()
+
+
+async def test_turn_credentials_follow_coturns_rest_scheme(signal_cluster: Cluster) -> None:
+    before = int(time.time())
+    answer = await ice_servers(signal_cluster.a, "client-1")
+    [turn] = answer["iceServers"]
+    expiry, client = turn["username"].split(":")
+    assert client == "client-1"
+    assert before + 600 <= int(expiry) <= int(time.time()) + 600, "at most 10 minutes"
+    assert answer["ttl"] == 600 and answer["iceTransportPolicy"] == "relay"
+    assert re.fullmatch(r"turn:127\.0\.0\.1:\d+\?transport=udp", turn["urls"][0])
+
+
+async def gathered(turn: TurnServer, username: str) -> list[str]:
+    """The relay candidates an aiortc peer gets from coturn with this username."""
+    credential = base64.b64encode(
+        hmac.new(turn.secret.encode(), username.encode(), hashlib.sha1).digest()
+    ).decode()
+    connection = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(turn.url, username=username, credential=credential)],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+        )
+    )
+    try:
+        connection.createDataChannel("probe")
+        await connection.setLocalDescription(await connection.createOffer())
+        return re.findall(r"^a=candidate:.*$", connection.localDescription.sdp, re.MULTILINE)
+    finally:
+        await connection.close()
+
+
+async def test_coturn_takes_a_fresh_credential_and_refuses_an_expired_one(
+    turn: TurnServer,
+) -> None:
+    fresh = await gathered(turn, f"{int(time.time()) + 600}:ann")
+    assert fresh and all(" typ relay " in line for line in fresh)
+    assert await gathered(turn, f"{int(time.time()) - 1}:ann") == []
+
+
+async def test_the_echo_peer_sends_your_video_back_and_answers_ping(
+    signal_cluster: Cluster, unique: str
+) -> None:
+    peers: list[Peer] = []
+    try:
+        ann = await person(peers, signal_cluster.a, "course", f"echo-{unique}")
+        (clients,) = await ann.client.wait("clients")
+        assert clients["echo"] == {"id": "echo", "echo": True}
+        await ann.call("echo")
+        await ann.take_answer("echo", trickled=False)
+        await ann.connected()
+        frames = await ann.frames(3)
+        assert all(frame.width > 0 for frame in frames)
+        await ann.send_when_open("ping")
+        assert await ann.message() == "pong"
+        # An offer the echo peer cannot read is refused with a reason, not a crash.
+        bob = await person(peers, signal_cluster.a, "signal", f"echo-{unique}")
+        for sdp in ("v=0\r\nm=video x y z\r\n", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"):
+            refused = await bob.client.call("signal", "echo", {"type": "offer", "sdp": sdp})
+            assert refused["error"] == "bad_description" and "cannot use" in refused["message"]
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
+async def test_echo_calls_are_limited_and_end_when_the_caller_leaves(
+    tmp_path: Path, turn: TurnServer, unique: str
+) -> None:
+    service = start_signal(tmp_path, signal_env(turn, SIGNAL_ECHO_CALLS="1"), "signal-echo")
+    peers: list[Peer] = []
+    try:
+        ann = await person(peers, service.url, "signal", f"echo-{unique}")
+        bob = await person(peers, service.url, "signal", f"echo-{unique}")
+        await ann.call("echo")
+        await ann.take_answer("echo", trickled=False)
+        await ann.connected()
+        assert await echo_calls(service.url) == 1
+
+        offer = {"type": "offer", "sdp": "v=0\r\n"}
+        busy = await bob.client.call("signal", "echo", offer)
+        assert (busy["error"], busy["peerId"], busy["reason"]) == ("busy", "echo", "busy")
+        (error,) = await bob.client.wait("peer_error")
+        assert error["reason"] == "busy"
+
+        await ann.close()
+        deadline = time.monotonic() + 5
+        while await echo_calls(service.url) != 0:
+            assert time.monotonic() < deadline, "the echo call outlived its caller"
+            await asyncio.sleep(0.1)
+    finally:
+        for peer in peers:
+            await peer.close()
+        service.stop()
+
+
+async def echo_calls(url: str) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{url}{PREFIX}/metrics")).text
+    found = re.search(r"^switchboard_signal_echo_calls (\S+)$", text, re.MULTILINE)
+    assert found
+    return float(found.group(1))
