@@ -8,11 +8,12 @@ PYTEST_ARGS ?=
 SIMULATOR_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help setup python web system-deps run run-simulated test lint typecheck bench clean
+.PHONY: help setup python web system-deps run run-simulated cluster test lint typecheck bench clean
 
 help:
 	@echo "make run    start everything in one process at https://localhost:8443"
 	@echo "make run-simulated   the same, with the ticker fed by a local Bitstamp simulator"
+	@echo "make cluster   the deployment's topology without Docker: nginx, Redis, 2 replicas each, coturn"
 	@echo "make test   run the whole test suite (installs what it needs)"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (see docs/benchmarks.md)"
@@ -39,6 +40,11 @@ system-deps:
 
 run: setup
 	$(UV) run --frozen python -m switchboard.embedded
+
+# The docker compose topology on this machine (scripts/cluster.sh; Ctrl-C stops it all).
+cluster: setup
+	@scripts/system-deps.sh cluster
+	@scripts/cluster.sh
 
 # For demos without internet: the simulator on a local port, and the ticker pointed at it.
 run-simulated: setup

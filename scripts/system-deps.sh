@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Debian packages the tests drive for real: redis-server (the replicas' shared state), coturn
-# (TURN, relaying the tests' WebRTC calls on loopback) and chromium (the browser tests, through
-# Playwright; never a downloaded browser).
+# Debian packages driven for real: redis-server (the replicas' shared state), coturn (TURN),
+# nginx (the gateway), and for the tests chromium (through Playwright; never a downloaded
+# browser) with fonts for its screenshots. Installed when missing and running as root.
+#
+#   system-deps.sh [test|cluster]     (make test: test; make cluster: cluster)
 set -euo pipefail
 
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || missing+=(coturn)
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-# Fonts so that pages render text in screenshots.
-[ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || missing+=("$2"); }
+need redis-server redis-server
+need turnserver coturn
+need nginx nginx-light
+if [ "${1:-test}" = test ]; then
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -110,3 +110,12 @@ if __name__ == "__main__":
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ensure_certificate(Path(sys.argv[1] if len(sys.argv) > 1 else ".certs"))
+
+
+if __name__ == "__main__":
+    # `python -m switchboard.certs DIR`: make (or keep) the certificate in DIR and print the
+    # paths of the certificate and its key (scripts/cluster.sh uses it).
+    import sys
+
+    certificate, key = ensure_certificate(Path(sys.argv[1] if len(sys.argv) > 1 else ".certs"))
+    sys.stdout.write(f"{certificate} {key}\n")

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `make cluster`: the same topology as docker compose, on one machine without Docker. Redis, two
+# replicas of each service, the nginx gateway rendered from gateway/nginx.conf.template by
+# gateway/render.sh, and coturn, started together by honcho from the Procfile; Ctrl-C stops
+# them all. Every variable below can be set from the environment (docs/configuration.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CLUSTER_DIR=${CLUSTER_DIR:-$PWD/.cluster}
+export HOST=127.0.0.1
+export REDIS_PORT=${REDIS_PORT:-6390}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+export CHAT_PORT_A=${CHAT_PORT_A:-8101} CHAT_PORT_B=${CHAT_PORT_B:-8102}
+export CURSORS_PORT_A=${CURSORS_PORT_A:-8201} CURSORS_PORT_B=${CURSORS_PORT_B:-8202}
+export SIGNAL_PORT_A=${SIGNAL_PORT_A:-8301} SIGNAL_PORT_B=${SIGNAL_PORT_B:-8302}
+export TICKER_PORT_A=${TICKER_PORT_A:-8401} TICKER_PORT_B=${TICKER_PORT_B:-8402}
+# The gateway's upstreams: space-separated replicas (gateway/render.sh makes a line of each).
+export CHAT_UPSTREAMS="127.0.0.1:$CHAT_PORT_A 127.0.0.1:$CHAT_PORT_B"
+export CURSORS_UPSTREAMS="127.0.0.1:$CURSORS_PORT_A 127.0.0.1:$CURSORS_PORT_B"
+export SIGNAL_UPSTREAMS="127.0.0.1:$SIGNAL_PORT_A 127.0.0.1:$SIGNAL_PORT_B"
+export TICKER_UPSTREAMS="127.0.0.1:$TICKER_PORT_A 127.0.0.1:$TICKER_PORT_B"
+export GATEWAY_HTTPS_PORT=${GATEWAY_HTTPS_PORT:-8443}
+export GATEWAY_HTTP_PORT=${GATEWAY_HTTP_PORT:-8080}
+export GATEWAY_PUBLIC_HTTPS_PORT=${GATEWAY_PUBLIC_HTTPS_PORT:-$GATEWAY_HTTPS_PORT}
+export GATEWAY_SOCKETS_PER_ADDRESS=${GATEWAY_SOCKETS_PER_ADDRESS:-256}
+export GATEWAY_HANDSHAKES_PER_SECOND=${GATEWAY_HANDSHAKES_PER_SECOND:-20}
+export GATEWAY_HANDSHAKE_BURST=${GATEWAY_HANDSHAKE_BURST:-100}
+export GATEWAY_RUN_DIR=$CLUSTER_DIR/nginx
+export GATEWAY_CONFIG=$GATEWAY_RUN_DIR/nginx.conf
+export NGINX_MIME_TYPES=${NGINX_MIME_TYPES:-/etc/nginx/mime.types}
+export WEB_ROOT=${WEB_ROOT:-$PWD/web}
+export CERT_DIR=${CERT_DIR:-$PWD/.certs}
+
+# TURN: coturn with a secret of this cluster's own (kept in $CLUSTER_DIR), on this machine's
+# first LAN address so that phones can reach it; loopback and private peers are denied, as in
+# a deployment (TURN_PEER_RULES changes that, for tests only).
+mkdir -p "$CLUSTER_DIR" "$GATEWAY_RUN_DIR"
+if [ -z "${TURN_SECRET:-}" ]; then
+  [ -s "$CLUSTER_DIR/turn-secret" ] || .venv/bin/python -c \
+    "import secrets; print(secrets.token_hex(24))" > "$CLUSTER_DIR/turn-secret"
+  TURN_SECRET=$(cat "$CLUSTER_DIR/turn-secret")
+fi
+export TURN_SECRET
+export TURN_PORT=${TURN_PORT:-3478}
+export TURN_MIN_PORT=${TURN_MIN_PORT:-49160} TURN_MAX_PORT=${TURN_MAX_PORT:-49360}
+lan=$(.venv/bin/python -c "from switchboard.certs import lan_addresses as a; print(next((str(i) for i in a() if i.version == 4), '127.0.0.1'))")
+export TURN_LISTEN_IP=${TURN_LISTEN_IP:-$lan}
+export TURN_URLS=${TURN_URLS:-turn:$TURN_LISTEN_IP:$TURN_PORT?transport=udp}
+export TURN_PEER_RULES=${TURN_PEER_RULES:---denied-peer-ip=127.0.0.0-127.255.255.255 --denied-peer-ip=10.0.0.0-10.255.255.255 --denied-peer-ip=172.16.0.0-172.31.255.255 --denied-peer-ip=192.168.0.0-192.168.255.255}
+
+# The certificate: yours (TLS_CERT_FILE, TLS_KEY_FILE), or the self-signed one of `make run`.
+if [ -z "${TLS_CERT_FILE:-}" ]; then
+  read -r TLS_CERT_FILE TLS_KEY_FILE < <(.venv/bin/python -m switchboard.certs "$CERT_DIR")
+fi
+export TLS_CERT_FILE TLS_KEY_FILE
+
+sh gateway/render.sh gateway/nginx.conf.template "$GATEWAY_CONFIG"
+
+processes=(redis chat-a chat-b cursors-a cursors-b signal-a signal-b ticker-a ticker-b gateway turn)
+if [ -n "${SIMULATOR_PORT:-}" ]; then
+  # The ticker follows a local simulator instead of Bitstamp (demos offline; the tests).
+  export TICKER_UPSTREAM_URL=ws://127.0.0.1:$SIMULATOR_PORT TICKER_REST_URL=http://127.0.0.1:$SIMULATOR_PORT
+  processes+=(simulator)
+fi
+echo "cluster: https://localhost:$GATEWAY_PUBLIC_HTTPS_PORT/ (Ctrl-C stops everything)"
+exec .venv/bin/honcho start --no-colour -f Procfile "${processes[@]}"

@@ -1,0 +1,169 @@
+"""Everything through the nginx gateway of `make cluster`, as a browser reaches it: pages over
+HTTPS, every service's health and socket.io, messages crossing replicas, and the gateway's own
+rules (redirect, TLS versions, origins, forwarded headers, websocket only)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import warnings
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import CHAT_PATH, CURSORS_PATH
+from tests.cursors.test_cursors import sees_at
+from tests.gateway.conftest import SERVICES, Cluster
+from tests.harness import Client
+
+pytestmark = pytest.mark.asyncio
+
+PAGES = ["/", "/chat/", "/cursors/", "/remote/", "/remote/controller.html", "/ticker/"]
+
+
+async def connected(url: str) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{url}/metrics")).text
+    found = re.search(r"^switchboard_connected_clients\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    assert found
+    return float(found.group(1))
+
+
+async def test_every_page_loads_over_https_with_hsts(cluster: Cluster) -> None:
+    async with httpx.AsyncClient(base_url=cluster.url, verify=False) as http:
+        for page in PAGES:
+            answer = await http.get(page)
+            assert answer.status_code == 200, page
+            assert answer.headers["strict-transport-security"] == "max-age=63072000"
+        assert "Socket.IO" in (await http.get("/vendor/socket.io.esm.min.js")).text[:200]
+        missing = await http.get("/api/nothing/healthz")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_every_service_answers_through_the_gateway(cluster: Cluster, service: str) -> None:
+    async with httpx.AsyncClient(base_url=cluster.url, verify=False) as http:
+        assert (await http.get(f"/api/{service}/healthz")).json()["service"] == service
+        assert (await http.get(f"/api/{service}/readyz")).json()["status"] == "ready"
+        assert "switchboard_connected_clients" in (await http.get(f"/api/{service}/metrics")).text
+
+
+@pytest.mark.parametrize(
+    ("service", "first_event"),
+    [("chat", "history"), ("cursors", "snapshot"), ("signal", "clients"), ("ticker", "status")],
+)
+async def test_socketio_works_for_every_service(
+    cluster: Cluster, clients: list[Client], service: str, first_event: str
+) -> None:
+    client = Client(cluster.url, f"/api/{service}/socket.io")
+    clients.append(client)
+    await client.connect()
+    await client.wait(first_event)
+
+
+async def two_on_different_replicas(
+    cluster: Cluster, service: str, path: str, opened: list[Client], auth: dict
+) -> tuple[Client, Client]:
+    """Two clients through the gateway, which puts them on different replicas (least_conn)."""
+    first, second = Client(cluster.url, path), Client(cluster.url, path)
+    opened += [first, second]
+    await first.connect(auth=auth)
+    await second.connect(auth=auth)
+    counts = [await connected(cluster.replica(service, side) + f"/api/{service}") for side in "ab"]
+    assert counts == [1, 1], f"one on each replica, got {counts}"
+    return first, second
+
+
+async def test_a_chat_message_crosses_replicas(
+    cluster: Cluster, clients: list[Client], unique: str
+) -> None:
+    ann, bob = await two_on_different_replicas(
+        cluster, "chat", CHAT_PATH, clients, {"room": f"r-{unique}"}
+    )
+    await ann.call("name", f"ann-{unique}")
+    await bob.call("name", f"bob-{unique}")
+    await ann.call("message", "over the gateway")
+    sender, text, _meta = await bob.wait("message")
+    assert (sender["name"], text) == (f"ann-{unique}", "over the gateway")
+
+
+async def test_a_cursor_move_crosses_replicas(
+    cluster: Cluster, clients: list[Client], unique: str
+) -> None:
+    ann, bob = await two_on_different_replicas(
+        cluster, "cursors", CURSORS_PATH, clients, {"room": f"r-{unique}"}
+    )
+    await ann.call("update", {"x": 0.25, "y": 0.75})
+    await sees_at(bob, ann.sid, 0.25, 0.75)
+
+
+async def test_plain_http_redirects_to_https(cluster: Cluster) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{cluster.http_url}/chat/?room=x")
+    assert answer.status_code == 301
+    port = cluster.env["GATEWAY_HTTPS_PORT"]
+    assert answer.headers["location"] == f"https://localhost:{port}/chat/?room=x"
+
+
+def handshake(port: int, version: ssl.TLSVersion) -> str:
+    """The TLS version agreed on, or the error, with a client that can speak only ``version``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    # Let the client offer old versions at all (OpenSSL's default security level forbids them).
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 and 1.1: that is the point
+        context.minimum_version = context.maximum_version = version
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return str(tls.version())
+        except ssl.SSLError as exc:
+            return f"refused: {exc.reason}"
+
+
+async def test_tls_1_0_and_1_1_are_refused_1_2_and_1_3_taken(cluster: Cluster) -> None:
+    port = int(cluster.env["GATEWAY_HTTPS_PORT"])
+    assert handshake(port, ssl.TLSVersion.TLSv1).startswith("refused")
+    assert handshake(port, ssl.TLSVersion.TLSv1_1).startswith("refused")
+    assert handshake(port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+
+
+async def open_socket(cluster: Cluster, headers: dict[str, str]) -> int:
+    """A websocket handshake to chat through the gateway: 101 on success, else the status."""
+    url = cluster.url.replace("https", "wss") + f"{CHAT_PATH}/?EIO=4&transport=websocket"
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with websockets.connect(url, ssl=context, additional_headers=headers):
+            return 101
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def test_origins_are_checked_and_forwarded_headers_cannot_be_spoofed(
+    cluster: Cluster,
+) -> None:
+    own = cluster.url
+    assert await open_socket(cluster, {"Origin": own}) == 101
+    assert await open_socket(cluster, {"Origin": "https://evil.example"}) == 403
+    # The gateway sets X-Forwarded-Host itself: a client claiming another host gains nothing,
+    # and loses nothing either.
+    spoofed = {"Origin": "https://evil.example", "X-Forwarded-Host": "evil.example"}
+    assert await open_socket(cluster, spoofed) == 403
+    also = {"Origin": own, "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
+    assert await open_socket(cluster, also) == 101
+
+
+async def test_long_polling_is_refused_with_a_reason(cluster: Cluster) -> None:
+    async with httpx.AsyncClient(verify=False) as http:
+        answer = await http.get(
+            f"{cluster.url}{CHAT_PATH}/", params={"EIO": 4, "transport": "polling"}
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "websocket_only"
