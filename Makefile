@@ -8,12 +8,13 @@ PYTEST_ARGS ?=
 SIMULATOR_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help setup python web system-deps run run-simulated cluster test lint typecheck bench clean
+.PHONY: help setup python web system-deps run run-simulated cluster certs test lint typecheck bench clean
 
 help:
 	@echo "make run    start everything in one process at https://localhost:8443"
 	@echo "make run-simulated   the same, with the ticker fed by a local Bitstamp simulator"
 	@echo "make cluster   the deployment's topology without Docker: nginx, Redis, 2 replicas each, coturn"
+	@echo "make certs  a self-signed certificate in gateway/certs, for docker compose"
 	@echo "make test   run the whole test suite (installs what it needs)"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (see docs/benchmarks.md)"
@@ -45,6 +46,10 @@ run: setup
 cluster: setup
 	@scripts/system-deps.sh cluster
 	@scripts/cluster.sh
+
+# A self-signed certificate for docker compose's gateway (CERTS_DIR in .env).
+certs: python
+	.venv/bin/python -m switchboard.certs gateway/certs
 
 # For demos without internet: the simulator on a local port, and the ticker pointed at it.
 run-simulated: setup
