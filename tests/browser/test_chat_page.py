@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.conftest import Embedded
+from tests.browser.conftest import Site
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 
 
-async def open_chat(browser: Browser, embedded: Embedded, room: str) -> Page:
+async def open_chat(browser: Browser, site: Site, room: str) -> Page:
     context = await browser.new_context(ignore_https_errors=True)
     page = await context.new_page()
-    await page.goto(f"{embedded.url}/chat/?room={room}")
+    await page.goto(f"{site.url}/chat/?room={room}")
     return page
 
 
@@ -25,11 +25,11 @@ async def pick_name(page: Page, name: str) -> None:
 
 
 async def test_two_tabs_name_themselves_and_chat(
-    browser: Browser, embedded: Embedded, unique: str, tmp_path: Path
+    browser: Browser, site: Site, unique: str, tmp_path: Path
 ) -> None:
     room = f"r-{unique}"
-    ann = await open_chat(browser, embedded, room)
-    bob = await open_chat(browser, embedded, room)
+    ann = await open_chat(browser, site, room)
+    bob = await open_chat(browser, site, room)
 
     await pick_name(ann, f"ann-{unique}")
     await expect(ann.locator("#chat-screen")).to_be_visible()
@@ -43,6 +43,7 @@ async def test_two_tabs_name_themselves_and_chat(
     await expect(ann.locator("#users li")).to_have_text(
         sorted([f"ann-{unique}", f"bob-{unique}"]), ignore_case=False
     )
+    await site.on_both_replicas("chat")
     await ann.fill("#message-input", "hello <b>bob</b>")
     await ann.press("#message-input", "Enter")
     await bob.fill("#message-input", "hi ann")
@@ -62,16 +63,14 @@ async def test_two_tabs_name_themselves_and_chat(
     await expect(ann.locator("#users li")).to_have_text([f"ann-{unique}"])
 
 
-async def test_a_late_comer_sees_the_history(
-    browser: Browser, embedded: Embedded, unique: str
-) -> None:
+async def test_a_late_comer_sees_the_history(browser: Browser, site: Site, unique: str) -> None:
     room = f"r-{unique}"
-    ann = await open_chat(browser, embedded, room)
+    ann = await open_chat(browser, site, room)
     await pick_name(ann, f"ann-{unique}")
     await ann.fill("#message-input", "said before you came")
     await ann.press("#message-input", "Enter")
     await expect(ann.locator("#messages .message")).to_have_count(1)
 
-    late = await open_chat(browser, embedded, room)
+    late = await open_chat(browser, site, room)
     await expect(late.locator("#messages .message .text")).to_have_text(["said before you came"])
     await expect(late.locator("#room")).to_have_text(room)

@@ -5,33 +5,34 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.conftest import Embedded
+from tests.browser.conftest import Site
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 
 
-async def open_cursors(browser: Browser, embedded: Embedded, room: str, name: str) -> Page:
+async def open_cursors(browser: Browser, site: Site, room: str, name: str) -> Page:
     context = await browser.new_context(
         ignore_https_errors=True, viewport={"width": 1000, "height": 800}
     )
     page = await context.new_page()
-    await page.goto(f"{embedded.url}/cursors/?room={room}&name={name}")
+    await page.goto(f"{site.url}/cursors/?room={room}&name={name}")
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
     return page
 
 
 async def test_a_mouse_in_one_page_moves_a_cursor_in_another(
-    browser: Browser, embedded: Embedded, unique: str
+    browser: Browser, site: Site, unique: str
 ) -> None:
     room = f"r-{unique}"
-    ann = await open_cursors(browser, embedded, room, "ann")
-    bob = await open_cursors(browser, embedded, room, "bob")
+    ann = await open_cursors(browser, site, room, "ann")
+    bob = await open_cursors(browser, site, room, "bob")
 
     await ann.mouse.move(100, 100)
     await ann.mouse.move(500, 400, steps=20)
 
     cursor = bob.locator(".cursor", has=bob.locator(".name", has_text="ann"))
     await expect(cursor).to_have_count(1)
+    await site.on_both_replicas("cursors")
     # It glides to where ann's pointer is: half-way across, half-way down.
     for _ in range(40):
         box = await cursor.bounding_box()
@@ -48,11 +49,9 @@ async def test_a_mouse_in_one_page_moves_a_cursor_in_another(
     await expect(cursor).to_have_count(0)
 
 
-async def test_a_touch_moves_a_cursor_too(
-    browser: Browser, embedded: Embedded, unique: str
-) -> None:
+async def test_a_touch_moves_a_cursor_too(browser: Browser, site: Site, unique: str) -> None:
     room = f"r-{unique}"
-    watcher = await open_cursors(browser, embedded, room, "watcher")
+    watcher = await open_cursors(browser, site, room, "watcher")
     context = await browser.new_context(
         ignore_https_errors=True,
         viewport={"width": 400, "height": 800},
@@ -60,7 +59,7 @@ async def test_a_touch_moves_a_cursor_too(
         is_mobile=True,
     )
     phone = await context.new_page()
-    await phone.goto(f"{embedded.url}/cursors/?room={room}&name=phone")
+    await phone.goto(f"{site.url}/cursors/?room={room}&name=phone")
     await expect(phone.locator("#status")).to_have_attribute("data-state", "connected")
 
     await phone.touchscreen.tap(200, 600)  # three quarters down the phone's screen
@@ -77,11 +76,11 @@ async def test_a_touch_moves_a_cursor_too(
 
 
 async def test_people_count_before_they_move_and_a_cursor_hides_when_the_mouse_leaves(
-    browser: Browser, embedded: Embedded, unique: str
+    browser: Browser, site: Site, unique: str
 ) -> None:
     room = f"r-{unique}"
-    ann = await open_cursors(browser, embedded, room, "ann")
-    bob = await open_cursors(browser, embedded, room, "bob")
+    ann = await open_cursors(browser, site, room, "ann")
+    bob = await open_cursors(browser, site, room, "bob")
     await expect(bob.locator("#count")).to_have_text("2")  # ann has not moved yet
 
     await ann.mouse.move(300, 300, steps=5)

@@ -8,19 +8,19 @@ import re
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.conftest import Embedded
+from tests.browser.conftest import Site
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 
 
 async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
-    browser: Browser, embedded: Embedded
+    browser: Browser, site: Site
 ) -> None:
     desktop_context = await browser.new_context(
         ignore_https_errors=True, viewport={"width": 1280, "height": 800}
     )
     desktop = await desktop_context.new_page()
-    await desktop.goto(f"{embedded.url}/remote/")
+    await desktop.goto(f"{site.url}/remote/")
     await expect(desktop.locator("#pairing-state")).to_have_attribute("data-state", "waiting")
     await expect(desktop.locator("#link")).to_have_attribute("href", re.compile("#token="))
     link = await desktop.locator("#link").get_attribute("href")
