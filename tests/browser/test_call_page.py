@@ -1,0 +1,239 @@
+"""The call page: two people in a room call each other, and one person calls the echo peer; the
+videos really play, relayed by coturn on loopback (SIGNAL_ICE_TRANSPORT_POLICY=relay).
+
+What the tests look at in web/call/: ``#status[data-state]`` (our connection to the server, from
+/shared/connection.js), ``#my-id`` (our socket id), ``#peers li[data-id]`` (the others in the
+room, the echo peer as ``data-id="echo"``; never ourselves), ``#call-button`` (calls the peer
+selected in the list), ``#call-state[data-state]`` (idle | calling | incoming | connecting |
+connected | failed | ended) with ``#call-reason`` (why, when there is a reason) and
+``data-peer`` (who with), ``#incoming`` with ``#incoming-from``, ``#accept`` and ``#decline``,
+``#hangup``, ``#local-video`` (our camera; its srcObject holds our tracks), ``#remote-video``,
+``#mic-toggle`` and ``#cam-toggle`` (``aria-pressed``: the track's ``enabled``), ``#rtt`` (the
+control channel's round-trip).
+
+Chromium's fake camera and microphone stand in for real ones; its own fake UI grants them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.browser.conftest import CHROMIUM, FLAGS
+from tests.harness import ServiceProcess, TurnServer
+from tests.signal.conftest import turn  # noqa: F401  (the session's coturn, re-exported)
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+
+MEDIA_FLAGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+#: From the Call button to a working connection through TURN, with room to spare.
+CONNECT_MS = 20_000
+
+#: Two samples of a video, a second apart: frames decoded, time, size and whether it plays.
+SAMPLE_VIDEO = """async (selector) => {
+  const video = document.querySelector(selector);
+  const sample = () => ({
+    frames: video.getVideoPlaybackQuality().totalVideoFrames,
+    time: video.currentTime,
+    width: video.videoWidth,
+    height: video.videoHeight,
+    paused: video.paused,
+  });
+  const first = sample();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  return [first, sample()];
+}"""
+
+
+@pytest.fixture
+async def media_browser() -> AsyncIterator[Browser]:
+    """Chromium with a fake camera and microphone, allowed without asking."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS + MEDIA_FLAGS
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def server(turn: TurnServer, tmp_path: Path) -> AsyncIterator[ServiceProcess]:  # noqa: F811
+    """The embedded server, every call relayed by the session's coturn."""
+    process = ServiceProcess(
+        "switchboard.embedded",
+        tmp_path,
+        {
+            "CERT_DIR": str(tmp_path / "certs"),
+            "HOST": "127.0.0.1",
+            "TURN_URLS": turn.url,
+            "TURN_SECRET": turn.secret,
+            "SIGNAL_ICE_TRANSPORT_POLICY": "relay",
+        },
+        name="embedded-call",
+    )
+    try:
+        await process.ready("/api/signal", scheme="https")
+        yield process
+    finally:
+        process.stop()
+
+
+async def open_call(
+    browser: Browser,
+    process: ServiceProcess,
+    room: str,
+    *,
+    phone: bool = False,
+    fake_clock: bool = False,
+) -> Page:
+    """The call page in a context of its own (another person), connected, with its camera on;
+    with ``fake_clock``, its timers wait for ``page.clock`` to move them on."""
+    viewport = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 800}
+    context = await browser.new_context(
+        ignore_https_errors=True, viewport=viewport, has_touch=phone, is_mobile=phone
+    )
+    page = await context.new_page()
+    if fake_clock:
+        await page.clock.install()
+    await page.goto(f"https://localhost:{process.port}/call/?room={room}")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#my-id")).to_have_text(re.compile(r"^[\w-]+$"))
+    await expect(page.locator("#cam-toggle")).to_be_enabled()
+    return page
+
+
+async def my_id(page: Page) -> str:
+    return (await page.locator("#my-id").text_content() or "").strip()
+
+
+async def assert_playing(page: Page, selector: str) -> None:
+    """Frames are decoded and time goes on: a picture that moves, not only a connection."""
+    await page.wait_for_function(
+        "(selector) => document.querySelector(selector).videoWidth > 0",
+        arg=selector,
+        timeout=CONNECT_MS,
+    )
+    first, second = await page.evaluate(SAMPLE_VIDEO, selector)
+    assert second["width"] > 0 and second["height"] > 0, second
+    assert not second["paused"], second
+    assert second["frames"] > first["frames"], (first, second)
+    assert second["time"] > first["time"], (first, second)
+
+
+async def track_enabled(page: Page, kind: str) -> Any:
+    return await page.evaluate(
+        "(kind) => document.getElementById('local-video').srcObject"
+        ".getTracks().find((track) => track.kind === kind).enabled",
+        kind,
+    )
+
+
+async def test_two_people_call_see_each_other_and_hang_up(
+    media_browser: Browser, server: ServiceProcess, unique: str, tmp_path: Path
+) -> None:
+    room = f"call-{unique}"
+    ann = await open_call(media_browser, server, room)
+    bob = await open_call(media_browser, server, room, phone=True)
+    ann_id, bob_id = await my_id(ann), await my_id(bob)
+
+    # Each sees the other and the echo peer, never themselves.
+    for page, other, me in ((ann, bob_id, ann_id), (bob, ann_id, bob_id)):
+        await expect(page.locator(f'#peers li[data-id="{other}"]')).to_have_count(1)
+        await expect(page.locator(f'#peers li[data-id="{me}"]')).to_have_count(0)
+        await expect(page.locator('#peers li[data-id="echo"]')).to_contain_text("Echo test")
+        await expect(page.locator("#call-state")).to_have_attribute("data-state", "idle")
+
+    # Ann calls Bob; Bob is told who calls, and accepts.
+    await ann.locator(f'#peers li[data-id="{bob_id}"]').click()
+    await ann.locator("#call-button").click()
+    await expect(ann.locator("#call-state")).to_have_attribute("data-state", "calling")
+    await expect(bob.locator("#call-state")).to_have_attribute("data-state", "incoming")
+    await expect(bob.locator("#incoming")).to_be_visible()
+    await expect(bob.locator("#incoming-from")).to_have_text(ann_id)
+    await bob.screenshot(path=str(tmp_path / "call-incoming.png"))
+    await bob.locator("#accept").tap()
+
+    for page, other in ((ann, bob_id), (bob, ann_id)):
+        state = page.locator("#call-state")
+        await expect(state).to_have_attribute("data-state", "connected", timeout=CONNECT_MS)
+        await expect(state).to_have_attribute("data-peer", other)
+    await expect(bob.locator("#incoming")).to_be_hidden()
+    await assert_playing(ann, "#remote-video")
+    await assert_playing(bob, "#remote-video")
+    await assert_playing(ann, "#local-video")
+    # The control channel carries ping/pong both ways.
+    await expect(ann.locator("#rtt")).to_contain_text(re.compile(r"round-trip: \d+ ms"))
+    await ann.screenshot(path=str(tmp_path / "call-connected-desktop.png"))
+    await bob.screenshot(path=str(tmp_path / "call-connected-phone.png"))
+
+    # Ann hangs up: both calls are over, Bob's with the reason.
+    await ann.locator("#hangup").click()
+    await expect(ann.locator("#call-state")).to_have_attribute("data-state", "ended")
+    await expect(ann.locator("#call-reason")).to_have_text("You hung up.")
+    await expect(bob.locator("#call-state")).to_have_attribute("data-state", "ended")
+    await expect(bob.locator("#call-reason")).to_have_text("The other side hung up.")
+    await expect(bob.locator("#hangup")).to_be_hidden()
+    # Both still in the room, ready for another call.
+    await expect(bob.locator(f'#peers li[data-id="{ann_id}"]')).to_have_count(1)
+    await expect(ann.locator("#call-button")).to_be_enabled()
+    await bob.screenshot(path=str(tmp_path / "call-ended-phone.png"))
+
+
+async def test_the_echo_peer_sends_your_own_video_back(
+    media_browser: Browser, server: ServiceProcess, unique: str, tmp_path: Path
+) -> None:
+    page = await open_call(media_browser, server, f"echo-{unique}", phone=True)
+    await page.locator('#peers li[data-id="echo"]').tap()
+    await expect(page.locator("#call-button")).to_contain_text("echo")
+    await page.locator("#call-button").tap()
+
+    state = page.locator("#call-state")
+    await expect(state).to_have_attribute("data-state", "connected", timeout=CONNECT_MS)
+    await expect(state).to_have_attribute("data-peer", "echo")
+    await assert_playing(page, "#remote-video")
+    await expect(page.locator("#rtt")).to_contain_text(re.compile(r"echo round-trip: \d+ ms"))
+    await page.screenshot(path=str(tmp_path / "call-echo.png"))
+
+    await page.locator("#hangup").tap()
+    await expect(state).to_have_attribute("data-state", "ended")
+    await expect(page.locator("#remote-video")).to_have_js_property("srcObject", None)
+
+
+async def test_a_declined_call_gets_no_answer_and_toggles_mute_the_tracks(
+    media_browser: Browser, server: ServiceProcess, unique: str
+) -> None:
+    room = f"decline-{unique}"
+    # Ann's clock is ours to move: the 30 s without an answer pass at once.
+    ann = await open_call(media_browser, server, room, fake_clock=True)
+    bob = await open_call(media_browser, server, room)
+    bob_id = await my_id(bob)
+
+    # The toggles switch the tracks (still sent, as silence and black) on and off.
+    for button, kind in (("#mic-toggle", "audio"), ("#cam-toggle", "video")):
+        assert await track_enabled(bob, kind) is True
+        await bob.locator(button).click()
+        await expect(bob.locator(button)).to_have_attribute("aria-pressed", "false")
+        assert await track_enabled(bob, kind) is False
+        await bob.locator(button).click()
+        await expect(bob.locator(button)).to_have_attribute("aria-pressed", "true")
+        assert await track_enabled(bob, kind) is True
+
+    await ann.locator(f'#peers li[data-id="{bob_id}"]').click()
+    await ann.locator("#call-button").click()
+    await expect(bob.locator("#incoming")).to_be_visible()
+    await bob.locator("#decline").click()
+    await expect(bob.locator("#incoming")).to_be_hidden()
+    await expect(bob.locator("#call-state")).to_have_attribute("data-state", "ended")
+    await expect(bob.locator("#call-reason")).to_contain_text("declined")
+
+    # Declining sends nothing: Ann rings on until she gives up, 30 s later.
+    await expect(ann.locator("#call-state")).to_have_attribute("data-state", "calling")
+    await ann.clock.fast_forward("00:31")
+    await expect(ann.locator("#call-state")).to_have_attribute("data-state", "ended")
+    await expect(ann.locator("#call-reason")).to_have_text("No answer.")
+    await expect(ann.locator("#call-button")).to_be_enabled()

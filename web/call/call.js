@@ -1,0 +1,880 @@
+// The call page: a 1:1 video call with someone in the same room, or with the echo peer, in the
+// browser's own RTCPeerConnection. docs/protocol.md ("Signalling") is the contract: the room's
+// `clients`, simple-peer style `signal` objects relayed by the server with fromId set by it, and
+// GET /api/signal/ice-servers for fresh TURN credentials on every call.
+//
+// A call: the caller makes an offer (with a data channel "control"), trickles its candidates,
+// and waits 30 s for an answer; the callee sees "Incoming call", and Accept answers. The control
+// channel carries ping/pong (the round-trip shown) and tells each side when the other hung up:
+// when it closes, the call is over. Hang up closes the peer connection. Ids other people chose
+// go into the page with textContent, never innerHTML.
+import { io } from "/vendor/socket.io.esm.min.js";
+import { Connection, byId, element } from "/shared/connection.js";
+
+const DEFAULT_ROOM = "lobby";
+const ECHO_ID = "echo";
+/** A caller gives up after this long without an answer. */
+const NO_ANSWER_MS = 30_000;
+/** An incoming call not taken is dropped a little after its caller gave up. */
+const INCOMING_MS = NO_ANSWER_MS + 5_000;
+/** From the answer to a working connection: longer means no network path. */
+const CONNECT_MS = 30_000;
+/** The control channel's ping, for the round-trip time. */
+const PING_MS = 2_000;
+const ACK_TIMEOUT_MS = 10_000;
+/** Notices (a refused signal, ...) go away after this long. */
+const NOTICE_MS = 8_000;
+
+/** The call's states, in words; the one shown is #call-state[data-state]. */
+const STATE_TEXT = {
+  idle: "Not in a call",
+  calling: "Calling…",
+  incoming: "Incoming call",
+  connecting: "Connecting…",
+  connected: "In a call",
+  failed: "Call failed",
+  ended: "Call ended",
+};
+/** How the line under the state names the other side. */
+const PARTNER_PREP = { calling: "to", incoming: "from" };
+
+const ui = {
+  room: byId("room"),
+  stage: byId("stage"),
+  remoteVideo: byId("remote-video"),
+  stageCaption: byId("stage-caption"),
+  rtt: byId("rtt"),
+  localBox: byId("local-box"),
+  localVideo: byId("local-video"),
+  localNote: byId("local-note"),
+  micToggle: byId("mic-toggle"),
+  camToggle: byId("cam-toggle"),
+  speakerToggle: byId("speaker-toggle"),
+  hangup: byId("hangup"),
+  callState: byId("call-state"),
+  callStateText: byId("call-state-text"),
+  callDuration: byId("call-duration"),
+  callPartner: byId("call-partner"),
+  callPartnerPrep: byId("call-partner-prep"),
+  callPartnerName: byId("call-partner-name"),
+  callReason: byId("call-reason"),
+  mediaError: byId("media-error"),
+  mediaErrorText: byId("media-error-text"),
+  mediaRetry: byId("media-retry"),
+  notice: byId("notice"),
+  peers: byId("peers"),
+  peerCount: byId("peer-count"),
+  peersEmpty: byId("peers-empty"),
+  callButton: byId("call-button"),
+  callButtonText: byId("call-button-text"),
+  myId: byId("my-id"),
+  incoming: byId("incoming"),
+  incomingFrom: byId("incoming-from"),
+  accept: byId("accept"),
+  decline: byId("decline"),
+};
+
+const room = new URLSearchParams(location.search).get("room") || DEFAULT_ROOM;
+
+const page = {
+  /** The others in the room: id -> the server's entry ({id, echo?}), in the server's order. */
+  peers: new Map(),
+  /** The peer the Call button calls; `chosen` once the user picked it. */
+  selected: null,
+  chosen: false,
+  /** What #call-state shows: the state, who with, and why. */
+  view: { state: "idle", peerId: null, reason: "" },
+  /** The call under way, or null (see newCall). */
+  call: null,
+  /** An offer waiting for Accept / Decline: { from, offer, candidates, timer }. */
+  incoming: null,
+  noticeTimer: 0,
+  durationTimer: 0,
+};
+
+/** Our camera and microphone: the stream, or why there is none. */
+const media = {
+  stream: null,
+  error: "",
+  /** True while the browser is asked (and perhaps the user too). */
+  pending: false,
+  /** Resolves when the current getUserMedia attempt is over. */
+  ready: Promise.resolve(),
+  /** What the toggles asked for; kept for tracks that come later. */
+  wantAudio: true,
+  wantVideo: true,
+};
+
+const socket = io({
+  path: "/api/signal/socket.io",
+  transports: ["websocket"],
+  auth: { room },
+});
+
+/** #status: our connection to the signalling server. */
+const connection = new Connection(socket, { onChange: render });
+
+start();
+
+function start() {
+  ui.room.textContent = room;
+  document.title = `Call · #${room} · Switchboard`;
+
+  ui.callButton.addEventListener("click", () => {
+    if (page.selected) startCall(page.selected);
+  });
+  ui.hangup.addEventListener("click", () => endCall("ended", "You hung up."));
+  ui.accept.addEventListener("click", acceptCall);
+  ui.decline.addEventListener("click", declineCall);
+  ui.micToggle.addEventListener("click", () => toggleTrack("audio"));
+  ui.camToggle.addEventListener("click", () => toggleTrack("video"));
+  ui.speakerToggle.addEventListener("click", toggleSpeaker);
+  ui.mediaRetry.addEventListener("click", startMedia);
+  ui.remoteVideo.addEventListener("resize", showRemote);
+  ui.remoteVideo.addEventListener("loadeddata", showRemote);
+  ui.peers.addEventListener("click", onPeerClick);
+  ui.peers.addEventListener("keydown", onPeerKey);
+
+  socket.on("connect", onConnect);
+  socket.on("disconnect", onDisconnect);
+  // A bad room is final (the status says why); `unavailable` is retried.
+  socket.on("connect_error", (err) => connection.connectError(err));
+  socket.on("clients", onClients);
+  socket.on("signal", onSignal);
+  socket.on("peer_error", onPeerError);
+  socket.on("signal_error", (refusal) => {
+    console.warn("call: a signal was refused", refusal);
+    showNotice(refusal?.message || "The server refused a signalling message.");
+  });
+
+  connection.set("connecting");
+  startMedia();
+  render();
+}
+
+// --- Connection to the server ------------------------------------------------------------------
+
+function onConnect() {
+  connection.connected();
+  ui.myId.textContent = socket.id;
+}
+
+function onDisconnect(reason) {
+  connection.disconnected(reason);
+  // Our id is gone with the connection: the caller sees us leave, and the offer is moot.
+  if (page.incoming) dropIncoming("ended", "Missed call: the connection to the server dropped.");
+  // A call being set up needs the server; one under way goes on peer to peer.
+  const call = page.call;
+  if (call && !call.connected) endCall("failed", "Lost the connection to the server.");
+}
+
+// --- The people in the room ---------------------------------------------------------------------
+
+function onClients(clients) {
+  const peers = new Map();
+  const entries = clients && typeof clients === "object" ? Object.values(clients) : [];
+  for (const entry of entries) {
+    if (!entry || typeof entry.id !== "string" || entry.id === socket.id) continue;
+    peers.set(entry.id, entry);
+  }
+  page.peers = peers;
+
+  // Whoever we talk to has left: the call (or the offer) is over on our side too.
+  const call = page.call;
+  if (call && !peers.has(call.peerId)) {
+    endCall("ended", `${sideAtStart(call.peerId)} left the room.`);
+  }
+  if (page.incoming && !peers.has(page.incoming.from)) {
+    dropIncoming("ended", "Missed call: the caller left the room.");
+  }
+  if (page.selected && !peers.has(page.selected)) {
+    page.selected = null;
+    page.chosen = false;
+  }
+  if (!page.chosen) page.selected = defaultPeer();
+  render();
+}
+
+/** People first, in the server's order; the echo peer last. */
+function sortedPeers() {
+  const people = [...page.peers.values()].filter((peer) => !isEcho(peer.id));
+  const echo = [...page.peers.values()].filter((peer) => isEcho(peer.id));
+  return [...people, ...echo];
+}
+
+/** Until the user picks, the Call button calls the first person here, else the echo peer. */
+function defaultPeer() {
+  const [first] = sortedPeers();
+  return first ? first.id : null;
+}
+
+function isEcho(id) {
+  return id === ECHO_ID || page.peers.get(id)?.echo === true;
+}
+
+function nameOf(id) {
+  return isEcho(id) ? "the echo test" : id;
+}
+
+function renderPeers() {
+  const items = sortedPeers().map((peer) => {
+    const item = element("li", "peer");
+    item.dataset.id = peer.id;
+    item.setAttribute("role", "option");
+    item.tabIndex = -1;
+    const selected = peer.id === page.selected;
+    item.setAttribute("aria-selected", String(selected));
+    if (selected) item.tabIndex = 0;
+    const avatar = element("span", "avatar");
+    avatar.setAttribute("aria-hidden", "true");
+    const label = element("span", "peer-label");
+    if (isEcho(peer.id)) {
+      item.classList.add("echo");
+      avatar.textContent = "↺";
+      label.append(
+        element("span", "peer-name", "Echo test"),
+        element("span", "peer-hint", "(sends your video back)"),
+      );
+    } else {
+      avatar.textContent = peer.id.slice(0, 2);
+      const name = element("span", "peer-name peer-id", peer.id);
+      name.title = peer.id;
+      label.append(name);
+    }
+    item.append(avatar, label);
+    const call = page.call;
+    if (call && call.peerId === peer.id) {
+      item.dataset.inCall = "true";
+      label.append(element("span", "peer-hint", "on the line with you"));
+    }
+    return item;
+  });
+  ui.peers.replaceChildren(...items);
+  ui.peerCount.textContent = String(items.length);
+  ui.peersEmpty.hidden = [...page.peers.keys()].some((id) => !isEcho(id));
+}
+
+function onPeerClick(event) {
+  const item = event.target.closest("li[data-id]");
+  if (!item) return;
+  selectPeer(item.dataset.id);
+}
+
+/** The list is a listbox: arrows move the choice, Enter calls. */
+function onPeerKey(event) {
+  const ids = sortedPeers().map((peer) => peer.id);
+  const at = ids.indexOf(page.selected);
+  if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    const step = event.key === "ArrowDown" ? 1 : -1;
+    const next = ids[Math.max(0, Math.min(ids.length - 1, at + step))];
+    if (next) selectPeer(next);
+    ui.peers.querySelector(`li[aria-selected="true"]`)?.focus();
+  } else if (event.key === "Enter" && page.selected && !ui.callButton.disabled) {
+    event.preventDefault();
+    startCall(page.selected);
+  }
+}
+
+function selectPeer(id) {
+  if (!page.peers.has(id)) return;
+  page.selected = id;
+  page.chosen = true;
+  render();
+}
+
+// --- Camera and microphone ----------------------------------------------------------------------
+
+/** Asks for the camera and the microphone; without them we can still be called (and see). */
+function startMedia() {
+  media.ready = (async () => {
+    media.error = "";
+    media.pending = true;
+    render();
+    if (!navigator.mediaDevices?.getUserMedia) {
+      media.error = window.isSecureContext
+        ? "Camera unavailable: this browser cannot share a camera"
+        : "Camera unavailable: open this page over https:// to use the camera";
+      media.pending = false;
+      render();
+      return;
+    }
+    let stream = null;
+    let firstError = null;
+    for (const constraints of [
+      {
+        audio: true,
+        video: { facingMode: "user", width: { ideal: 1280 }, height: { ideal: 720 } },
+      },
+      { video: { facingMode: "user" } },
+      { audio: true },
+    ]) {
+      try {
+        stream = await navigator.mediaDevices.getUserMedia(constraints);
+        break;
+      } catch (err) {
+        firstError ??= err;
+        // Refused by the user or the browser: asking for less will not change their mind.
+        if (err?.name === "NotAllowedError" || err?.name === "SecurityError") break;
+      }
+    }
+    if (media.stream) for (const track of media.stream.getTracks()) track.stop();
+    media.stream = stream;
+    if (!stream) {
+      media.error = mediaErrorText(firstError);
+    } else {
+      for (const track of stream.getAudioTracks()) track.enabled = media.wantAudio;
+      for (const track of stream.getVideoTracks()) track.enabled = media.wantVideo;
+      if (!stream.getVideoTracks().length) {
+        media.error = `No camera: ${describe(firstError)}`;
+      } else if (!stream.getAudioTracks().length) {
+        media.error = `No microphone: ${describe(firstError)}`;
+      }
+      ui.localVideo.srcObject = stream;
+      ui.localVideo.play().catch(() => {});
+    }
+    media.pending = false;
+    render();
+  })();
+  return media.ready;
+}
+
+function mediaErrorText(err) {
+  const what = describe(err);
+  if (err?.name === "NotAllowedError" || err?.name === "SecurityError") {
+    return `Camera blocked: ${what}`;
+  }
+  if (err?.name === "NotFoundError" || err?.name === "OverconstrainedError") {
+    return `No camera or microphone found: ${what}`;
+  }
+  return `Camera unavailable: ${what}`;
+}
+
+function describe(err) {
+  if (!err) return "unknown error";
+  return err.message ? `${err.name}: ${err.message}` : String(err.name || err);
+}
+
+function localTrack(kind) {
+  return media.stream?.getTracks().find((track) => track.kind === kind) ?? null;
+}
+
+/** Mutes or unmutes: the track stays in the call, sending silence or black while disabled. */
+function toggleTrack(kind) {
+  const track = localTrack(kind);
+  if (!track) return;
+  if (kind === "audio") media.wantAudio = !track.enabled;
+  else media.wantVideo = !track.enabled;
+  track.enabled = kind === "audio" ? media.wantAudio : media.wantVideo;
+  render();
+}
+
+function toggleSpeaker() {
+  ui.remoteVideo.muted = !ui.remoteVideo.muted;
+  if (!ui.remoteVideo.muted) ui.remoteVideo.play().catch(() => {});
+  render();
+}
+
+// --- Calls --------------------------------------------------------------------------------------
+
+/**
+ * The call under way: who with, our role, the peer connection (once made), its control channel,
+ * the partner's candidates that came before their description, and our own candidates made
+ * before our description went out.
+ */
+function newCall(peerId, role) {
+  return {
+    peerId,
+    role,
+    pc: null,
+    channel: null,
+    remoteSet: false,
+    descriptionSent: false,
+    remoteCandidates: [],
+    localCandidates: [],
+    remoteTracks: [],
+    connected: false,
+    finished: false,
+    timer: 0,
+    pingTimer: 0,
+    pingSentAt: 0,
+    startedAt: 0,
+  };
+}
+
+/** True while `call` is still the call under way (an await may have outlived it). */
+function current(call) {
+  return page.call === call && !call.finished;
+}
+
+async function startCall(peerId) {
+  if (page.call || page.incoming || !socket.connected || !page.peers.has(peerId)) return;
+  const call = newCall(peerId, "caller");
+  page.call = call;
+  setView("calling", peerId);
+  try {
+    await media.ready;
+    const config = await iceConfig();
+    if (!current(call)) return;
+    const pc = openConnection(call, config);
+    const stream = media.stream;
+    // Both kinds always: what we cannot send, we still want to receive.
+    for (const kind of ["audio", "video"]) {
+      const track = localTrack(kind);
+      if (track) pc.addTrack(track, stream);
+      else pc.addTransceiver(kind, { direction: "recvonly" });
+    }
+    holdChannel(call, pc.createDataChannel("control"));
+    await pc.setLocalDescription(await pc.createOffer());
+    if (!current(call)) return;
+    sendDescription(call, pc.localDescription);
+    call.timer = setTimeout(() => {
+      if (current(call) && !call.remoteSet) endCall("ended", "No answer.");
+    }, NO_ANSWER_MS);
+  } catch (err) {
+    if (current(call)) endCall("failed", `Could not start the call: ${describe(err)}`);
+  }
+}
+
+async function acceptCall() {
+  const incoming = page.incoming;
+  if (!incoming || page.call) return;
+  clearTimeout(incoming.timer);
+  page.incoming = null;
+  const call = newCall(incoming.from, "callee");
+  call.remoteCandidates.push(...incoming.candidates);
+  page.call = call;
+  setView("connecting", call.peerId);
+  try {
+    await media.ready;
+    const config = await iceConfig();
+    if (!current(call)) return;
+    const pc = openConnection(call, config);
+    await pc.setRemoteDescription(incoming.offer);
+    if (!current(call)) return;
+    await remoteDescriptionSet(call);
+    // addTrack takes the transceivers the offer made; what we lack, we only receive.
+    for (const track of media.stream?.getTracks() ?? []) pc.addTrack(track, media.stream);
+    await pc.setLocalDescription(await pc.createAnswer());
+    if (!current(call)) return;
+    sendDescription(call, pc.localDescription);
+    watchConnecting(call);
+  } catch (err) {
+    if (current(call)) endCall("failed", `Could not answer the call: ${describe(err)}`);
+  }
+}
+
+function declineCall() {
+  if (!page.incoming) return;
+  // Nothing is sent: the caller hears no answer, as if we were away.
+  dropIncoming("ended", "You declined the call.");
+}
+
+function dropIncoming(state, reason) {
+  const incoming = page.incoming;
+  if (!incoming) return;
+  clearTimeout(incoming.timer);
+  page.incoming = null;
+  setView(state, incoming.from, reason);
+}
+
+/** Ends the call under way on our side: closing the connection tells the other side. */
+function endCall(state, reason) {
+  const call = page.call;
+  if (!call) return;
+  call.finished = true;
+  page.call = null;
+  clearTimeout(call.timer);
+  clearInterval(call.pingTimer);
+  if (call.channel) call.channel.onclose = null;
+  try {
+    call.pc?.close();
+  } catch {
+    // already closed
+  }
+  for (const track of call.remoteTracks) track.stop?.();
+  ui.remoteVideo.srcObject = null;
+  setView(state, call.peerId, reason);
+}
+
+/** The ICE servers, asked for every call: TURN credentials are only good for 10 minutes. */
+async function iceConfig() {
+  const url = `/api/signal/ice-servers?client=${encodeURIComponent(socket.id ?? "")}`;
+  let body;
+  try {
+    const response = await fetch(url, {
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    body = await response.json();
+  } catch (err) {
+    throw new Error(`no ICE servers (${err.message})`);
+  }
+  return {
+    iceServers: Array.isArray(body?.iceServers) ? body.iceServers : [],
+    iceTransportPolicy: body?.iceTransportPolicy === "relay" ? "relay" : "all",
+  };
+}
+
+function openConnection(call, config) {
+  const pc = new RTCPeerConnection(config);
+  call.pc = pc;
+  pc.onicecandidate = (event) => {
+    if (!current(call) || !event.candidate) return;
+    const { candidate, sdpMid, sdpMLineIndex, usernameFragment } = event.candidate.toJSON();
+    const signal = {
+      type: "candidate",
+      candidate: { candidate, sdpMid, sdpMLineIndex, usernameFragment },
+    };
+    // Candidates go after the description they belong to.
+    if (call.descriptionSent) send(call.peerId, signal);
+    else call.localCandidates.push(signal);
+  };
+  pc.ontrack = (event) => {
+    if (!current(call)) return;
+    call.remoteTracks.push(event.track);
+    ui.remoteVideo.srcObject = new MediaStream(call.remoteTracks);
+    playRemote();
+  };
+  pc.ondatachannel = (event) => {
+    if (current(call) && event.channel.label === "control") holdChannel(call, event.channel);
+  };
+  pc.onconnectionstatechange = () => {
+    if (!current(call)) return;
+    switch (pc.connectionState) {
+      case "connected":
+        call.connected = true;
+        clearTimeout(call.timer);
+        if (!call.startedAt) call.startedAt = Date.now();
+        setView("connected", call.peerId);
+        break;
+      case "disconnected":
+        // ICE may find its way back: say so, and wait for `connected` or `failed`.
+        if (call.connected) {
+          setView("connected", call.peerId, "The connection is interrupted; trying to recover…");
+        }
+        break;
+      case "failed":
+        endCall(
+          "failed",
+          "The connection failed: no network path between you (check the TURN server).",
+        );
+        break;
+      case "closed":
+        endCall("ended", "The connection closed.");
+        break;
+      default:
+        break;
+    }
+  };
+  return pc;
+}
+
+/** The control channel: ping/pong for the round-trip, and its closing ends the call. */
+function holdChannel(call, channel) {
+  call.channel = channel;
+  channel.onopen = () => {
+    if (!current(call)) return;
+    ping(call);
+    call.pingTimer = setInterval(() => ping(call), PING_MS);
+  };
+  channel.onmessage = (event) => {
+    if (!current(call)) return;
+    if (event.data === "ping") {
+      channel.send("pong");
+    } else if (event.data === "pong" && call.pingSentAt) {
+      const ms = Math.round(performance.now() - call.pingSentAt);
+      call.pingSentAt = 0;
+      ui.rtt.textContent = `${isEcho(call.peerId) ? "echo round-trip" : "round-trip"}: ${ms} ms`;
+      ui.rtt.hidden = false;
+    }
+  };
+  channel.onclose = () => {
+    if (current(call)) endCall("ended", `${sideAtStart(call.peerId)} hung up.`);
+  };
+}
+
+function ping(call) {
+  if (!current(call) || call.channel?.readyState !== "open") return;
+  // One ping at a time; one lost for 10 s is given up.
+  if (call.pingSentAt && performance.now() - call.pingSentAt < 10_000) return;
+  call.pingSentAt = performance.now();
+  call.channel.send("ping");
+}
+
+function sendDescription(call, description) {
+  send(call.peerId, { type: description.type, sdp: description.sdp });
+  call.descriptionSent = true;
+  for (const signal of call.localCandidates.splice(0)) send(call.peerId, signal);
+}
+
+function send(peerId, signal) {
+  // Refusals come back as peer_error / signal_error events too, where we act on them.
+  socket.timeout(ACK_TIMEOUT_MS).emit("signal", peerId, signal, (err, ack) => {
+    if (err) console.warn("call: no ack for a signal", err);
+    else if (!ack?.ok) console.warn("call: signal refused", ack);
+  });
+}
+
+/** Once the partner's description is in: their candidates that came early go in too. */
+async function remoteDescriptionSet(call) {
+  call.remoteSet = true;
+  for (const candidate of call.remoteCandidates.splice(0)) await addCandidate(call, candidate);
+}
+
+async function addCandidate(call, candidate) {
+  try {
+    await call.pc.addIceCandidate(candidate);
+  } catch (err) {
+    console.warn("call: a candidate was not taken", err, candidate);
+  }
+}
+
+/** From the answer on, the connection has CONNECT_MS to work. */
+function watchConnecting(call) {
+  clearTimeout(call.timer);
+  call.timer = setTimeout(() => {
+    if (current(call) && !call.connected) {
+      endCall("failed", "Could not connect within 30 s: no network path between you.");
+    }
+  }, CONNECT_MS);
+}
+
+// --- Signals from others ------------------------------------------------------------------------
+
+/** `signal(myId, signal, fromId)`: fromId is set by the server, so it can be trusted. */
+function onSignal(_myId, signal, fromId) {
+  if (!signal || typeof signal !== "object" || typeof fromId !== "string") return;
+  if (signal.type === "offer") onOffer(signal, fromId);
+  else if (signal.type === "answer") onAnswer(signal, fromId);
+  else if (signal.type === "candidate") onCandidate(signal.candidate, fromId);
+  // renegotiate and transceiverRequest: this page never renegotiates.
+}
+
+function onOffer(offer, fromId) {
+  const call = page.call;
+  if (call) {
+    // Both called each other at once: the higher id gives way and takes the other's call.
+    const crossed = call.peerId === fromId && call.role === "caller" && !call.remoteSet;
+    if (!crossed || !(socket.id > fromId)) return;
+    call.finished = true;
+    page.call = null;
+    clearTimeout(call.timer);
+    call.pc?.close();
+  }
+  if (page.incoming) {
+    if (page.incoming.from !== fromId) return; // busy with another offer
+    // The same caller again (a retry): this offer replaces the last, candidates and all.
+    clearTimeout(page.incoming.timer);
+  }
+  const incoming = {
+    from: fromId,
+    offer: { type: "offer", sdp: offer.sdp },
+    candidates: [],
+    timer: 0,
+  };
+  incoming.timer = setTimeout(() => {
+    if (page.incoming === incoming) dropIncoming("ended", "Missed call.");
+  }, INCOMING_MS);
+  page.incoming = incoming;
+  setView("incoming", fromId);
+  ui.accept.focus();
+}
+
+async function onAnswer(answer, fromId) {
+  const call = page.call;
+  if (!call || call.peerId !== fromId || call.role !== "caller" || !call.pc) return;
+  if (call.pc.signalingState !== "have-local-offer") return;
+  clearTimeout(call.timer);
+  setView("connecting", call.peerId);
+  try {
+    await call.pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    if (!current(call)) return;
+    await remoteDescriptionSet(call);
+    watchConnecting(call);
+  } catch (err) {
+    if (current(call)) endCall("failed", `The answer was unusable: ${describe(err)}`);
+  }
+}
+
+function onCandidate(candidate, fromId) {
+  if (!candidate || typeof candidate !== "object") return;
+  if (page.incoming && page.incoming.from === fromId) {
+    page.incoming.candidates.push(candidate);
+    return;
+  }
+  const call = page.call;
+  if (!call || call.peerId !== fromId) return;
+  if (call.remoteSet && call.pc) addCandidate(call, candidate);
+  else call.remoteCandidates.push(candidate);
+}
+
+/** A signal the server could not deliver: the peer left, is us, or (echo) is busy. */
+function onPeerError(error) {
+  console.warn("call: peer error", error);
+  const call = page.call;
+  const message = error?.message || "That peer cannot be reached.";
+  if (call && error?.peerId === call.peerId && !call.connected) {
+    const reason =
+      error.reason === "unknown_peer"
+        ? `${sideAtStart(call.peerId)} is no longer in the room.`
+        : message;
+    endCall("failed", reason);
+  } else {
+    showNotice(message);
+  }
+}
+
+// --- What the page shows ------------------------------------------------------------------------
+
+function setView(state, peerId = null, reason = "") {
+  page.view = { state, peerId, reason };
+  render();
+}
+
+function render() {
+  const { state, peerId, reason } = page.view;
+  const name = peerId ? nameOf(peerId) : "";
+  const call = page.call;
+  document.body.dataset.callState = state;
+  ui.callState.dataset.state = state;
+  if (peerId) ui.callState.dataset.peer = peerId;
+  else delete ui.callState.dataset.peer;
+  ui.callStateText.textContent = STATE_TEXT[state];
+  ui.callPartner.hidden = !peerId;
+  ui.callPartnerPrep.textContent = PARTNER_PREP[state] ?? "with";
+  ui.callPartnerName.textContent = name;
+  ui.callPartnerName.className = peerId && !isEcho(peerId) ? "peer-id" : "";
+  ui.callReason.textContent = reason || idleHint(state);
+  ui.callReason.classList.toggle("hint", !reason);
+  if (!call) ui.rtt.hidden = true;
+  showRemote();
+  updateDuration();
+
+  // Our camera.
+  const video = localTrack("video");
+  const audio = localTrack("audio");
+  const camera = media.pending ? "pending" : !video ? "none" : video.enabled ? "on" : "off";
+  ui.localBox.dataset.camera = camera;
+  ui.localNote.textContent = {
+    pending: "Starting your camera…",
+    on: "You",
+    off: "Camera off",
+    none: "No camera",
+  }[camera];
+  ui.mediaError.hidden = !media.error;
+  ui.mediaErrorText.textContent = media.error
+    ? `${media.error}. You can still be called, and see and hear the other side.`
+    : "";
+  ui.mediaRetry.hidden = Boolean(call);
+
+  setToggle(ui.micToggle, audio, audio?.enabled, "Microphone");
+  setToggle(ui.camToggle, video, video?.enabled, "Camera");
+  const soundOn = !ui.remoteVideo.muted;
+  ui.speakerToggle.setAttribute("aria-pressed", String(soundOn));
+  ui.speakerToggle.title = soundOn ? "Sound on: turn it off" : "Sound off: turn it on";
+
+  // The buttons.
+  ui.hangup.hidden = !call;
+  const selectedName = page.selected ? nameOf(page.selected) : "";
+  ui.callButtonText.textContent = call
+    ? "In a call"
+    : page.selected
+      ? `Call ${selectedName}`
+      : "Call";
+  ui.callButton.title = page.selected ? `Call ${selectedName}` : "Pick someone to call";
+  ui.callButton.disabled =
+    Boolean(call) || Boolean(page.incoming) || !page.selected || connection.state !== "connected";
+
+  ui.incoming.hidden = !page.incoming;
+  ui.incomingFrom.textContent = page.incoming ? nameOf(page.incoming.from) : "";
+
+  renderPeers();
+}
+
+function idleHint(state) {
+  if (state !== "idle") return "";
+  return "Pick someone below and press Call; the echo test sends your own video back.";
+}
+
+function setToggle(button, track, on, what) {
+  button.disabled = !track;
+  button.setAttribute("aria-pressed", String(Boolean(track && on)));
+  if (!track) button.title = `No ${what.toLowerCase()}`;
+  else button.title = on ? `${what} on: turn it off` : `${what} off: turn it on`;
+  button.setAttribute("aria-label", button.title);
+}
+
+/**
+ * The remote picture shows once it has frames; before that the stage shows our own camera, with
+ * a caption saying where the call stands.
+ */
+function showRemote() {
+  const call = page.call;
+  const hasVideo =
+    Boolean(call) &&
+    ui.remoteVideo.srcObject !== null &&
+    ui.remoteVideo.videoWidth > 0 &&
+    call.remoteTracks.some((track) => track.kind === "video");
+  ui.stage.dataset.remote = hasVideo ? "video" : call?.connected ? "no-video" : "none";
+
+  const { state, peerId } = page.view;
+  const name = peerId ? nameOf(peerId) : "";
+  let caption = "";
+  if (state === "calling") caption = `Calling ${name}…`;
+  else if (state === "connecting") caption = `Connecting to ${name}…`;
+  else if (state === "incoming") caption = `${nameAtStart(peerId)} is calling you`;
+  else if (call?.connected && !hasVideo) caption = `No video from ${name}`;
+  ui.stageCaption.textContent = caption;
+  ui.stageCaption.hidden = !caption;
+}
+
+/** Plays the other side; where sound may not start by itself, it starts muted. */
+function playRemote() {
+  ui.remoteVideo.play().catch((err) => {
+    if (err?.name !== "NotAllowedError") return;
+    ui.remoteVideo.muted = true;
+    ui.remoteVideo.play().catch(() => {});
+    showNotice("Sound is off: press Sound to hear the other side.");
+    render();
+  });
+}
+
+function updateDuration() {
+  const call = page.call;
+  const running = page.view.state === "connected" && call?.startedAt;
+  ui.callDuration.hidden = !running;
+  clearTimeout(page.durationTimer);
+  if (!running) return;
+  const seconds = Math.floor((Date.now() - call.startedAt) / 1000);
+  ui.callDuration.textContent = formatDuration(seconds);
+  page.durationTimer = setTimeout(updateDuration, 1000 - ((Date.now() - call.startedAt) % 1000));
+}
+
+function formatDuration(seconds) {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  const mm = String(m).padStart(h ? 2 : 1, "0");
+  return `${h ? `${h}:` : ""}${mm}:${String(s).padStart(2, "0")}`;
+}
+
+function showNotice(message) {
+  ui.notice.textContent = message;
+  ui.notice.hidden = false;
+  clearTimeout(page.noticeTimer);
+  page.noticeTimer = setTimeout(() => {
+    ui.notice.hidden = true;
+  }, NOTICE_MS);
+}
+
+/** The partner at the start of a sentence about the call (the line above it names them). */
+function sideAtStart(id) {
+  return isEcho(id) ? "The echo test" : "The other side";
+}
+
+/** As nameOf, at the start of a sentence (an id is never changed: its case matters). */
+function nameAtStart(id) {
+  return isEcho(id) ? "The echo test" : id;
+}
