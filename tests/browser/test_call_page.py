@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.browser.conftest import CHROMIUM, FLAGS
+from tests.browser.conftest import CHROMIUM, FLAGS, Site
 from tests.harness import ServiceProcess, TurnServer
 from tests.signal.conftest import turn  # noqa: F401  (the session's coturn, re-exported)
 
@@ -61,9 +61,18 @@ async def media_browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-@pytest.fixture
-async def server(turn: TurnServer, tmp_path: Path) -> AsyncIterator[ServiceProcess]:  # noqa: F811
-    """The embedded server, every call relayed by the session's coturn."""
+@pytest.fixture(params=["embedded", "gateway"])
+async def server(
+    request: pytest.FixtureRequest,
+    turn: TurnServer,  # noqa: F811
+    tmp_path: Path,
+) -> AsyncIterator[Site]:
+    """The embedded server, or the gateway of `make cluster` in front of two signalling
+    replicas; every call relayed by a coturn on loopback."""
+    if request.param == "gateway":
+        cluster = request.getfixturevalue("cluster")
+        yield Site("gateway", cluster.url, cluster)
+        return
     process = ServiceProcess(
         "switchboard.embedded",
         tmp_path,
@@ -78,14 +87,14 @@ async def server(turn: TurnServer, tmp_path: Path) -> AsyncIterator[ServiceProce
     )
     try:
         await process.ready("/api/signal", scheme="https")
-        yield process
+        yield Site("embedded", f"https://localhost:{process.port}")
     finally:
         process.stop()
 
 
 async def open_call(
     browser: Browser,
-    process: ServiceProcess,
+    site: Site,
     room: str,
     *,
     phone: bool = False,
@@ -100,7 +109,7 @@ async def open_call(
     page = await context.new_page()
     if fake_clock:
         await page.clock.install()
-    await page.goto(f"https://localhost:{process.port}/call/?room={room}")
+    await page.goto(f"{site.url}/call/?room={room}")
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
     await expect(page.locator("#my-id")).to_have_text(re.compile(r"^[\w-]+$"))
     await expect(page.locator("#cam-toggle")).to_be_enabled()
@@ -134,12 +143,13 @@ async def track_enabled(page: Page, kind: str) -> Any:
 
 
 async def test_two_people_call_see_each_other_and_hang_up(
-    media_browser: Browser, server: ServiceProcess, unique: str, tmp_path: Path
+    media_browser: Browser, server: Site, unique: str, tmp_path: Path
 ) -> None:
     room = f"call-{unique}"
     ann = await open_call(media_browser, server, room)
     bob = await open_call(media_browser, server, room, phone=True)
     ann_id, bob_id = await my_id(ann), await my_id(bob)
+    await server.on_both_replicas("signal")
 
     # Each sees the other and the echo peer, never themselves.
     for page, other, me in ((ann, bob_id, ann_id), (bob, ann_id, bob_id)):
@@ -185,7 +195,7 @@ async def test_two_people_call_see_each_other_and_hang_up(
 
 
 async def test_the_echo_peer_sends_your_own_video_back(
-    media_browser: Browser, server: ServiceProcess, unique: str, tmp_path: Path
+    media_browser: Browser, server: Site, unique: str, tmp_path: Path
 ) -> None:
     page = await open_call(media_browser, server, f"echo-{unique}", phone=True)
     await page.locator('#peers li[data-id="echo"]').tap()
@@ -205,7 +215,7 @@ async def test_the_echo_peer_sends_your_own_video_back(
 
 
 async def test_a_declined_call_gets_no_answer_and_toggles_mute_the_tracks(
-    media_browser: Browser, server: ServiceProcess, unique: str
+    media_browser: Browser, server: Site, unique: str
 ) -> None:
     room = f"decline-{unique}"
     # Ann's clock is ours to move: the 30 s without an answer pass at once.

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
+from tests.browser.conftest import Cluster, cluster  # noqa: F401
 from tests.harness import ServiceProcess
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
@@ -209,3 +210,19 @@ async def test_the_page_says_why_the_feed_is_down(
         await page.screenshot(path=str(tmp_path / "ticker-down.png"))
     finally:
         process.stop()
+
+
+async def test_through_the_gateway_the_page_follows_the_simulator(
+    browser: Browser,
+    cluster: Cluster,  # noqa: F811
+) -> None:
+    """`make cluster` with SIMULATOR_PORT: two ticker replicas behind the gateway, one of
+    them holding the simulator's feed; the page says the feed is simulated."""
+    context = await browser.new_context(ignore_https_errors=True)
+    page = await context.new_page()
+    await page.goto(f"{cluster.url}/ticker/?pair=btcusd")
+    await expect(page.locator("#feed")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#simulated")).to_be_visible()
+    await expect(page.locator("#trades tr.trade").first).to_be_visible(timeout=15_000)
+    price = await page.locator("#last-price").text_content()
+    assert re.fullmatch(r"[\d,]+(\.\d+)?", (price or "").strip()), price

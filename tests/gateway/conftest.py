@@ -3,7 +3,6 @@ simulator, and coturn relaying between loopback peers (tests only)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -61,23 +60,25 @@ def cluster_env(directory: Path) -> dict[str, str]:
     return env
 
 
-async def until_ready(cluster: Cluster, timeout: float = 30) -> None:
+def until_ready(cluster: Cluster, timeout: float = 30) -> None:
+    """Blocking on purpose: a session fixture may be first asked for from inside a running
+    event loop (an async fixture's getfixturevalue)."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=cluster.url, verify=False, timeout=2) as http:
+    with httpx.Client(base_url=cluster.url, verify=False, timeout=2) as http:
         while True:
             if not cluster.process.alive():
                 raise RuntimeError(f"the cluster stopped:\n{cluster.process.log()}")
             codes = []
             for service in SERVICES:
                 try:
-                    codes.append((await http.get(f"/api/{service}/readyz")).status_code)
+                    codes.append(http.get(f"/api/{service}/readyz").status_code)
                 except httpx.HTTPError:
                     codes.append(0)
             if codes == [200] * len(SERVICES):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not ready ({codes}):\n{cluster.process.log()[-4000:]}")
-            await asyncio.sleep(0.3)
+            time.sleep(0.3)
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +88,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     process = Process("cluster", [str(ROOT / "scripts" / "cluster.sh")], directory, env)
     running = Cluster(process, env)
     try:
-        asyncio.run(until_ready(running))
+        until_ready(running)
         yield running
     finally:
         process.stop()
