@@ -144,9 +144,11 @@ async def test_frames_come_once_per_tick_and_only_when_something_changed(
     await asyncio.sleep(0.3)
     frames = deltas(watcher)
     assert 6 <= len(frames) <= 13, len(frames)
-    # Never two frames for one tick: a tick is 100 ms.
+    # Never two frames for one tick: ticks are 100 ms apart. A frame's t is taken when its tick
+    # has read the board, so a busy machine moves it by tens of ms; two frames of one tick
+    # would be a few ms apart.
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(frames)]
-    assert min(gaps) >= 90, gaps
+    assert min(gaps) >= 50, gaps
     seqs = [frame["seq"] for frame in frames]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # none doubled, none missing
     # Both cursors are there, wherever each is, and end where they stopped.
