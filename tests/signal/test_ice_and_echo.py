@@ -143,3 +143,34 @@ async def echo_calls(url: str) -> float:
     found = re.search(r"^switchboard_signal_echo_calls (\S+)$", text, re.MULTILINE)
     assert found
     return float(found.group(1))
+
+
+async def test_echo_calls_end_after_their_time_limit_and_on_shutdown(
+    tmp_path: Path, turn: TurnServer, unique: str
+) -> None:
+    env = signal_env(turn, SIGNAL_ECHO_SECONDS="2")
+    service = start_signal(tmp_path, env, "signal-echo-limits")
+    peers: list[Peer] = []
+    try:
+        ann = await person(peers, service.url, "course", f"echo-{unique}")
+        await ann.call("echo")
+        await ann.take_answer("echo", trickled=False)
+        await ann.connected()
+        deadline = time.monotonic() + 6
+        while await echo_calls(service.url) != 0:
+            assert time.monotonic() < deadline, "the echo call outlived SIGNAL_ECHO_SECONDS"
+            await asyncio.sleep(0.1)
+        assert f"echo call with {ann.id} ended: the 2 s limit" in service.log()
+
+        bob = await person(peers, service.url, "course", f"echo-{unique}")
+        await bob.call("echo")
+        await bob.take_answer("echo", trickled=False)
+        await bob.connected()
+        service.stop()  # SIGTERM: the echo peer's connections are closed, not left to rot
+        # Uvicorn closes the sockets first (the caller left), else the lifespan closes the rest.
+        ended = re.search(rf"echo call with {re.escape(bob.id)} ended: (.*)", service.log())
+        assert ended and ended.group(1) in ("the caller left", "the service is stopping")
+    finally:
+        for peer in peers:
+            await peer.close()
+        service.stop()
