@@ -11,6 +11,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+# The cluster of `make cluster` (tests/gateway/conftest.py), for the pages through the gateway.
+from tests.gateway.conftest import Cluster, cluster  # noqa: F401
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
     "--no-sandbox",
@@ -29,10 +32,6 @@ async def browser() -> AsyncIterator[Browser]:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield browser
         await browser.close()
-
-
-# The cluster of `make cluster` (tests/gateway/conftest.py), for the pages through the gateway.
-from tests.gateway.conftest import Cluster, cluster  # noqa: E402, F401
 
 
 @dataclass
