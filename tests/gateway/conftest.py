@@ -15,6 +15,7 @@ import pytest
 from tests.harness import ROOT, SERVICE_PREFIXES, Process, free_port, free_udp_port
 
 SERVICES = ("chat", "cursors", "signal", "ticker")
+SOCKETS_PER_ADDRESS = 40
 
 
 @dataclass
@@ -50,6 +51,8 @@ def cluster_env(directory: Path) -> dict[str, str]:
             "TURN_PEER_RULES": "--allow-loopback-peers --denied-peer-ip=0.0.0.0-255.255.255.255"
             " --allowed-peer-ip=127.0.0.1",
             "SIGNAL_ICE_TRANSPORT_POLICY": "relay",
+            # Small enough for a test to reach (the default is 256).
+            "GATEWAY_SOCKETS_PER_ADDRESS": str(SOCKETS_PER_ADDRESS),
         }
     )
     relays = free_udp_port() // 2 * 2

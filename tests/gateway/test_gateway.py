@@ -4,6 +4,7 @@ rules (redirect, TLS versions, origins, forwarded headers, websocket only)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import ssl
@@ -15,7 +16,7 @@ import websockets
 
 from tests.conftest import CHAT_PATH, CURSORS_PATH
 from tests.cursors.test_cursors import sees_at
-from tests.gateway.conftest import SERVICES, Cluster
+from tests.gateway.conftest import SERVICES, SOCKETS_PER_ADDRESS, Cluster
 from tests.harness import Client
 
 pytestmark = pytest.mark.asyncio
@@ -133,12 +134,17 @@ async def test_tls_1_0_and_1_1_are_refused_1_2_and_1_3_taken(cluster: Cluster) -
     assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
 
 
-async def open_socket(cluster: Cluster, headers: dict[str, str]) -> int:
-    """A websocket handshake to chat through the gateway: 101 on success, else the status."""
+def wss(cluster: Cluster) -> tuple[str, ssl.SSLContext]:
     url = cluster.url.replace("https", "wss") + f"{CHAT_PATH}/?EIO=4&transport=websocket"
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return url, context
+
+
+async def open_socket(cluster: Cluster, headers: dict[str, str]) -> int:
+    """A websocket handshake to chat through the gateway: 101 on success, else the status."""
+    url, context = wss(cluster)
     try:
         async with websockets.connect(url, ssl=context, additional_headers=headers):
             return 101
@@ -167,3 +173,23 @@ async def test_long_polling_is_refused_with_a_reason(cluster: Cluster) -> None:
         )
     assert answer.status_code == 400
     assert answer.json()["error"] == "websocket_only"
+
+
+async def test_one_address_is_limited_in_sockets_and_in_handshakes(cluster: Cluster) -> None:
+    url, context = wss(cluster)
+    origin = {"Origin": cluster.url}
+    held = []
+    try:
+        for _ in range(SOCKETS_PER_ADDRESS):
+            held.append(await websockets.connect(url, ssl=context, additional_headers=origin))
+        # One more from the same address is refused; the others are fine.
+        assert await open_socket(cluster, origin) == 429
+        assert held[0].state is websockets.State.OPEN
+    finally:
+        for socket_ in held:
+            await socket_.close()
+    # Handshakes: 20 a second with bursts of 100, per address (refused ones count too).
+    statuses = [await open_socket(cluster, {"Origin": "https://evil.example"}) for _ in range(130)]
+    assert statuses.count(403) >= 100 and 429 in statuses, statuses
+    await asyncio.sleep(6)  # the burst refills: the other tests share this address
+    assert await open_socket(cluster, origin) == 101
