@@ -13,6 +13,8 @@ import httpx
 import pytest
 import websockets
 from ticker_service.settings import TickerSettings
+from ticker_service.simulator import Exchange
+from ticker_service.trades import from_stream
 from ticker_service.upstream import backoff_delay
 
 from tests.harness import ROOT, SERVICE_PREFIXES, Client, Process, free_port, wait_for_port
@@ -154,3 +156,18 @@ async def test_the_simulator_speaks_bitstamp_and_the_page_is_told_it_is_simulate
             ticker.stop()
     finally:
         simulator.stop()
+
+
+def test_the_simulators_trades_are_readable_to_the_ticker() -> None:
+    """Every trade the simulator makes passes the ticker's own reading of Bitstamp's fields,
+    the smallest amounts too (one once came out as "4.5E-7")."""
+
+    class SmallAmounts(random.Random):
+        def expovariate(self, lambd: float) -> float:
+            return 4.5e-7
+
+    for rng in (random.Random(7), SmallAmounts(7)):
+        exchange = Exchange(["btcusd", "ethbtc"], 1.0, rng)
+        for _ in range(2000):
+            pair = exchange.rng.choice(exchange.pairs)
+            from_stream(pair, exchange.trade(pair))

@@ -68,9 +68,10 @@ class Exchange:
             "id": self.next_id,
             "timestamp": str(now_us // 1_000_000),
             "amount": float(amount),
-            "amount_str": str(amount),
+            # Fixed-point, as Bitstamp writes them: str() of a small Decimal is "4.5E-7".
+            "amount_str": format(amount, "f"),
             "price": float(price),
-            "price_str": str(price),
+            "price_str": format(price, "f"),
             "type": self.rng.randint(0, 1),
             "microtimestamp": str(now_us),
             "buy_order_id": self.rng.randrange(10**15, 2 * 10**15),

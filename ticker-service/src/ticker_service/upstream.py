@@ -507,11 +507,18 @@ class Feed:
                 rows = response.json()
                 if not isinstance(rows, list):
                     raise TradeError(f"expected a list, got {type(rows).__name__}")
-                trades = [from_rest(pair, row) for row in rows]
             except (httpx.HTTPError, ValueError) as exc:
                 self.metrics.backfill_failures.inc()
                 log.warning("backfill of %s from %s failed: %s", pair, url, exc)
                 continue
+            trades = []
+            for row in rows:
+                # One row we cannot read costs that row, not the rest of the gap.
+                try:
+                    trades.append(from_rest(pair, row))
+                except TradeError as exc:
+                    self.metrics.bad_messages.inc()
+                    log.warning("backfill of %s: a transaction we cannot read (%s)", pair, exc)
             # The API lists newest first; browsers get them oldest first, as they happened. What
             # arrived before the gap is in the store already and is not delivered again.
             trades.sort(key=lambda trade: trade.id)
