@@ -21,7 +21,7 @@ from tests.harness import Client
 
 pytestmark = pytest.mark.asyncio
 
-PAGES = ["/", "/chat/", "/cursors/", "/remote/", "/remote/controller.html", "/ticker/"]
+PAGES = ["/", "/chat/", "/cursors/", "/remote/", "/remote/controller.html", "/call/", "/ticker/"]
 
 
 async def connected(url: str) -> float:
@@ -41,6 +41,12 @@ async def test_every_page_loads_over_https_with_hsts(cluster: Cluster) -> None:
         assert "Socket.IO" in (await http.get("/vendor/socket.io.esm.min.js")).text[:200]
         missing = await http.get("/api/nothing/healthz")
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        home = (await http.get("/")).text
+        for app in ("chat", "cursors", "remote", "call", "ticker"):
+            assert f'href="/{app}/"' in home, app
+        # Bodies over the services' largest limit stop at the gateway.
+        big = await http.post("/api/chat/healthz", content=b"x" * 100_000)
+        assert big.status_code == 413
 
 
 @pytest.mark.parametrize("service", SERVICES)
