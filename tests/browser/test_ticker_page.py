@@ -174,9 +174,7 @@ async def test_trades_missed_upstream_come_back_marked_backfilled(
         # The upstream connection vanishes; a trade happens on the exchange meanwhile.
         await first.drop()
         missed = fake.make_trade("btcusd", price="91250", amount="0.30000000", side=1)
-        await fake.until(
-            lambda: [c for c in fake.subscribed() if c is not first], what="a new connection"
-        )
+        await fake.successor(first)
 
         row = page.locator(f'#trades tr[data-id="{missed["id"]}"]')
         await expect(row).to_have_attribute("data-backfilled", "true")

@@ -117,6 +117,15 @@ class FakeBitstamp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
 
+    async def successor(self, of: Upstream, timeout: float = 10.0) -> Upstream:
+        """The next connection subscribed to every pair, other than ``of``."""
+        found: list[Upstream] = await self.until(
+            lambda: [c for c in self.subscribed() if c is not of],
+            timeout,
+            "a new connection subscribed to every pair",
+        )
+        return found[0]
+
     def make_trade(
         self,
         pair: str = "btcusd",

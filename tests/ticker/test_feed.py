@@ -176,13 +176,7 @@ async def test_an_open_but_silent_connection_is_replaced_within_30_seconds(
         silenced = time.monotonic()
         # Nothing heard for a heartbeat and its grace: browsers are told the feed is stale.
         await ann.wait("status", lambda s: s["state"] == "stale", timeout=20)
-        second = (
-            await fake.until(
-                lambda: [c for c in fake.subscribed() if c is not first],
-                timeout=35,
-                what="a new connection",
-            )
-        )[0]
+        second = await fake.successor(first, timeout=35)
         replaced_after = second.opened_at - silenced
         # The last message came at most one heartbeat interval before the silence began.
         assert 20 - 1 < replaced_after <= 30 + 1

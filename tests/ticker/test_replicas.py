@@ -73,13 +73,7 @@ async def test_one_upstream_for_the_cluster_and_a_killed_leader_is_replaced_with
         killed = time.monotonic()
         # Trades keep happening on the exchange while nobody listens.
         missed = [fake.make_trade(price=f"9300{i}") for i in range(3)]
-        second = (
-            await fake.until(
-                lambda: [c for c in fake.subscribed() if c is not upstream],
-                timeout=12,
-                what="the follower connected",
-            )
-        )[0]
+        second = await fake.successor(upstream, timeout=12)
         assert second.opened_at - killed < 10
         live = await fake.trade(price="93100")
         expected = ids + [t["id"] for t in missed] + [live["id"]]
@@ -113,9 +107,7 @@ async def test_a_new_leader_takes_over_at_once_when_the_old_one_stops_cleanly(
         [follower] = [r for r in replicas if r is not leader]
         leader.stop()
         stopped = time.monotonic()
-        await fake.until(
-            lambda: [c for c in fake.subscribed() if c is not upstream], what="the follower"
-        )
+        await fake.successor(upstream)
         # The lock was released, not left to expire after its 30 s.
         assert time.monotonic() - stopped < 10
         assert await metric(follower.url, "switchboard_ticker_leader") == 1
@@ -149,13 +141,7 @@ async def test_a_leader_cut_off_from_redis_lets_go_of_upstream_and_one_comes_bac
                 assert (await http.get(f"{replica.url}{PREFIX}/readyz")).status_code == 503
 
         own = RedisServer(tmp_path, port=own.port)
-        second = (
-            await fake.until(
-                lambda: [c for c in fake.subscribed() if c is not upstream],
-                timeout=15,
-                what="a leader connected again",
-            )
-        )[0]
+        second = await fake.successor(upstream, timeout=15)
         assert fake.most_open == 1
         for replica in replicas:
             await replica.ready(PREFIX, timeout=20)

@@ -9,8 +9,7 @@ import secrets
 from typing import Any
 
 from redis.exceptions import RedisError
-from switchboard.ratelimit import TokenBucket
-from switchboard.replicas import Heartbeat
+from switchboard.ratelimit import TokenBucket, spend
 from switchboard.service import InputError, Service, ServiceNamespace
 from switchboard.validation import connect_auth, one_argument, room_of
 
@@ -79,16 +78,8 @@ class ChatNamespace(ServiceNamespace):
         if session and session.name:
             await self.emit("user_left", Member(sid, session.name).wire(), room=session.room)
 
-    def _take(self, sid: str) -> None:
-        bucket = self.buckets[sid]
-        if not bucket.take():
-            raise InputError(
-                "rate_limited",
-                f"Too fast: wait {bucket.retry_after():.1f} s before sending again.",
-            )
-
     async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
-        self._take(sid)
+        spend(self.buckets[sid])
         name = validation.nickname(one_argument(args))
         key = validation.nickname_key(name)
         session = self.store.sessions[sid]
@@ -117,7 +108,7 @@ class ChatNamespace(ServiceNamespace):
         await self.disconnect(old_sid)
 
     async def on_message(self, sid: str, *args: Any) -> dict[str, Any]:
-        self._take(sid)
+        spend(self.buckets[sid])
         text = validation.message_text(one_argument(args))
         session = self.store.sessions[sid]
         if not session.name:
@@ -146,7 +137,6 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     settings = settings or ChatSettings.from_env()
     service = Service(settings)
     store: ChatStore
-    heartbeat: Heartbeat | None = None
     if service.redis is not None:
         redis_store = RedisChatStore(
             service.redis,
@@ -154,15 +144,7 @@ def create_service(settings: ChatSettings | None = None) -> Service:
             history_size=settings.history_size,
             history_ttl=settings.history_ttl,
         )
-        heartbeat = Heartbeat(
-            service.redis,
-            prefix=RedisChatStore.prefix,
-            replica_id=service.replica_id,
-            ttl=settings.replica_ttl,
-            metrics=service.metrics,
-            on_beat=redis_store.on_beat,
-        )
-        redis_store.heartbeat = heartbeat
+        redis_store.heartbeat = service.add_heartbeat(RedisChatStore.prefix, redis_store.on_beat)
         store = redis_store
     else:
         store = MemoryChatStore(settings.history_size, settings.history_ttl)
@@ -170,8 +152,6 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     if isinstance(store, RedisChatStore):
         store.on_departed = namespace.announce_departed
         store.on_name_lost = namespace.name_lost
-    if heartbeat:
-        service.add_component(heartbeat)
     service.add_component(store)
     service.sio.register_namespace(namespace)
     return service

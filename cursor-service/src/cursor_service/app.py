@@ -3,7 +3,6 @@ docs/protocol.md is the contract this package keeps."""
 
 from __future__ import annotations
 
-from switchboard.replicas import Heartbeat
 from switchboard.service import Service
 
 from cursor_service.board import Board, MemoryBoard, RedisBoard
@@ -21,15 +20,7 @@ def create_service(settings: CursorSettings | None = None) -> Service:
     pairings: PairingStore
     if service.redis is not None:
         redis_board = RedisBoard(service.redis, replica_id=service.replica_id)
-        redis_board.heartbeat = Heartbeat(
-            service.redis,
-            prefix=RedisBoard.prefix,
-            replica_id=service.replica_id,
-            ttl=settings.replica_ttl,
-            metrics=service.metrics,
-            on_beat=redis_board.on_beat,
-        )
-        service.add_component(redis_board.heartbeat)
+        redis_board.heartbeat = service.add_heartbeat(RedisBoard.prefix, redis_board.on_beat)
         board = redis_board
         pairings = RedisPairings(
             service.redis, replica_id=service.replica_id, replica_prefix=RedisBoard.prefix

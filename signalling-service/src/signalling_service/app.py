@@ -8,8 +8,7 @@ import logging
 import secrets
 from typing import Any
 
-from switchboard.ratelimit import TokenBucket
-from switchboard.replicas import Heartbeat
+from switchboard.ratelimit import TokenBucket, spend
 from switchboard.service import InputError, Service, ServiceNamespace
 from switchboard.validation import connect_auth, room_of
 
@@ -94,13 +93,7 @@ class SignalNamespace(ServiceNamespace):
     async def relay(self, event: str, sid: str, args: tuple[Any, ...]) -> dict[str, Any]:
         """``event(peerId, payload)`` from ``sid`` reaches peerId as
         ``event(peerId, payload, fromId)``, the course's order, with ``fromId`` ours to set."""
-        bucket = self.buckets[sid]
-        if not bucket.take():
-            raise InputError(
-                "rate_limited",
-                f"Too fast: wait {bucket.retry_after():.1f} s before sending again.",
-                details={"retry_after": round(bucket.retry_after(), 2)},
-            )
+        spend(self.buckets[sid])
         if len(args) != 2:
             raise InputError("bad_arguments", f"{event} takes (peerId, payload), got {len(args)}")
         peer_id = validation.peer_id(args[0])
@@ -132,15 +125,7 @@ def create_service(settings: SignalSettings | None = None) -> Service:
     roster: Roster
     if service.redis is not None:
         redis_roster = RedisRoster(service.redis, replica_id=service.replica_id)
-        redis_roster.heartbeat = Heartbeat(
-            service.redis,
-            prefix=RedisRoster.prefix,
-            replica_id=service.replica_id,
-            ttl=settings.replica_ttl,
-            metrics=service.metrics,
-            on_beat=redis_roster.on_beat,
-        )
-        service.add_component(redis_roster.heartbeat)
+        redis_roster.heartbeat = service.add_heartbeat(RedisRoster.prefix, redis_roster.on_beat)
         roster = redis_roster
     else:
         roster = MemoryRoster()

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 from switchboard.replicas import Heartbeat
+from switchboard.service import Passive
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,10 @@ class Roster(Protocol):
     async def present(self, room: str, sid: str) -> bool: ...
 
 
-class MemoryRoster:
+class MemoryRoster(Passive):
     def __init__(self) -> None:
         self.rooms_of: dict[str, str] = {}
         self.rooms: dict[str, dict[str, None]] = {}
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def check(self) -> str | None:
-        return None
 
     async def join(self, sid: str, room: str) -> None:
         self.rooms_of[sid] = room

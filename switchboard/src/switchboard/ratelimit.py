@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from switchboard.service import InputError
+
 
 class TokenBucket:
     """Allows ``rate`` events per second on average and bursts of up to ``burst``."""
@@ -32,3 +34,15 @@ class TokenBucket:
     def retry_after(self, cost: float = 1.0) -> float:
         """Seconds until ``cost`` tokens will be there."""
         return max(0.0, (cost - self._tokens) / self.rate)
+
+
+def spend(bucket: TokenBucket) -> None:
+    """Take a token for one event, or refuse the event with the ``rate_limited`` error every
+    service sends: the connection stays, and ``retry_after`` says how long to wait."""
+    if not bucket.take():
+        wait = bucket.retry_after()
+        raise InputError(
+            "rate_limited",
+            f"Too fast: wait {wait:.1f} s before sending again.",
+            details={"retry_after": round(wait, 2)},
+        )

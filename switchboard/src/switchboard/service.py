@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from switchboard import jsonenc
 from switchboard.fanout import FanoutManager, FanoutRedisManager
 from switchboard.metrics import CONTENT_TYPE, ServiceMetrics
+from switchboard.replicas import Heartbeat, OnBeat
 from switchboard.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,19 @@ class Component(Protocol):
     async def check(self) -> str | None:
         """None when ready, otherwise the reason for a person."""
         ...
+
+
+class Passive:
+    """A component with nothing to start, stop or check (a store in memory, say)."""
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def check(self) -> str | None:
+        return None
 
 
 class InputError(Exception):
@@ -270,6 +284,22 @@ class Service:
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)
+
+    def add_heartbeat(self, prefix: str, on_beat: OnBeat) -> Heartbeat:
+        """This replica's liveness key under ``prefix`` (switchboard.replicas), refreshed for the
+        service's life; ``on_beat`` runs after each beat (re-registering, reaping the dead)."""
+        if self.redis is None:
+            raise RuntimeError("a heartbeat needs REDIS_URL")
+        heartbeat = Heartbeat(
+            self.redis,
+            prefix=prefix,
+            replica_id=self.replica_id,
+            ttl=self.settings.replica_ttl,
+            metrics=self.metrics,
+            on_beat=on_beat,
+        )
+        self.add_component(heartbeat)
+        return heartbeat
 
     def background(self, run: Callable[[], Awaitable[None]], what: str) -> asyncio.Task[None]:
         """Start a task whose failure is logged, never lost."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
-from switchboard.ratelimit import TokenBucket
+from switchboard.ratelimit import TokenBucket, spend
 from switchboard.service import InputError, Service, ServiceNamespace
 from switchboard.validation import one_argument
 
@@ -127,24 +127,15 @@ class TickerNamespace(ServiceNamespace):
         if self.buckets.pop(sid, None) is not None:
             self.metrics.connected_clients.dec()
 
-    def _take(self, sid: str) -> None:
-        bucket = self.buckets[sid]
-        if not bucket.take():
-            raise InputError(
-                "rate_limited",
-                f"Too fast: wait {bucket.retry_after():.1f} s before sending again.",
-                details={"retry_after": round(bucket.retry_after(), 2)},
-            )
-
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        self._take(sid)
+        spend(self.buckets[sid])
         pair = self.ticker.pair(one_argument(args))
         await self.enter_room(sid, room(pair))
         trades = await self.ticker.store.recent(pair, RECENT)
         return {"ok": True, "pair": pair, "trades": [trade.wire() for trade in trades]}
 
     async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        self._take(sid)
+        spend(self.buckets[sid])
         pair = self.ticker.pair(one_argument(args))
         await self.leave_room(sid, room(pair))
         return {"ok": True, "pair": pair}

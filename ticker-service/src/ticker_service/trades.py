@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from switchboard.service import Passive
 
 DECIMAL = re.compile(r"\d{1,30}(\.\d{1,30})?")
 SIDES = {0: "buy", 1: "sell"}
@@ -126,22 +127,13 @@ class TradeStore(Protocol):
     async def read_status(self) -> dict[str, Any] | None: ...
 
 
-class MemoryTradeStore:
+class MemoryTradeStore(Passive):
     """One process: a dict of trades by id per pair."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.trades: dict[str, dict[int, Trade]] = {}
         self.status: dict[str, Any] | None = None
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def check(self) -> str | None:
-        return None
 
     async def add(self, pair: str, trades: list[Trade]) -> list[Trade]:
         kept = self.trades.setdefault(pair, {})
@@ -196,7 +188,7 @@ return added
 """
 
 
-class RedisTradeStore:
+class RedisTradeStore(Passive):
     """Replicas: every replica serves the same history; the leader writes it."""
 
     prefix = "ticker:"
@@ -205,15 +197,6 @@ class RedisTradeStore:
         self.redis = redis
         self.size = size
         self._add = redis.register_script(_ADD)
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def check(self) -> str | None:
-        return None
 
     def key(self, pair: str) -> str:
         return f"{self.prefix}trades:{pair}"
