@@ -214,7 +214,7 @@ async def test_the_echo_peer_sends_your_own_video_back(
     await expect(page.locator("#remote-video")).to_have_js_property("srcObject", None)
 
 
-async def test_a_declined_call_gets_no_answer_and_toggles_mute_the_tracks(
+async def test_declined_withdrawn_and_unanswered_calls_and_the_toggles(
     media_browser: Browser, server: Site, unique: str
 ) -> None:
     room = f"decline-{unique}"
@@ -233,17 +233,31 @@ async def test_a_declined_call_gets_no_answer_and_toggles_mute_the_tracks(
         await expect(bob.locator(button)).to_have_attribute("aria-pressed", "true")
         assert await track_enabled(bob, kind) is True
 
-    await ann.locator(f'#peers li[data-id="{bob_id}"]').click()
-    await ann.locator("#call-button").click()
-    await expect(bob.locator("#incoming")).to_be_visible()
+    async def ring() -> None:
+        await ann.locator(f'#peers li[data-id="{bob_id}"]').click()
+        await ann.locator("#call-button").click()
+        await expect(bob.locator("#incoming")).to_be_visible()
+
+    # Bob declines: Ann is told at once (a rollback of her offer), not after 30 s of ringing.
+    await ring()
     await bob.locator("#decline").click()
     await expect(bob.locator("#incoming")).to_be_hidden()
     await expect(bob.locator("#call-state")).to_have_attribute("data-state", "ended")
     await expect(bob.locator("#call-reason")).to_contain_text("declined")
+    await expect(ann.locator("#call-state")).to_have_attribute("data-state", "ended")
+    await expect(ann.locator("#call-reason")).to_have_text("Declined.")
 
-    # Declining sends nothing: Ann rings on until she gives up, 30 s later.
+    # Ann gives up before Bob answers: Bob's ringing stops.
+    await ring()
+    await ann.locator("#hangup").click()
+    await expect(bob.locator("#incoming")).to_be_hidden()
+    await expect(bob.locator("#call-reason")).to_have_text("The caller hung up.")
+
+    # Nobody answers: Ann stops after 30 s, and Bob's ringing with her.
+    await ring()
     await expect(ann.locator("#call-state")).to_have_attribute("data-state", "calling")
     await ann.clock.fast_forward("00:31")
     await expect(ann.locator("#call-state")).to_have_attribute("data-state", "ended")
     await expect(ann.locator("#call-reason")).to_have_text("No answer.")
+    await expect(bob.locator("#incoming")).to_be_hidden()
     await expect(ann.locator("#call-button")).to_be_enabled()

@@ -466,8 +466,18 @@ async function acceptCall() {
 
 function declineCall() {
   if (!page.incoming) return;
-  // Nothing is sent: the caller hears no answer, as if we were away.
+  // A rollback of the offer tells the caller at once (see withdraw()).
+  withdraw(page.incoming.from);
   dropIncoming("ended", "You declined the call.");
+}
+
+/**
+ * Tells `peerId` that the offer between us is off before any answer: the caller gave up, or the
+ * callee declined. It is the standard `{type: "rollback"}` description, one of the shapes the
+ * signalling service relays, so no event of our own is needed.
+ */
+function withdraw(peerId) {
+  if (socket.connected && !isEcho(peerId)) send(peerId, { type: "rollback", sdp: "" });
 }
 
 function dropIncoming(state, reason) {
@@ -478,10 +488,16 @@ function dropIncoming(state, reason) {
   setView(state, incoming.from, reason);
 }
 
-/** Ends the call under way on our side: closing the connection tells the other side. */
-function endCall(state, reason) {
+/**
+ * Ends the call under way on our side: closing the connection tells the other side, or, while
+ * our offer is still unanswered, a rollback does (unless the other side ended it).
+ */
+function endCall(state, reason, { notify = true } = {}) {
   const call = page.call;
   if (!call) return;
+  if (notify && call.role === "caller" && call.descriptionSent && !call.remoteSet) {
+    withdraw(call.peerId);
+  }
   call.finished = true;
   page.call = null;
   clearTimeout(call.timer);
@@ -649,6 +665,7 @@ function onSignal(_myId, signal, fromId) {
   if (signal.type === "offer") onOffer(signal, fromId);
   else if (signal.type === "answer") onAnswer(signal, fromId);
   else if (signal.type === "candidate") onCandidate(signal.candidate, fromId);
+  else if (signal.type === "rollback") onWithdrawn(fromId);
   // renegotiate and transceiverRequest: this page never renegotiates.
 }
 
@@ -680,6 +697,18 @@ function onOffer(offer, fromId) {
   page.incoming = incoming;
   setView("incoming", fromId);
   ui.accept.focus();
+}
+
+/** The other side called the offer off before an answer (see withdraw()). */
+function onWithdrawn(fromId) {
+  if (page.incoming?.from === fromId) {
+    dropIncoming("ended", "The caller hung up.");
+    return;
+  }
+  const call = page.call;
+  if (call?.peerId === fromId && call.role === "caller" && !call.remoteSet) {
+    endCall("ended", "Declined.", { notify: false });
+  }
 }
 
 async function onAnswer(answer, fromId) {
