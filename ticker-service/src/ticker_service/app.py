@@ -37,6 +37,12 @@ def split_pair(pair: str) -> tuple[str, str]:
     return pair, ""
 
 
+def listing(pair: str, last: Trade | None) -> dict[str, Any]:
+    """A pair as ``GET /pairs`` lists it."""
+    base, quote = split_pair(pair)
+    return {"pair": pair, "base": base, "quote": quote, "last": last.wire() if last else None}
+
+
 class Ticker:
     """What the namespace and the routes share: the pairs, the store, the status, the feed's
     way to deliver trades."""
@@ -149,15 +155,7 @@ def _add_routes(ticker: Ticker) -> None:
         """The pairs this ticker follows, each with its last trade, and the feed's status."""
         latest = await ticker.store.latest(ticker.settings.pairs)
         return {
-            "pairs": [
-                {
-                    "pair": pair,
-                    "base": split_pair(pair)[0],
-                    "quote": split_pair(pair)[1],
-                    "last": trade.wire() if trade else None,
-                }
-                for pair, trade in latest.items()
-            ],
+            "pairs": [listing(pair, trade) for pair, trade in latest.items()],
             "status": await ticker.status.look(),
         }
 
