@@ -3,12 +3,12 @@ replicas. docs/protocol.md is the contract this module keeps."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from typing import Any
 
 from redis.exceptions import RedisError
+from switchboard.hashing import digest
 from switchboard.ratelimit import TokenBucket, spend
 from switchboard.service import InputError, Service, ServiceNamespace
 from switchboard.validation import connect_auth, one_argument, room_of
@@ -18,10 +18,6 @@ from chat_service.settings import ChatSettings
 from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
 
 log = logging.getLogger(__name__)
-
-
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class ChatNamespace(ServiceNamespace):

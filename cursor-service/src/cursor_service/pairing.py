@@ -12,7 +12,6 @@ expires, guesses_at, controller, session, left); ``token:<sha256>``, ``code:<cod
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from enum import Enum
 from typing import Protocol
 
 from redis.asyncio import Redis
+from switchboard.hashing import digest
 
 #: RFC 8628's alphabet for codes people type: no vowels (no words), no look-alikes.
 CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
@@ -38,10 +38,6 @@ def new_code() -> str:
 
 def normalise_code(text: str) -> str:
     return "".join(ch for ch in text.upper() if not ch.isspace() and ch != "-")
-
-
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def now_ms() -> int:
