@@ -47,10 +47,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -66,14 +64,12 @@ from chat_fanout import (
     CONNECT_CONCURRENCY,
     HOST,
     NODE_REFERENCE,
-    RESULTS_DIR,
     ROOT,
     Deployment,
     Process,
     Worker,
     fmt,
     free_port,
-    machine,
     node_reference,
     percentile,
     redis_server_argv,
@@ -84,7 +80,7 @@ from chat_fanout import (
     wait_listening,
 )
 from cursors import CursorClient, Meters, Window, everyone, log_problems, open_cursor_client
-from ticker import load_average, table
+from ticker import load_average, recorded_run, table
 
 SCRIPT = Path(__file__).resolve()
 ALL_MODES = ("memory", "redis", "node")
@@ -663,35 +659,12 @@ def main() -> None:
     if args.worker:  # a pair process, driven by the orchestrator through stdin and stdout
         run_loop(lambda: serve_commands(PairPool()))
         return
-    info = machine()
-    info["load_start"] = load_average()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"signal-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    kept = path.with_suffix(".logs")
-    started = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(prefix="signal-bench-") as logs:
-            results: list[Result] = run_loop(lambda: run_all(args, Path(logs)))
-            shutil.copytree(logs, kept)
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process this run started is ended", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        end_everything()
-    info["load_end"] = load_average()
-    info["run_seconds"] = round(time.monotonic() - started)
-    command = " ".join(["uv run python bench/signalling.py", *sys.argv[1:]])
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    raw = {"machine": info, "command": command, "settings": settings}
+    results, raw, path, kept = recorded_run("signal", args, run_all, end_everything)
     ratios = node_ratios(results)
     path.write_text(
         json.dumps(
             {**raw, "results": [asdict(r) for r in results], "node_ratios": ratios}, indent=2
         )
-    )
-    print(
-        f"\n{info['nproc']} x {info['cpu_model']}, {info['date']}, {info['run_seconds']} s; "
-        f"load average {info['load_start']} at start, {info['load_end']} at end\n"
     )
     print(f"Relay (one peerIce a caller every {1000 / args.rate:g} ms, to its callee):\n")
     print(relay_table(results))

@@ -67,7 +67,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1069,36 +1069,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    if args.worker:  # a client process, driven by the orchestrator through stdin and stdout
-        run_loop(lambda: serve_commands(TickerPool()))
-        return
+def recorded_run(
+    name: str,
+    args: argparse.Namespace,
+    run_all: Callable[[argparse.Namespace, Path], Awaitable[list[Any]]],
+    end_processes: Callable[[], None],
+) -> tuple[list[Any], dict[str, Any], Path, Path]:
+    """Run every scenario with the servers' logs in a temporary folder, kept next to the JSON
+    results; Ctrl-C or a failure ends every process the run started. Returns the results, the
+    run's record (machine, command, settings), the JSON path and the logs' folder, and prints
+    the machine line every report starts with."""
     info = machine()
     info["load_start"] = load_average()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"ticker-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    path = RESULTS_DIR / f"{name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     kept = path.with_suffix(".logs")
     started = time.monotonic()
     try:
-        with tempfile.TemporaryDirectory(prefix="ticker-bench-") as logs:
-            results: list[Result] = run_loop(lambda: run_all(args, Path(logs)))
+        with tempfile.TemporaryDirectory(prefix=f"{name}-bench-") as logs:
+            results: list[Any] = run_loop(lambda: run_all(args, Path(logs)))
             shutil.copytree(logs, kept)
     except KeyboardInterrupt:
         print("\ninterrupted: every process this run started is ended", file=sys.stderr)
         sys.exit(130)
     finally:
-        for process in STARTED:  # normally ended by their scenario already
-            process.end()
+        end_processes()
     info["load_end"] = load_average()
     info["run_seconds"] = round(time.monotonic() - started)
-    command = " ".join(["uv run python bench/ticker.py", *sys.argv[1:]])
-    raw = {"machine": info, "command": command, "settings": vars(args)}
-    path.write_text(json.dumps({**raw, "results": [asdict(r) for r in results]}, indent=2))
+    command = " ".join([f"uv run python bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     print(
         f"\n{info['nproc']} x {info['cpu_model']}, {info['date']}, {info['run_seconds']} s; "
         f"load average {info['load_start']} at start, {info['load_end']} at end\n"
     )
+    return results, {"machine": info, "command": command, "settings": settings}, path, kept
+
+
+def end_started() -> None:
+    for process in STARTED:  # normally ended by their scenario already
+        process.end()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:  # a client process, driven by the orchestrator through stdin and stdout
+        run_loop(lambda: serve_commands(TickerPool()))
+        return
+    results, raw, path, kept = recorded_run("ticker", args, run_all, end_started)
+    path.write_text(json.dumps({**raw, "results": [asdict(r) for r in results]}, indent=2))
     print("Delivery and latency (every client subscribed to every pair):\n")
     print(delivery_table(results))
     print("\nWhere the latency goes (per trade: its first client, and first to last):\n")
