@@ -157,7 +157,7 @@ def embedded(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         log_dir,
         dict(os.environ),
     )
-    wait_for_port(port)
+    wait_for_port(port, process=simulator)
     process = ServiceProcess(
         "switchboard.embedded",
         log_dir,

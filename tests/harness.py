@@ -24,6 +24,13 @@ import httpx
 import socketio
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The bound of a wait for something that must happen (an event, an ack, a state). Far above
+#: what any story needs on a busy machine: a passing test never waits it out, a failing one
+#: says what it waited for.
+PATIENCE = 60.0
+#: The bound of a wait for a process to say it is ready: a cold machine (empty caches, every
+#: replica importing at once on two cores) takes tens of seconds; minutes, not seconds.
+STARTUP = 180.0
 #: Settings of ours a developer's shell may hold; a test states the ones it wants.
 SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "SIGNAL_", "STUN_", "TURN_", "REDIS")
 
@@ -34,13 +41,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, timeout: float = STARTUP, process: Process | None = None) -> None:
+    """Until something accepts on ``port``; at once an error if ``process`` (the one that
+    should listen there) exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        if process is not None and not process.alive():
+            raise RuntimeError(process.exited())
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    log = f":\n{process.log()}" if process is not None else ""
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s{log}")
 
 
 class Process:
@@ -63,6 +75,9 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def exited(self) -> str:
+        return f"{self.name} exited with {self.popen.returncode}:\n{self.log()}"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.alive():
@@ -104,7 +119,7 @@ class RedisServer(Process):
             log_dir,
             dict(os.environ),
         )
-        wait_for_port(self.port)
+        wait_for_port(self.port, process=self)
 
     @property
     def url(self) -> str:
@@ -157,7 +172,7 @@ class TurnServer(Process):
             log_dir,
             dict(os.environ),
         )
-        wait_for_port(self.port)
+        wait_for_port(self.port, process=self)
 
     @property
     def url(self) -> str:
@@ -182,35 +197,44 @@ class ServiceProcess(Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, prefix: str, timeout: float = 15.0, scheme: str = "http") -> None:
+    def wait_ready(self, prefix: str, timeout: float = STARTUP, scheme: str = "http") -> None:
+        """Until the service's ``/readyz`` says 200; at once an error if the process exits."""
         deadline = time.monotonic() + timeout
         url = f"{scheme}://127.0.0.1:{self.port}{prefix}/readyz"
+        last = "no answer"
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=1, verify=False).status_code == 200:
+                raise RuntimeError(self.exited())
+            try:
+                answer = httpx.get(url, timeout=5, verify=False)
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            else:
+                if answer.status_code == 200:
                     return
+                last = f"{answer.status_code} {answer.text}"
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready after {timeout} s:\n{self.log()}")
+        raise TimeoutError(f"{self.name} not ready after {timeout} s ({last}):\n{self.log()}")
 
     async def ready(
-        self, prefix: str, timeout: float = 15.0, path: str = "readyz", scheme: str = "http"
+        self, prefix: str, timeout: float = STARTUP, path: str = "readyz", scheme: str = "http"
     ) -> None:
         """As :meth:`wait_ready`, without blocking the event loop: for tests whose own servers
         (a fake upstream) run in it and must answer while the service starts."""
         deadline = time.monotonic() + timeout
-        last = ""
-        async with httpx.AsyncClient(timeout=1, verify=False) as http:
+        last = "no answer"
+        async with httpx.AsyncClient(timeout=5, verify=False) as http:
             while time.monotonic() < deadline:
                 if not self.alive():
-                    raise RuntimeError(f"{self.name} exited:\n{self.log()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    url = f"{scheme}://127.0.0.1:{self.port}{prefix}/{path}"
-                    answer = await http.get(url)
+                    raise RuntimeError(self.exited())
+                try:
+                    answer = await http.get(f"{scheme}://127.0.0.1:{self.port}{prefix}/{path}")
+                except httpx.HTTPError as exc:
+                    last = repr(exc)
+                else:
                     if answer.status_code == 200:
                         return
-                    last = answer.text
+                    last = f"{answer.status_code} {answer.text}"
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {timeout} s ({last}):\n{self.log()}")
 
@@ -256,21 +280,21 @@ class Client:
             headers=headers or {},
             transports=transports or ["websocket"],
             namespaces=[self.namespace],
-            wait_timeout=5,
+            wait_timeout=int(PATIENCE),
         )
 
     # A tuple is how python-socketio sends exactly these arguments, None and none included.
     async def emit(self, event: str, *args: Any) -> None:
         await self.sio.emit(event, tuple(args), namespace=self.namespace)
 
-    async def call(self, event: str, *args: Any, timeout: float = 5) -> Any:
+    async def call(self, event: str, *args: Any, timeout: float = PATIENCE) -> Any:
         return await self.sio.call(event, tuple(args), namespace=self.namespace, timeout=timeout)
 
     async def wait(
         self,
         event: str,
         where: Callable[..., bool] = lambda *args: True,
-        timeout: float = 5.0,
+        timeout: float = PATIENCE,
     ) -> tuple[Any, ...]:
         """The first ``event`` received (so far or within ``timeout``) that matches ``where``."""
         deadline = asyncio.get_running_loop().time() + timeout
