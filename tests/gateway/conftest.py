@@ -4,6 +4,7 @@ simulator, and coturn relaying between loopback peers (tests only)."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,10 +13,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import ROOT, SERVICE_PREFIXES, Process, free_port, free_udp_port
+from tests.harness import (
+    ROOT,
+    SERVICE_PREFIXES,
+    STARTUP,
+    Process,
+    free_port,
+    free_udp_port,
+)
 
 SERVICES = ("chat", "cursors", "signal", "ticker")
 SOCKETS_PER_ADDRESS = 40
+#: Handshakes per second and per address, and their burst: small, so that the limit's test
+#: holds however slow the machine is (the defaults are 20 and 100); the burst is above what
+#: the other tests open at once from one address.
+HANDSHAKES_PER_SECOND = 1
+HANDSHAKE_BURST = 50
 
 
 @dataclass
@@ -53,6 +66,8 @@ def cluster_env(directory: Path) -> dict[str, str]:
             "SIGNAL_ICE_TRANSPORT_POLICY": "relay",
             # Small enough for a test to reach (the default is 256).
             "GATEWAY_SOCKETS_PER_ADDRESS": str(SOCKETS_PER_ADDRESS),
+            "GATEWAY_HANDSHAKES_PER_SECOND": str(HANDSHAKES_PER_SECOND),
+            "GATEWAY_HANDSHAKE_BURST": str(HANDSHAKE_BURST),
         }
     )
     relays = free_udp_port() // 2 * 2
@@ -63,24 +78,68 @@ def cluster_env(directory: Path) -> dict[str, str]:
     return env
 
 
-def until_ready(cluster: Cluster, timeout: float = 30) -> None:
-    """Blocking on purpose: a session fixture may be first asked for from inside a running
-    event loop (an async fixture's getfixturevalue)."""
+def lines_of(cluster: Cluster, name: str) -> str:
+    """One process's lines in the cluster's log (honcho prefixes each with its name)."""
+    mine = re.compile(rf"^\S+ {re.escape(name)}\.\d+\s*\| ")
+    return "\n".join(line for line in cluster.process.log().splitlines() if mine.match(line))
+
+
+def until_ready(cluster: Cluster, timeout: float = STARTUP) -> None:
+    """Every replica's own ``/readyz``, then every service's through nginx, until each says 200.
+
+    Blocking on purpose: a session fixture may be first asked for from inside a running event
+    loop (an async fixture's getfixturevalue). A cold machine starts the eight replicas, nginx
+    and coturn together on two cores in well over 30 s; the replicas are asked directly first,
+    so that nginx never counts a replica still starting as failed. If honcho exits (it does when
+    any process does), this fails at once; if the bound runs out, it shows the log of each
+    process that is not ready."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=cluster.url, verify=False, timeout=2) as http:
+    waiting = {
+        f"{service}-{side}": f"{cluster.replica(service, side)}/api/{service}/readyz"
+        for service in SERVICES
+        for side in "ab"
+    }
+    answers: dict[str, str] = {}
+    with httpx.Client(verify=False, timeout=5) as http:
+        while waiting:
+            if not cluster.process.alive():
+                raise RuntimeError(f"the cluster stopped:\n{cluster.process.log()}")
+            for name, url in list(waiting.items()):
+                try:
+                    answer = http.get(url)
+                except httpx.HTTPError as exc:
+                    answers[name] = repr(exc)
+                    continue
+                answers[name] = f"{answer.status_code} {answer.text}"
+                if answer.status_code == 200:
+                    del waiting[name]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                logs = "\n\n".join(
+                    f"{name} ({answers.get(name, 'no answer')}):\n{lines_of(cluster, name)}"
+                    for name in waiting
+                )
+                raise TimeoutError(f"not ready after {timeout} s:\n{logs}")
+            time.sleep(0.3)
+        # Then nginx: listening, and routing to a live upstream for every service.
+        codes: dict[str, str] = {}
         while True:
             if not cluster.process.alive():
                 raise RuntimeError(f"the cluster stopped:\n{cluster.process.log()}")
-            codes = []
             for service in SERVICES:
                 try:
-                    codes.append(http.get(f"/api/{service}/readyz").status_code)
-                except httpx.HTTPError:
-                    codes.append(0)
-            if codes == [200] * len(SERVICES):
+                    answer = http.get(f"{cluster.url}/api/{service}/readyz")
+                    codes[service] = f"{answer.status_code} {answer.text[:200]}"
+                except httpx.HTTPError as exc:
+                    codes[service] = repr(exc)
+            if all(code.startswith("200 ") for code in codes.values()):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not ready ({codes}):\n{cluster.process.log()[-4000:]}")
+                raise TimeoutError(
+                    f"the gateway is not ready after {timeout} s ({codes}):\n"
+                    f"{lines_of(cluster, 'gateway')}"
+                )
             time.sleep(0.3)
 
 

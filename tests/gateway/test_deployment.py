@@ -18,7 +18,7 @@ import yaml
 from switchboard.certs import ensure_certificate
 from switchboard.service import Service
 
-from tests.harness import ROOT
+from tests.harness import ROOT, STARTUP
 
 COMPOSE = ROOT / "docker-compose.yml"
 TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
@@ -71,7 +71,7 @@ def test_compose_follows_the_compose_specification() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=STARTUP,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -122,7 +122,7 @@ def render(env: dict[str, str], output: Path) -> str:
         env={"PATH": os.environ["PATH"], **env},
         check=True,
         capture_output=True,
-        timeout=30,
+        timeout=STARTUP,
     )
     return output.read_text()
 
@@ -163,7 +163,7 @@ def test_the_template_renders_for_compose_and_nginx_takes_it(tmp_path: Path) -> 
         ],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=STARTUP,
     )
     assert checked.returncode == 0, checked.stderr
 
