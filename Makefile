@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 SIMULATOR_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help setup python web system-deps run run-simulated cluster certs test lint typecheck bench clean
+.PHONY: help setup python web system-deps run run-simulated cluster certs test test-stressed lint typecheck bench clean
 
 help:
 	@echo "make run    start everything in one process at https://localhost:8443"
@@ -16,6 +16,7 @@ help:
 	@echo "make cluster   the deployment's topology without Docker: nginx, Redis, 2 replicas each, coturn"
 	@echo "make certs  a self-signed certificate in gateway/certs, for docker compose"
 	@echo "make test   run the whole test suite (installs what it needs)"
+	@echo "make test-stressed   the same, with one busy process per core competing for the CPU"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (see docs/benchmarks.md)"
 
@@ -60,6 +61,17 @@ run-simulated: setup
 	.venv/bin/python -m switchboard.embedded
 
 test: setup system-deps
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+# The suite as a busy machine runs it: stress-ng keeps one busy process per core for as long as
+# the tests run (and stops by itself after STRESS_SECONDS if it is left behind). No test may
+# depend on how fast or idle the machine is; this is how that is checked.
+STRESS_SECONDS ?= 3600
+test-stressed: setup
+	@scripts/system-deps.sh stressed
+	@stress-ng --cpu "$$(nproc)" --timeout $(STRESS_SECONDS)s --quiet & load=$$!; \
+	trap 'kill $$load 2>/dev/null; wait $$load 2>/dev/null' EXIT INT TERM; \
+	echo "stress-ng: $$(nproc) busy processes (pid $$load)"; \
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 lint: python

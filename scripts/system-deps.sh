@@ -3,7 +3,9 @@
 # nginx (the gateway), and for the tests chromium (through Playwright; never a downloaded
 # browser) with fonts for its screenshots. Installed when missing and running as root.
 #
-#   system-deps.sh [test|cluster]     (make test: test; make cluster: cluster)
+# make test-stressed also needs stress-ng, the competing CPU load.
+#
+#   system-deps.sh [test|cluster|stressed]   (make test: test; make cluster: cluster)
 set -euo pipefail
 
 missing=()
@@ -11,7 +13,10 @@ need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || missing+=("
 need redis-server redis-server
 need turnserver coturn
 need nginx nginx-light
-if [ "${1:-test}" = test ]; then
+if [ "${1:-test}" = stressed ]; then
+  need stress-ng stress-ng
+fi
+if [ "${1:-test}" != cluster ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
 fi
