@@ -167,10 +167,10 @@ class RemoteNamespace(ServiceNamespace):
     ) -> Claim:
         bucket = self._attempts_of(str(environ.get("REMOTE_ADDR", "")))
         if bucket.available() < 1:
-            wait = round(bucket.retry_after(), 1)
+            wait = bucket.retry_after()
             raise InputError(
                 "too_many_attempts",
-                f"Too many wrong codes; try again in {wait:.0f} s.",
+                f"Too many wrong codes; try again in {math.ceil(wait)} s.",
                 details={"retry_after": wait},
             )
         claim = await self.store.claim_code(code, sid, session, self.settings.code_guesses)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from switchboard.service import InputError
@@ -32,8 +33,9 @@ class TokenBucket:
         return True
 
     def retry_after(self, cost: float = 1.0) -> float:
-        """Seconds until ``cost`` tokens will be there."""
-        return max(0.0, (cost - self._tokens) / self.rate)
+        """Seconds until ``cost`` tokens will be there, rounded up to 0.01 s: a client that
+        waits what it is told is let through, and is never told 0.0 while it would not be."""
+        return max(0.0, math.ceil((cost - self._tokens) / self.rate * 100) / 100)
 
 
 def spend(bucket: TokenBucket) -> None:
@@ -43,6 +45,6 @@ def spend(bucket: TokenBucket) -> None:
         wait = bucket.retry_after()
         raise InputError(
             "rate_limited",
-            f"Too fast: wait {wait:.1f} s before sending again.",
-            details={"retry_after": round(wait, 2)},
+            f"Too fast: wait {wait:.2f} s before sending again.",
+            details={"retry_after": wait},
         )
