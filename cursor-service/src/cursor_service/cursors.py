@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchboard.fanout import encode_event, queued, send_encoded
+from switchboard.fanout import deliver_locally, encode_event, queued, send_encoded
 from switchboard.ratelimit import TokenBucket
 from switchboard.service import InputError, Service, ServiceNamespace
 from switchboard.validation import connect_auth, display_name, one_argument, room_of
@@ -203,9 +203,13 @@ class CursorNamespace(ServiceNamespace):
         member = self.members[sid] = Member(room, colour_of(sid), name, bucket)
         # Here from the start, pointer not on the page yet: everyone can count who is in.
         self.board.place(room, sid, Cursor(None, None, member.color, member.name))
-        # The snapshot first, then the room: every delta this client gets follows it.
+        # The snapshot first, then the room: every delta this client gets follows it. Both with
+        # no wait between them: the snapshot goes straight to this process's socket (the client
+        # is here), not through Redis, whose publish would let a tick send the room a delta
+        # that this client, not yet in it, never gets.
         state = self.states.get(room) or RoomState()
-        await self.emit("snapshot", state.snapshot(), to=sid)
+        await deliver_locally(self.server.manager, "snapshot", [state.snapshot()], "/", sid, None)
+        self.metrics.sent("snapshot")
         self.rooms.setdefault(room, set()).add(sid)
         await self.enter_room(sid, room)
         self.metrics.connected_clients.inc()
