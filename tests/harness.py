@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -55,6 +56,25 @@ def wait_for_port(port: int, timeout: float = STARTUP, process: Process | None =
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s{log}")
 
 
+async def until(
+    check: Callable[[], Any], what: str, timeout: float = PATIENCE, every: float = 0.1
+) -> Any:
+    """Until ``check()`` (plain or async) returns something true, which is returned; looked at
+    every ``every`` s. After ``timeout`` it fails, saying ``what`` was awaited and the last value.
+    For states nothing announces (a count in /metrics, a key in Redis); an event is awaited with
+    :meth:`Client.wait`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout} s (last: {value!r})")
+        await asyncio.sleep(every)
+
+
 class Process:
     """A child process with its log in a file."""
 
@@ -82,16 +102,18 @@ class Process:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.alive():
             os.kill(self.pid, sig)
-            self.popen.wait(10)
+            self.popen.wait(PATIENCE)
 
     def stop(self) -> None:
+        """SIGTERM, and the time a clean stop takes on a busy machine (a stop's own work, such
+        as releasing a lock, is what some tests look at); SIGKILL only past that."""
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             try:
-                self.popen.wait(10)
+                self.popen.wait(PATIENCE)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
-                self.popen.wait(5)
+                self.popen.wait(PATIENCE)
         self._log.close()
 
 

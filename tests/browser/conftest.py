@@ -6,13 +6,21 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright, expect
 
 # The cluster of `make cluster` (tests/gateway/conftest.py), for the pages through the gateway.
 from tests.gateway.conftest import Cluster, cluster  # noqa: F401
+from tests.harness import PATIENCE
+
+#: Playwright's bound of a wait, in its milliseconds.
+PATIENCE_MS = PATIENCE * 1000
+#: Playwright's assertions retry until they hold: bounded like every other wait (its default,
+#: 5 s, is a guess a busy machine breaks). Set once here, for every browser test.
+expect.set_options(timeout=PATIENCE_MS)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -29,9 +37,19 @@ FLAGS = [
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS, timeout=PATIENCE_MS
+        )
         yield browser
         await browser.close()
+
+
+async def new_context(browser: Browser, **options: Any) -> BrowserContext:
+    """Another person's browser: our self-signed certificates accepted, and its actions and
+    navigations bounded by PATIENCE (Playwright's default is 30 s)."""
+    context = await browser.new_context(ignore_https_errors=True, **options)
+    context.set_default_timeout(PATIENCE_MS)  # actions and navigation
+    return context
 
 
 @dataclass
