@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import Site
+from tests.browser.conftest import Site, new_context
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 
 
 async def open_chat(browser: Browser, site: Site, room: str) -> Page:
-    context = await browser.new_context(ignore_https_errors=True)
+    context = await new_context(browser)
     page = await context.new_page()
     await page.goto(f"{site.url}/chat/?room={room}")
     return page

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
-from tests.browser.conftest import Site
+from tests.browser.conftest import Site, new_context
+from tests.harness import until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 
 
+async def glides_to(cursor: Locator, x: float, y: float) -> None:
+    """Until ``cursor``'s box is at (x, y) give or take 3 px."""
+
+    async def there() -> bool:
+        box = await cursor.bounding_box()
+        return bool(box and abs(box["x"] - x) < 3 and abs(box["y"] - y) < 3)
+
+    await until(there, f"the cursor at ({x}, {y})")
+
+
 async def open_cursors(browser: Browser, site: Site, room: str, name: str) -> Page:
-    context = await browser.new_context(
-        ignore_https_errors=True, viewport={"width": 1000, "height": 800}
-    )
+    context = await new_context(browser, viewport={"width": 1000, "height": 800})
     page = await context.new_page()
     await page.goto(f"{site.url}/cursors/?room={room}&name={name}")
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
@@ -34,13 +43,7 @@ async def test_a_mouse_in_one_page_moves_a_cursor_in_another(
     await expect(cursor).to_have_count(1)
     await site.on_both_replicas("cursors")
     # It glides to where ann's pointer is: half-way across, half-way down.
-    for _ in range(40):
-        box = await cursor.bounding_box()
-        if box and abs(box["x"] - 500) < 3 and abs(box["y"] - 400) < 3:
-            break
-        await bob.wait_for_timeout(100)
-    else:
-        raise AssertionError(f"ann's cursor is at {box}, not at (500, 400)")
+    await glides_to(cursor, 500, 400)
     # Nobody sees their own cursor echoed back.
     own = ann.locator(".cursor", has=ann.locator(".name", has_text="ann"))
     await expect(own).to_have_count(0)
@@ -52,8 +55,8 @@ async def test_a_mouse_in_one_page_moves_a_cursor_in_another(
 async def test_a_touch_moves_a_cursor_too(browser: Browser, site: Site, unique: str) -> None:
     room = f"r-{unique}"
     watcher = await open_cursors(browser, site, room, "watcher")
-    context = await browser.new_context(
-        ignore_https_errors=True,
+    context = await new_context(
+        browser,
         viewport={"width": 400, "height": 800},
         has_touch=True,
         is_mobile=True,
@@ -66,21 +69,16 @@ async def test_a_touch_moves_a_cursor_too(browser: Browser, site: Site, unique: 
 
     cursor = watcher.locator(".cursor", has=watcher.locator(".name", has_text="phone"))
     await expect(cursor).to_have_count(1)
-    for _ in range(40):
-        box = await cursor.bounding_box()
-        if box and abs(box["x"] - 500) < 3 and abs(box["y"] - 600) < 3:
-            break
-        await watcher.wait_for_timeout(100)
-    else:
-        raise AssertionError(f"the phone's cursor is at {box}, not at (500, 600)")
+    await glides_to(cursor, 500, 600)
 
 
 async def test_people_count_before_they_move_and_a_cursor_hides_when_the_mouse_leaves(
     browser: Browser, site: Site, unique: str
 ) -> None:
     room = f"r-{unique}"
-    ann = await open_cursors(browser, site, room, "ann")
+    # bob first, so that ann's arrival reaches him as a change.
     bob = await open_cursors(browser, site, room, "bob")
+    ann = await open_cursors(browser, site, room, "ann")
     await expect(bob.locator("#count")).to_have_text("2")  # ann has not moved yet
 
     await ann.mouse.move(300, 300, steps=5)

@@ -8,7 +8,8 @@ import re
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.browser.conftest import Site
+from tests.browser.conftest import Site, new_context
+from tests.harness import until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 
@@ -16,9 +17,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
     browser: Browser, site: Site
 ) -> None:
-    desktop_context = await browser.new_context(
-        ignore_https_errors=True, viewport={"width": 1280, "height": 800}
-    )
+    desktop_context = await new_context(browser, viewport={"width": 1280, "height": 800})
     desktop = await desktop_context.new_page()
     await desktop.goto(f"{site.url}/remote/")
     await expect(desktop.locator("#pairing-state")).to_have_attribute("data-state", "waiting")
@@ -27,8 +26,8 @@ async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
     assert link
     await expect(desktop.locator("#qr")).to_have_attribute("src", re.compile("^data:image/svg"))
 
-    phone_context = await browser.new_context(
-        ignore_https_errors=True,
+    phone_context = await new_context(
+        browser,
         viewport={"width": 390, "height": 844},
         has_touch=True,
         is_mobile=True,
@@ -43,14 +42,13 @@ async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
     await phone.touchscreen.tap(pad["x"] + pad["width"] * 0.9, pad["y"] + pad["height"] * 0.1)
 
     ball = desktop.locator("#ball")
-    for _ in range(50):
+
+    async def there() -> bool:
         x = float(await ball.get_attribute("data-x") or "nan")
         y = float(await ball.get_attribute("data-y") or "nan")
-        if abs(x - 0.9) < 0.02 and abs(y - 0.1) < 0.02:
-            break
-        await desktop.wait_for_timeout(100)
-    else:
-        raise AssertionError(f"the ball is at ({x}, {y}), not (0.9, 0.1)")
+        return abs(x - 0.9) < 0.02 and abs(y - 0.1) < 0.02
+
+    await until(there, "the ball at (0.9, 0.1)")
 
     await phone.locator("#button-a").dispatch_event("pointerdown")
     await expect(desktop.locator("#ball")).to_have_attribute("data-pressed", "a")

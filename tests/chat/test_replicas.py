@@ -3,8 +3,6 @@ stopped and started again, Redis forgetting everything."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -13,15 +11,17 @@ import redis
 import socketio
 
 from tests.conftest import connect_chat, start_chat
-from tests.harness import Client, RedisServer
+from tests.harness import PATIENCE, Client, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
 
 
-async def test_a_killed_replicas_names_and_presence_are_freed_within_30_seconds(
+async def test_a_killed_replicas_names_and_presence_are_freed_once_its_heartbeat_expires(
     tmp_path: Path, redis_server: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    env = {"REDIS_URL": redis_server.url}  # the default REPLICA_TTL, 15 s
+    # A short REPLICA_TTL (15 s by default) keeps the story short. How long after the crash
+    # the name is freed is the TTL's business and the machine's: this waits for the outcome.
+    env = {"REDIS_URL": redis_server.url, "REPLICA_TTL": "3"}
     doomed = start_chat(tmp_path, env, name="doomed")
     survivor = start_chat(tmp_path, env, name="survivor")
     try:
@@ -38,13 +38,14 @@ async def test_a_killed_replicas_names_and_presence_are_freed_within_30_seconds(
         assert channels[b"socketio:chat"] >= 2
 
         doomed.kill()
-        killed_at = time.monotonic()
-        while (await other.call("name", f"ann-{unique}"))["ok"] is False:
-            assert time.monotonic() - killed_at < 30, "the dead replica's name is still held"
-            await asyncio.sleep(0.5)
-        freed_after = time.monotonic() - killed_at
 
-        (left,) = await bob.wait("user_left", lambda u: u["id"] == ann_id, timeout=30 - freed_after)
+        async def taken_back() -> bool:
+            return bool((await other.call("name", f"ann-{unique}"))["ok"])
+
+        # Two tries a second: within the default rate limit.
+        await until(taken_back, "the dead replica's name freed", every=0.5)
+
+        (left,) = await bob.wait("user_left", lambda u: u["id"] == ann_id)
         assert left == {"id": ann_id, "name": f"ann-{unique}"}
         late = await connect_chat(clients, survivor.url, room=room)
         names = {u["name"] for u in late.received("users")[0][0]}
@@ -61,11 +62,11 @@ async def test_readyz_follows_redis_down_and_back(tmp_path: Path, clients: list[
     own_redis = RedisServer(tmp_path)
     service = start_chat(tmp_path, {"REDIS_URL": own_redis.url, "REPLICA_TTL": "3"})
     try:
-        async with httpx.AsyncClient(base_url=service.url) as http:
+        async with httpx.AsyncClient(base_url=service.url, timeout=PATIENCE) as http:
             assert (await http.get("/api/chat/readyz")).status_code == 200
             own_redis.stop()
 
-            answer = await wait_for_status(http, 503, within=10)
+            answer = await wait_for_status(http, 503)
             body = answer.json()
             assert body["status"] == "unavailable"
             assert any("redis" in reason for reason in body["reasons"])
@@ -78,7 +79,7 @@ async def test_readyz_follows_redis_down_and_back(tmp_path: Path, clients: list[
             assert refused.connect_error["data"]["error"] == "unavailable"
 
             own_redis = RedisServer(tmp_path, port=own_redis.port)
-            await wait_for_status(http, 200, within=20)
+            await wait_for_status(http, 200)
             client = await connect_chat(clients, service.url)
             assert (await client.call("name", "back"))["ok"] is True
             metrics = (await http.get("/api/chat/metrics")).text
@@ -107,12 +108,14 @@ async def test_names_survive_redis_forgetting_everything(
 
         redis.Redis(port=own_redis.port).flushall()
 
-        # Within a heartbeat (1 s here) replica A writes its sessions and names back.
+        # At its next heartbeat (every 1 s here) replica A writes its sessions and names back.
         other = await connect_chat(clients, b.url, room=room)
-        deadline = time.monotonic() + 5
-        while {u["name"] for u in (await fresh_users(clients, b.url, room))} != {f"ann-{unique}"}:
-            assert time.monotonic() < deadline, "A did not restore its members"
-            await asyncio.sleep(0.3)
+
+        async def restored() -> bool:
+            users = await fresh_users(clients, b.url, room)
+            return {u["name"] for u in users} == {f"ann-{unique}"}
+
+        await until(restored, "A restoring its members", every=0.3)
         assert (await other.call("name", f"ann-{unique}"))["error"] == "taken"
     finally:
         a.stop()
@@ -127,11 +130,10 @@ async def fresh_users(clients: list[Client], url: str, room: str) -> list[dict[s
     return users
 
 
-async def wait_for_status(http: httpx.AsyncClient, status: int, within: float) -> httpx.Response:
-    deadline = time.monotonic() + within
-    while True:
-        answer = await http.get("/api/chat/readyz", timeout=5)
-        if answer.status_code == status:
-            return answer
-        assert time.monotonic() < deadline, f"readyz still {answer.status_code}: {answer.text}"
-        await asyncio.sleep(0.25)
+async def wait_for_status(http: httpx.AsyncClient, status: int) -> httpx.Response:
+    async def answered() -> httpx.Response | None:
+        answer = await http.get("/api/chat/readyz", timeout=PATIENCE)
+        return answer if answer.status_code == status else None
+
+    found: httpx.Response = await until(answered, f"readyz {status}", every=0.25)
+    return found

