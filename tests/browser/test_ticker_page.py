@@ -15,9 +15,14 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, WebSocketRoute, expect
+from playwright.async_api import (
+    Browser,
+    Page,
+    WebSocketRoute,
+    expect,
+)
 
-from tests.browser.conftest import Cluster, cluster  # noqa: F401
+from tests.browser.conftest import Cluster, cluster, new_context  # noqa: F401
 from tests.harness import ServiceProcess
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
@@ -35,9 +40,7 @@ def start_embedded(fake: FakeBitstamp, tmp_path: Path) -> ServiceProcess:
 
 
 async def open_ticker(browser: Browser, process: ServiceProcess, query: str = "") -> Page:
-    context = await browser.new_context(
-        ignore_https_errors=True, viewport={"width": 390, "height": 844}
-    )
+    context = await new_context(browser, viewport={"width": 390, "height": 844})
     page = await context.new_page()
     await page.goto(f"https://localhost:{process.port}/ticker/{query}")
     return page
@@ -99,11 +102,13 @@ async def test_trades_of_the_picked_pair_show_with_exact_prices_and_sides(
         await expect(page.locator("#base")).to_have_text("ETH")
         assert page.url.endswith("?pair=ethusd")
 
-        # Live btcusd trades no longer reach us; ethusd ones do.
-        await fake.trade("btcusd", price="99999.99", side=0)
+        # Live btcusd trades no longer reach us; ethusd ones do. Trades come in the order they
+        # were sent: once the ethusd one shows, the btcusd one sent before it would have too.
+        left = await fake.trade("btcusd", price="99999.99", side=0)
         newer = await fake.trade("ethusd", price="3100", amount="0.50000000", side=1)
-        await expect(rows).to_have_count(2)
         await expect(rows.nth(0)).to_have_attribute("data-id", str(newer["id"]))
+        await expect(rows).to_have_count(2)
+        await expect(page.locator(f'#trades tr[data-id="{left["id"]}"]')).to_have_count(0)
         await expect(rows.nth(0)).to_have_attribute("data-side", "sell")
         await expect(page.locator("#last-price")).to_have_text("3,100")
         await page.screenshot(path=str(tmp_path / "ticker-ethusd.png"))
@@ -130,7 +135,7 @@ async def test_a_dropped_connection_loses_and_doubles_no_trade(
         await process.ready("/api/ticker", scheme="https")
         await fake.until(fake.subscribed, what="the service subscribed to every pair")
         before = [await fake.trade("btcusd", price=f"9100{i}.5", side=i % 2) for i in range(3)]
-        context = await browser.new_context(ignore_https_errors=True)
+        context = await new_context(browser)
         page = await context.new_page()
         await page.route_web_socket(re.compile(r"/api/ticker/socket\.io/"), through_us)
         await page.goto(f"https://localhost:{process.port}/ticker/?pair=btcusd")
@@ -216,11 +221,11 @@ async def test_through_the_gateway_the_page_follows_the_simulator(
 ) -> None:
     """`make cluster` with SIMULATOR_PORT: two ticker replicas behind the gateway, one of
     them holding the simulator's feed; the page says the feed is simulated."""
-    context = await browser.new_context(ignore_https_errors=True)
+    context = await new_context(browser)
     page = await context.new_page()
     await page.goto(f"{cluster.url}/ticker/?pair=btcusd")
     await expect(page.locator("#feed")).to_have_attribute("data-state", "connected")
     await expect(page.locator("#simulated")).to_be_visible()
-    await expect(page.locator("#trades tr.trade").first).to_be_visible(timeout=15_000)
+    await expect(page.locator("#trades tr.trade").first).to_be_visible()
     price = await page.locator("#last-price").text_content()
     assert re.fullmatch(r"[\d,]+(\.\d+)?", (price or "").strip()), price

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.harness import Client, ServiceProcess
+from tests.harness import PATIENCE, Client, ServiceProcess
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
 TICKER_PATH = "/api/ticker/socket.io"
 PREFIX = "/api/ticker"
-#: Quick timers for stories that are not about them; the defaults have stories of their own.
+#: Timers for stories that are not about them (the defaults have stories of their own): quick
+#: retries, so that a reconnection takes no time, and no limit a busy machine could reach by
+#: being slow: a connection silent for 10 s (ten heartbeats missed) or an attempt still
+#: subscribing after 60 s (a story may hold a subscription as long as it needs) would be a bug,
+#: not a slow machine.
 FAST = {
     "TICKER_HEARTBEAT_INTERVAL": "1",
-    "TICKER_SILENCE_TIMEOUT": "3",
+    "TICKER_SILENCE_TIMEOUT": "10",
     "TICKER_BACKOFF_BASE": "0.1",
     "TICKER_BACKOFF_CAP": "0.5",
-    "TICKER_CONNECT_TIMEOUT": "3",
+    "TICKER_CONNECT_TIMEOUT": str(int(PATIENCE)),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.harness import free_port
+from tests.harness import PATIENCE, free_port
 
 
 @dataclass
@@ -35,6 +35,9 @@ class Upstream:
     silent: bool = False
     #: Subscriptions not answered yet (while the fake holds them).
     held: list[dict[str, Any]] = field(default_factory=list)
+    #: time.monotonic() just before we last sent the service something on this connection:
+    #: whatever it last heard from us, it heard after this.
+    last_sent: float | None = None
 
     @property
     def open(self) -> bool:
@@ -44,6 +47,7 @@ class Upstream:
         return sum(1 for m in self.received if m.get("event") == "bts:heartbeat")
 
     async def send(self, message: dict[str, Any]) -> None:
+        self.last_sent = time.monotonic()
         await self.socket.send_str(json.dumps(message))
 
     async def drop(self) -> None:
@@ -104,7 +108,7 @@ class FakeBitstamp:
         """Open connections subscribed to every pair."""
         return [c for c in self.open() if len(c.subscribed) == len(self.pairs)]
 
-    async def until(self, condition: Any, timeout: float = 10.0, what: str = "") -> Any:
+    async def until(self, condition: Any, timeout: float = PATIENCE, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = condition()
@@ -117,7 +121,7 @@ class FakeBitstamp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
 
-    async def successor(self, of: Upstream, timeout: float = 10.0) -> Upstream:
+    async def successor(self, of: Upstream, timeout: float = PATIENCE) -> Upstream:
         """The next connection subscribed to every pair, other than ``of``."""
         found: list[Upstream] = await self.until(
             lambda: [c for c in self.subscribed() if c is not of],

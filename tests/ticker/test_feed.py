@@ -11,12 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
+from ticker_service.upstream import BACKFILL_DELAY
 
-from tests.harness import Client
+from tests.harness import PATIENCE, Client, until
 from tests.ticker.conftest import PREFIX, launch, start_ticker, trade_ids, watch
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
 pytestmark = pytest.mark.asyncio
+
+#: What a busy machine may add to a wait it is timing (a timer's lateness, a refused handshake):
+#: milliseconds, so a second is far above it.
+LATENESS = 1.0
 
 
 async def metric(url: str, name: str) -> float:
@@ -33,7 +38,9 @@ async def status_of(url: str) -> dict[str, Any]:
         return answer
 
 
-async def has_ids(client: Client, ids: list[int], pair: str = "btcusd", timeout: float = 5) -> None:
+async def has_ids(
+    client: Client, ids: list[int], pair: str = "btcusd", timeout: float = PATIENCE
+) -> None:
     await client.wait("trade", lambda _t: set(ids) <= set(trade_ids(client, pair)), timeout=timeout)
 
 
@@ -84,11 +91,16 @@ async def test_a_browser_gets_its_pairs_trades_with_bitstamps_exact_strings(
         assert trade_ids(bob, "btcusd") == []
 
         assert await ann.call("unsubscribe", "btcusd") == {"ok": True, "pair": "btcusd"}
+        # A pair only Ann follows, for a trade that tells her when she has had all before it.
+        await ann.call("subscribe", "btceur")
         await bob.call("subscribe", "btcusd")
         later = await fake.trade("btcusd")
         await bob.wait("trade", lambda t: t["id"] == later["id"])
-        await asyncio.sleep(0.3)
-        assert trade_ids(ann) == [buy["id"]]
+        # Trades reach a browser in the order Bitstamp sent them: once Ann has this one, she
+        # would have had the ethusd trade and the btcusd one before it, had they been sent her.
+        marker = await fake.trade("btceur")
+        await ann.wait("trade", lambda t: t["id"] == marker["id"])
+        assert trade_ids(ann) == [buy["id"]] and trade_ids(ann, "ethusd") == []
 
         async with httpx.AsyncClient(base_url=ticker.url) as http:
             listed = (await http.get(f"{PREFIX}/trades/btcusd", params={"limit": 2})).json()
@@ -105,11 +117,17 @@ async def test_a_browser_gets_its_pairs_trades_with_bitstamps_exact_strings(
 
 
 async def test_heartbeats_keep_a_quiet_connection(tmp_path: Path, fake: FakeBitstamp) -> None:
-    ticker = await start_ticker(tmp_path, fake)  # heartbeat every 1 s, silence limit 3 s
+    interval, silence = 0.5, 3.0
+    timers = {"TICKER_HEARTBEAT_INTERVAL": str(interval), "TICKER_SILENCE_TIMEOUT": str(silence)}
+    ticker = await start_ticker(tmp_path, fake, timers)
     try:
         [upstream] = await fake.until(fake.subscribed)
-        await asyncio.sleep(4.5)
-        assert upstream.heartbeats() >= 3
+        # Not a trade: only the replies to its heartbeats keep the connection alive. Eight come
+        # one interval apart at the least, so it has lived past the silence limit by then.
+        await fake.until(lambda: upstream.heartbeats() >= 8, what="8 heartbeats")
+        lived = time.monotonic() - upstream.opened_at
+        assert lived > 8 * interval - 0.01, "no more than one heartbeat an interval"
+        assert lived > silence
         assert fake.connections == [upstream] and upstream.open
         assert (await status_of(ticker.url))["state"] == "connected"
     finally:
@@ -140,6 +158,10 @@ async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplica
         overlap = [fake.make_trade() for _ in range(3)]
         for data in overlap:
             await fake.publish(data, to=[first, second])
+        # The first one delivers them (the second's copies wait until it is subscribed to every
+        # pair) and stays. Nothing would tell us of a close to come: a slow machine can only
+        # make the short wait pass.
+        await has_ids(ann, [t["id"] for t in before + overlap])
         await asyncio.sleep(0.3)
         assert first.open, "the first connection must stay until the second is subscribed"
         fake.hold = False
@@ -150,10 +172,16 @@ async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplica
         after = [await fake.trade() for _ in range(3)]
 
         expected = [t["id"] for t in before + overlap + after]
+        # The second's copies of the overlap were handled before the first was closed, so
+        # before `after` was sent: with the last of `after` here, any second copy would be too.
         await has_ids(ann, expected)
-        await asyncio.sleep(0.3)
         assert trade_ids(ann) == expected
         assert await metric(ticker.url, "switchboard_ticker_duplicate_trades_total") == 3
+        # No gap, so nothing to backfill. A backfill would ask REST BACKFILL_DELAY after the
+        # second connection was subscribed: wait that out (a slow machine can only make the
+        # backfill that must not come later, so this passes, never fails, for being slow).
+        asks_by = max(second.subscribed.values()) + BACKFILL_DELAY + 0.5
+        await asyncio.sleep(max(0.0, asks_by - time.monotonic()))
         assert len(fake.rest_requests) == 4, "no gap, so nothing to backfill"
         status = await status_of(ticker.url)
         assert (status["state"], status["reconnects"]) == ("connected", 1)
@@ -173,14 +201,21 @@ async def test_an_open_but_silent_connection_is_replaced_within_30_seconds(
         [first] = await fake.until(fake.subscribed)
         await fake.until(lambda: len(fake.rest_requests) == 4)
         first.silent = True
-        silenced = time.monotonic()
-        # Nothing heard for a heartbeat and its grace: browsers are told the feed is stale.
-        await ann.wait("status", lambda s: s["state"] == "stale", timeout=20)
-        second = await fake.successor(first, timeout=35)
-        replaced_after = second.opened_at - silenced
-        # The last message came at most one heartbeat interval before the silence began.
-        assert 20 - 1 < replaced_after <= 30 + 1
+        # Nothing heard for a heartbeat and its grace: browsers are told the feed is stale
+        # (between 15 s and 30 s of silence, so before it is replaced).
+        await ann.wait("status", lambda s: s["state"] == "stale")
+        second = await fake.successor(first, timeout=30 + PATIENCE)
+        await fake.until(lambda: not first.open, what="the silent connection closed")
         assert first.closed_by == "client"
+        # The service heard the last thing we sent after we began sending it, so it cannot
+        # replace the connection sooner than 30 s after that (a timer never fires early)...
+        assert first.last_sent is not None
+        silent_for = second.opened_at - first.last_sent
+        assert silent_for >= 30, silent_for
+        # ...and it replaces it at once then: a timer's lateness and a connect, well under a
+        # second on a busy machine. Ten seconds more (a whole heartbeat interval) would be a
+        # bug, such as looking at the silence only when a heartbeat is due.
+        assert silent_for < 30 + 10, silent_for
         await ann.wait("status", lambda s: s["state"] == "connected" and s["reconnects"] == 1)
         status = await status_of(ticker.url)
         assert status["last_reason"] == "no message from upstream for 30 s"
@@ -194,18 +229,25 @@ async def test_refused_connections_back_off_with_full_jitter_and_say_offline(
 ) -> None:
     fake.refuse = 10**6
     base, cap = 0.2, 1.0
-    ticker = launch(
-        tmp_path, fake, {"TICKER_BACKOFF_BASE": str(base), "TICKER_BACKOFF_CAP": str(cap)}
-    )
+    timers = {
+        "TICKER_BACKOFF_BASE": str(base),
+        "TICKER_BACKOFF_CAP": str(cap),
+        # However long a held subscription takes (the end of the story).
+        "TICKER_CONNECT_TIMEOUT": str(int(PATIENCE)),
+    }
+    ticker = launch(tmp_path, fake, timers)
     try:
         await ticker.ready(PREFIX, path="healthz")
         ann = Client(ticker.url, "/api/ticker/socket.io")
         clients.append(ann)
         await ann.connect()
         await fake.until(lambda: len(fake.attempts) >= 8, what="8 attempts")
+        # Each wait is drawn below its ceiling; a gap between two attempts is that wait plus
+        # the attempt (a refused handshake) and a busy machine's lateness: milliseconds, given a
+        # whole second here. test_the_feed_waits_the_backoff_it_draws pins each wait exactly.
         gaps = [b - a for a, b in zip(fake.attempts, fake.attempts[1:8], strict=False)]
         for failures, gap in enumerate(gaps, start=1):
-            assert gap <= min(cap, base * 2 ** (failures - 1)) + 0.25, (failures, gaps)
+            assert gap < min(cap, base * 2 ** (failures - 1)) + LATENESS, (failures, gaps)
 
         async with httpx.AsyncClient() as http:
             answer = await http.get(f"{ticker.url}{PREFIX}/readyz")
@@ -218,15 +260,25 @@ async def test_refused_connections_back_off_with_full_jitter_and_say_offline(
         fake.refuse = 0
         await ticker.ready(PREFIX)
         await ann.wait("status", lambda s: s["state"] == "connected")
-        # After a success the count starts again: a refused retry waits at most the base.
+        # After a success the count starts again: one refused attempt, and the feed says it is
+        # reconnecting, not offline, and waits at most the base. We hold the subscriptions of
+        # the attempt after it, so that the feed stays between the two while we look.
         [upstream] = fake.subscribed()
         fake.refuse = 1
+        fake.hold = True
         tried = len(fake.attempts)
         await upstream.drop()
-        await fake.until(lambda: not upstream.open)
-        await fake.until(fake.subscribed, what="connected again")
+        [held] = await fake.until(
+            lambda: [c for c in fake.open() if len(c.held) == len(fake.pairs)],
+            what="the attempt after the refused one asking to subscribe",
+        )
+        status = await status_of(ticker.url)
+        assert status["state"] == "reconnecting" and "HTTP 503" in status["detail"], status
         retry = fake.attempts[tried:]
-        assert len(retry) == 2 and retry[1] - retry[0] <= base + 0.25
+        assert len(retry) == 2 and retry[1] - retry[0] < base + LATENESS
+        fake.hold = False
+        await fake.release(held)
+        await ann.wait("status", lambda s: s["state"] == "connected" and s["reconnects"] == 1)
     finally:
         ticker.stop()
 
@@ -282,12 +334,17 @@ async def test_trades_missed_while_disconnected_are_backfilled_once(
 
         expected = [seen["id"], *(t["id"] for t in missed), live["id"]]
         await has_ids(ann, expected)
-        await asyncio.sleep(0.3)
+        # The backfill asks for btcusd first, and for the next pair only once btcusd's trades
+        # are handed to the browsers: a trade sent after that comes after any second copy.
+        await fake.until(lambda: len(fake.rest_requests) >= 6, what="btcusd backfilled")
+        tail = await fake.trade(price="91020")
+        expected.append(tail["id"])
+        await has_ids(ann, expected)
         got = {t["id"]: t for (t,) in ann.received("trade")}
         assert sorted(trade_ids(ann)) == sorted(expected), "each trade exactly once"
         assert [got[t["id"]]["backfilled"] for t in missed] == [True, True, True]
         assert [got[t["id"]]["price"] for t in missed] == ["91000", "91001", "91002"]
-        assert not got[seen["id"]]["backfilled"] and not got[live["id"]]["backfilled"]
+        assert not any(got[t["id"]]["backfilled"] for t in (seen, live, tail))
         status = await status_of(ticker.url)
         assert status["reconnects"] == 1
         assert status["last_reason"] == "the connection dropped without a close frame"
@@ -332,12 +389,12 @@ async def test_an_upstream_that_never_answers_times_out(tmp_path: Path, fake: Fa
     )
     try:
         await ticker.ready(PREFIX, path="healthz")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        async def given_up() -> dict | None:
             status = await status_of(ticker.url)
-            if "did not answer" in status["detail"]:
-                break
-            await asyncio.sleep(0.2)
+            return status if "did not answer" in status["detail"] else None
+
+        status = await until(given_up, "the status to say why", every=0.2)
         assert "did not answer and confirm the subscriptions within 1 s" in status["detail"]
         assert status["state"] in ("reconnecting", "offline")
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import random
@@ -12,12 +14,22 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from prometheus_client import CollectorRegistry
 from ticker_service.settings import TickerSettings
 from ticker_service.simulator import Exchange
-from ticker_service.trades import from_stream
-from ticker_service.upstream import backoff_delay
+from ticker_service.trades import Trade, from_stream
+from ticker_service.upstream import Feed, FeedMetrics, backoff_delay
 
-from tests.harness import ROOT, SERVICE_PREFIXES, Client, Process, free_port, wait_for_port
+from tests.harness import (
+    PATIENCE,
+    ROOT,
+    SERVICE_PREFIXES,
+    STARTUP,
+    Client,
+    Process,
+    free_port,
+    wait_for_port,
+)
 from tests.ticker.conftest import PREFIX, TICKER_PATH, launch, start_ticker
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
@@ -32,6 +44,8 @@ def test_the_defaults_are_bitstamp_and_the_issues_timers(monkeypatch: pytest.Mon
     assert settings.pairs == ("btcusd", "btceur", "ethusd", "etheur")
     assert (settings.heartbeat_interval, settings.silence_timeout) == (10, 30)
     assert (settings.backoff_base, settings.backoff_cap) == (1, 30)
+    # Subscribe and unsubscribe events: 5 a second, 20 at once.
+    assert (settings.rate_per_second, settings.rate_burst) == (5, 20)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +68,8 @@ def test_bad_settings_stop_the_start_with_a_clear_message(env: dict[str, str], s
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=20,
+        # A start that fails: the imports take seconds on a cold, busy machine, not minutes.
+        timeout=STARTUP,
     )
     assert result.returncode != 0
     assert said in result.stderr
@@ -76,10 +91,55 @@ def test_backoff_is_full_jitter_capped_and_not_in_lockstep() -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_feed_waits_the_backoff_it_draws(
+    fake: FakeBitstamp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed in this process, with a seeded generator: the waits it must draw after each
+    refused attempt are known, so each gap between two attempts is checked against its own
+    wait. Not shorter (a timer never fires early): the count of failures grows and sets the
+    ceiling, as a ceiling that did not grow would make the later waits far shorter. Not much
+    longer: a busy machine adds a timer's lateness and a refused handshake, milliseconds, so a
+    second is far above it, while without the cap the last two waits would be 4 and 8 times
+    theirs, seconds more."""
+    for variable in os.environ:
+        if variable.startswith("TICKER_"):
+            monkeypatch.delenv(variable)
+    fake.refuse = 10**6
+    base, cap, seed = 0.05, 0.8, 0
+    settings = TickerSettings(
+        upstream_url=fake.url,
+        rest_url=fake.rest_url,
+        pairs=fake.pairs,
+        backoff_base=base,
+        backoff_cap=cap,
+        connect_timeout=PATIENCE,
+    )
+    draws = random.Random(seed)
+    waits = [backoff_delay(failures, base, cap, draws) for failures in range(1, 9)]
+
+    async def deliver(_pair: str, trades: list[Trade]) -> list[Trade]:
+        return trades
+
+    feed = Feed(settings, deliver, FeedMetrics(CollectorRegistry()), rng=random.Random(seed))
+    running = asyncio.get_running_loop().create_task(feed.run())
+    try:
+        await fake.until(lambda: len(fake.attempts) > len(waits), what="9 attempts")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    gaps = [b - a for a, b in zip(fake.attempts, fake.attempts[1:], strict=False)]
+    for failures, (gap, wait) in enumerate(zip(gaps, waits, strict=False), start=1):
+        assert wait - 0.001 <= gap < wait + 1.0, (failures, gaps, waits)
+    assert feed.state.state == "offline" and "HTTP 503" in feed.state.detail
+
+
+@pytest.mark.asyncio
 async def test_bad_input_gets_clear_errors(
     tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
 ) -> None:
-    ticker = await start_ticker(tmp_path, fake)
+    rate = {"TICKER_RATE_PER_SECOND": "0.001", "TICKER_RATE_BURST": "20"}
+    ticker = await start_ticker(tmp_path, fake, rate)
     try:
         client = Client(ticker.url, TICKER_PATH)
         clients.append(client)
@@ -93,10 +153,14 @@ async def test_bad_input_gets_clear_errors(
         assert (await client.call("trades", "btcusd"))["error"] == "unknown_event"
         (error,) = await client.wait("ticker_error", lambda e: e["event"] == "subscribe")
         assert error["error"] == "unknown_pair"
-        # The default rate: 5 a second, 20 at once.
+        # 20 at once, and one more every 1000 s (more than any test lasts): of the 25 below,
+        # those past the burst (less the 4 subscribe and unsubscribe events above) are refused,
+        # however long they take.
         answers = [await client.call("subscribe", "btcusd") for _ in range(25)]
-        limited = [a for a in answers if not a["ok"]]
-        assert limited and limited[0]["error"] == "rate_limited" and limited[0]["retry_after"] > 0
+        assert [a["ok"] for a in answers] == [True] * 16 + [False] * 9, answers
+        limited = answers[16:]
+        assert {a["error"] for a in limited} == {"rate_limited"}
+        assert all(a["retry_after"] > 0 for a in limited)
         assert client.sio.connected
 
         async with httpx.AsyncClient(base_url=ticker.url) as http:
@@ -122,7 +186,7 @@ async def test_the_simulator_speaks_bitstamp_and_the_page_is_told_it_is_simulate
         dict(os.environ),
     )
     try:
-        wait_for_port(port)
+        wait_for_port(port, process=simulator)
         async with websockets.connect(f"ws://127.0.0.1:{port}") as upstream:
             for sent, expected in [
                 ('{"event": "bts:heartbeat"}', {"event": "bts:heartbeat", "channel": ""}),
@@ -130,7 +194,7 @@ async def test_the_simulator_speaks_bitstamp_and_the_page_is_told_it_is_simulate
                 ('{"event": "bts:subscribe", "data": {"channel": "nope"}}', {"event": "bts:error"}),
             ]:
                 await upstream.send(sent)
-                reply = json.loads(await upstream.recv())
+                reply = json.loads(await asyncio.wait_for(upstream.recv(), PATIENCE))
                 assert expected.items() <= reply.items(), reply
 
         ticker = launch(
@@ -149,7 +213,7 @@ async def test_the_simulator_speaks_bitstamp_and_the_page_is_told_it_is_simulate
             (status,) = await client.wait("status")
             assert status["simulated"] is True and status["state"] == "connected"
             await client.call("subscribe", "btcusd")
-            (trade,) = await client.wait("trade", timeout=10)
+            (trade,) = await client.wait("trade")
             assert trade["pair"] == "btcusd" and trade["side"] in ("buy", "sell")
             assert float(trade["price"]) > 1000 and len(trade["amount"].split(".")[1]) == 8
         finally:
