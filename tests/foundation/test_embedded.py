@@ -11,7 +11,7 @@ import websockets
 from cryptography import x509
 
 from tests.conftest import CHAT_PATH, Embedded
-from tests.harness import Client
+from tests.harness import PATIENCE, Client
 
 pytestmark = pytest.mark.asyncio
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.asyncio
 async def test_every_service_answers_at_its_prefix_over_https(
     embedded: Embedded, service: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=embedded.url, verify=False) as http:
+    async with httpx.AsyncClient(base_url=embedded.url, verify=False, timeout=PATIENCE) as http:
         health = await http.get(f"/api/{service}/healthz")
         assert health.json() == {"status": "ok", "service": service}
         assert (await http.get(f"/api/{service}/readyz")).json()["status"] == "ready"
@@ -31,7 +31,7 @@ async def test_every_service_answers_at_its_prefix_over_https(
 
 
 async def test_the_pages_and_the_socketio_client_are_served_from_web(embedded: Embedded) -> None:
-    async with httpx.AsyncClient(base_url=embedded.url, verify=False) as http:
+    async with httpx.AsyncClient(base_url=embedded.url, verify=False, timeout=PATIENCE) as http:
         home = await http.get("/")
         assert home.status_code == 200
         assert 'href="/chat/"' in home.text
@@ -55,7 +55,7 @@ async def test_the_certificate_covers_localhost_and_the_machines_addresses(
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1", "::1"}
     # The server presents it: a client that trusts exactly this certificate connects.
     context = ssl.create_default_context(cadata=pem.decode())
-    async with httpx.AsyncClient(verify=context) as http:
+    async with httpx.AsyncClient(verify=context, timeout=PATIENCE) as http:
         assert (await http.get(f"{embedded.url}/api/chat/healthz")).status_code == 200
 
 
@@ -75,16 +75,20 @@ async def test_a_foreign_page_cannot_open_a_socket_to_it(embedded: Embedded) -> 
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
     url = embedded.url.replace("https", "wss") + CHAT_PATH + "/?EIO=4&transport=websocket"
+
+    def open_socket(origin: str) -> websockets.connect:
+        return websockets.connect(url, origin=origin, ssl=insecure, open_timeout=PATIENCE)  # type: ignore[arg-type]
+
     # Another site, and the same host under another scheme: both are other origins.
     for origin in ("https://evil.example", embedded.url.replace("https", "http")):
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(url, origin=origin, ssl=insecure)  # type: ignore[arg-type]
+            await open_socket(origin)
         assert refused.value.response.status_code == 403, origin
-        async with httpx.AsyncClient(verify=False) as http:
+        async with httpx.AsyncClient(verify=False, timeout=PATIENCE) as http:
             polling = await http.get(
                 f"{embedded.url}{CHAT_PATH}/?EIO=4&transport=polling", headers={"Origin": origin}
             )
             assert polling.status_code == 400, origin
     # The page's own origin gets in.
-    async with websockets.connect(url, origin=embedded.url, ssl=insecure) as socket:  # type: ignore[arg-type]
+    async with open_socket(embedded.url) as socket:
         assert (await socket.recv()).startswith("0{")

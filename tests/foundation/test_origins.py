@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_chat
-from tests.harness import CHAT_PATH_QS
+from tests.harness import CHAT_PATH_QS, PATIENCE
 
 pytestmark = pytest.mark.asyncio
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.asyncio
 async def handshake(url: str, origin: str | None, **headers: str) -> int:
     if origin:
         headers["Origin"] = origin
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=PATIENCE) as http:
         answer = await http.get(f"{url}{CHAT_PATH_QS}", headers=headers)
         return answer.status_code
 

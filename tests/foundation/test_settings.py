@@ -12,7 +12,7 @@ from chat_service.settings import ChatSettings
 from pydantic import ValidationError
 
 from tests.conftest import start_chat
-from tests.harness import ROOT
+from tests.harness import ROOT, STARTUP
 
 
 def run_chat(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,7 @@ def run_chat(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=STARTUP,  # it exits at once, after its imports: slow on a cold, busy machine
     )
 
 

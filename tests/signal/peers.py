@@ -3,8 +3,12 @@ real socket.io client, in the course's events or in simple-peer's ``signal`` obj
 
 aiortc gathers its candidates before ``setLocalDescription`` returns and writes them into the
 SDP; to make candidates cross the service as a browser's do, the SDP is sent without them and
-each goes on its own (``peerIce``, or a ``{"type": "candidate"}`` signal), then the end of
-candidates (a null ``peerIce``).
+each goes on its own (``peerIce``, or a ``{"type": "candidate"}`` signal), then, in the course's
+events, the end of candidates (a null ``peerIce``). simple-peer's signals have no end of
+candidates: as a browser does, a peer takes each one as it comes, for as long as the call lasts.
+
+Every wait here is for something that must happen, bounded by ``PATIENCE``: WebRTC through coturn
+on a busy machine takes what it takes.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from aiortc.mediastreams import MediaStreamTrack, VideoStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
-from tests.harness import Client
+from tests.harness import PATIENCE, Client
 
 SIGNAL_PATH = "/api/signal/socket.io"
 
@@ -66,6 +70,8 @@ class Peer:
         self.channel: RTCDataChannel | None = None
         self.messages: list[str] = []
         self._message = asyncio.Event()
+        #: Tasks adding the candidates that trickle in (simple-peer's style), until we close.
+        self._trickling: list[asyncio.Task[None]] = []
 
     @property
     def id(self) -> str:
@@ -76,7 +82,7 @@ class Peer:
         await self.client.wait("clients")
 
     async def ice_servers(self) -> dict[str, Any]:
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=PATIENCE) as http:
             answer = await http.get(
                 f"{self.url}/api/signal/ice-servers", params={"client": self.id}
             )
@@ -118,7 +124,7 @@ class Peer:
         await connection.setLocalDescription(await connection.createOffer())
         await self._send_description(peer_id, connection.localDescription)
 
-    async def answer(self, timeout: float = 10) -> str:
+    async def answer(self, timeout: float = PATIENCE) -> str:
         """Take the offer that came, answer it, send the answer and candidates; the caller's
         id (the server's ``fromId``)."""
         event = "peerOffer" if self.style == "course" else "signal"
@@ -133,7 +139,9 @@ class Peer:
         await self._send_description(caller, connection.localDescription)
         return str(caller)
 
-    async def take_answer(self, peer_id: str, timeout: float = 10, trickled: bool = True) -> None:
+    async def take_answer(
+        self, peer_id: str, timeout: float = PATIENCE, trickled: bool = True
+    ) -> None:
         """Take ``peer_id``'s answer and then its candidates, or, when not ``trickled``, the
         answer of a peer that puts its candidates in its SDP (the echo peer does)."""
         assert self.connection is not None
@@ -168,45 +176,63 @@ class Peer:
                 signal = {"type": "candidate", "candidate": candidate}
                 assert (await self.client.call("signal", peer_id, signal))["ok"]
 
-    async def take_candidates(self, peer_id: str, timeout: float) -> None:
-        """Add the candidates ``peer_id`` sent (after its description) to our connection."""
+    async def take_candidates(self, peer_id: str, timeout: float = PATIENCE) -> None:
+        """Add the candidates ``peer_id`` sends (after its description) to our connection: in
+        the course's events, all of them up to the null that ends them; in simple-peer's
+        signals, which never say they are over, each as it comes, from now on."""
         assert self.connection is not None
-        if self.style == "course":
-            await self.client.wait(
-                "peerIce", lambda _me, c, sender: c is None and sender == peer_id, timeout=timeout
-            )
-            sent = [c for _me, c, sender in self.client.received("peerIce") if sender == peer_id]
-        else:
-            await self.client.wait(
-                "signal",
-                lambda _me, s, sender: s.get("type") == "candidate" and sender == peer_id,
-                timeout=timeout,
-            )
-            await asyncio.sleep(0.2)
-            sent = [
+        if self.style == "signal":
+            self._trickling.append(asyncio.create_task(self._trickle(peer_id)))
+            return
+        await self.client.wait(
+            "peerIce", lambda _me, c, sender: c is None and sender == peer_id, timeout=timeout
+        )
+        for _me, candidate, sender in self.client.received("peerIce"):
+            if sender == peer_id and candidate is not None:
+                await self._add_candidate(candidate)
+        await self.connection.addIceCandidate(None)
+
+    async def _trickle(self, peer_id: str) -> None:
+        """simple-peer's ``{"type": "candidate"}`` signals from ``peer_id``, added as they come
+        (aiortc keeps checking pairs until told the candidates are over, which it never is)."""
+
+        def sent() -> list[dict[str, Any]]:
+            return [
                 s["candidate"]
                 for _me, s, sender in self.client.received("signal")
                 if sender == peer_id and s.get("type") == "candidate"
             ]
-        for candidate in sent:
-            if candidate is None:
-                continue
-            parsed = candidate_from_sdp(candidate["candidate"].split(":", 1)[1])
-            parsed.sdpMid = candidate["sdpMid"]
-            parsed.sdpMLineIndex = candidate["sdpMLineIndex"]
-            await self.connection.addIceCandidate(parsed)
-        await self.connection.addIceCandidate(None)
 
-    async def connected(self, timeout: float = 20) -> None:
+        taken = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await self.client.wait("signal", lambda *_, known=taken: len(sent()) > known)
+            for candidate in sent()[taken:]:
+                await self._add_candidate(candidate)
+                taken += 1
+
+    async def _add_candidate(self, candidate: dict[str, Any]) -> None:
+        assert self.connection is not None
+        parsed = candidate_from_sdp(candidate["candidate"].split(":", 1)[1])
+        parsed.sdpMid = candidate["sdpMid"]
+        parsed.sdpMLineIndex = candidate["sdpMLineIndex"]
+        await self.connection.addIceCandidate(parsed)
+
+    async def connected(self, timeout: float = PATIENCE) -> None:
         assert self.connection is not None
         connection = self.connection
         deadline = asyncio.get_running_loop().time() + timeout
         while connection.connectionState != "connected":
             assert connection.connectionState not in ("failed", "closed"), "the call failed"
-            assert asyncio.get_running_loop().time() < deadline, connection.connectionState
-            await asyncio.sleep(0.1)
+            for task in self._trickling:
+                if task.done():
+                    task.result()  # a candidate we could not add says why here
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"not connected within {timeout} s: {connection.connectionState}"
+            )
+            await asyncio.sleep(0.05)
 
-    async def frames(self, count: int = 3, timeout: float = 10) -> list[Any]:
+    async def frames(self, count: int = 3, timeout: float = PATIENCE) -> list[Any]:
         """Video frames decoded from what the other side sent."""
         deadline = asyncio.get_running_loop().time() + timeout
         while not self.tracks:
@@ -215,12 +241,12 @@ class Peer:
         track = self.tracks[0]
         return [await asyncio.wait_for(track.recv(), timeout) for _ in range(count)]
 
-    async def message(self, timeout: float = 10) -> str:
+    async def message(self, timeout: float = PATIENCE) -> str:
         await asyncio.wait_for(self._message.wait(), timeout)
         self._message.clear()
         return self.messages[-1]
 
-    async def send_when_open(self, text: str, timeout: float = 10) -> None:
+    async def send_when_open(self, text: str, timeout: float = PATIENCE) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while self.channel is None or self.channel.readyState != "open":
             assert asyncio.get_running_loop().time() < deadline, "the data channel never opened"
@@ -228,6 +254,10 @@ class Peer:
         self.channel.send(text)
 
     async def close(self) -> None:
+        for task in self._trickling:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self.connection is not None:
             with contextlib.suppress(Exception):
                 await self.connection.close()

@@ -3,13 +3,14 @@ is refused with a reason; a crashed replica's people leave everyone's list."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cluster
-from tests.harness import Client, RedisServer, TurnServer
+from tests.harness import PATIENCE, Client, RedisServer, TurnServer
 from tests.signal.conftest import signal_env, start_signal
 from tests.signal.peers import SIGNAL_PATH
 
@@ -126,21 +127,40 @@ async def test_arguments_and_rate_are_checked(
     signal_cluster: Cluster, clients: list[Client], unique: str
 ) -> None:
     room = f"r-{unique}"
+    opened = time.monotonic()  # before Ann's token bucket is made
     ann = await join(clients, signal_cluster.a, room)
     bob = await join(clients, signal_cluster.a, room)
+    # Each signalling message takes a token, refused or not: these take 2.
     assert (await ann.call("peerOffer", OFFER))["error"] == "bad_arguments"
     assert (await ann.call("peerOffer", 42, OFFER))["error"] == "bad_peer_id"
     assert (await ann.call("hello", bob.sid))["error"] == "unknown_event"
-    # The default rate: 20 a second, bursts of 100.
-    answers = [await ann.call("peerIce", bob.sid, CANDIDATE) for _ in range(130)]
-    limited = [a for a in answers if not a["ok"]]
-    assert limited and limited[0]["error"] == "rate_limited" and limited[0]["retry_after"] > 0
+    # The default rate: 20 a second, bursts of 100. Ann sends 100 at a time, all at once, until
+    # she is refused; what was let through is bounded by the time this took, however long.
+    answers: list[dict] = []
+    deadline = time.monotonic() + PATIENCE
+    while all(answer["ok"] for answer in answers):
+        assert time.monotonic() < deadline, f"never limited: {len(answers)} let through"
+        answers += await asyncio.gather(
+            *(ann.call("peerIce", bob.sid, CANDIDATE) for _ in range(100))
+        )
+    window = time.monotonic() - opened
+    accepted = sum(1 for answer in answers if answer["ok"])
+    limited = [answer for answer in answers if not answer["ok"]]
+    assert {answer["error"] for answer in limited} == {"rate_limited"}
+    # Some wait, at most the 1/20 s that one token takes to come back.
+    assert all(0 < answer["retry_after"] <= 1 / 20 for answer in limited), limited
+    # Refused only once the burst was spent (refills only add to it), ...
+    assert accepted + 2 >= 100, accepted
+    # ... and never more than the burst and what 20 a second refilled while we were at it.
+    assert accepted + 2 <= 100 + 20 * window, (accepted, window)
 
 
-async def test_a_crashed_replicas_people_leave_the_list_within_30_seconds(
+async def test_a_crashed_replicas_people_leave_the_list(
     tmp_path: Path, redis_server: RedisServer, turn: TurnServer, clients: list[Client], unique: str
 ) -> None:
-    env = signal_env(turn, REDIS_URL=redis_server.url)  # the default REPLICA_TTL, 15 s
+    # A short REPLICA_TTL (beats every 5/3 s) keeps the story short; once the doomed replica's
+    # key has expired, a surviving replica's heartbeat tells the room.
+    env = signal_env(turn, REDIS_URL=redis_server.url, REPLICA_TTL="5")
     doomed = start_signal(tmp_path, env, "doomed")
     survivor = start_signal(tmp_path, env, "survivor")
     try:
@@ -151,9 +171,8 @@ async def test_a_crashed_replicas_people_leave_the_list_within_30_seconds(
         ann_id = ann.sid
         bob.events["clients"].clear()
         doomed.kill()
-        killed = time.monotonic()
-        await bob.wait("clients", lambda c: ann_id not in c, timeout=30)
-        assert time.monotonic() - killed < 30
+        # Within REPLICA_TTL and a beat on a quiet machine; PATIENCE is many times that.
+        await bob.wait("clients", lambda c: ann_id not in c)
         assert (await bob.call("peerOffer", ann_id, OFFER))["reason"] == "unknown_peer"
     finally:
         doomed.stop()
