@@ -24,7 +24,7 @@ from tests.gateway.conftest import (
     SOCKETS_PER_ADDRESS,
     Cluster,
 )
-from tests.harness import PATIENCE, Client
+from tests.harness import PATIENCE, Client, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -85,17 +85,14 @@ async def two_on_different_replicas(
     opened += [first, second]
     await first.connect(auth=auth)
     await second.connect(auth=auth)
+
     # A replica counts a socket of the test before when it has seen it go, which a busy machine
     # delays: wait for the counts to settle rather than read them once.
-    deadline = time.monotonic() + PATIENCE
-    while True:
-        counts = [
-            await connected(cluster.replica(service, side) + f"/api/{service}") for side in "ab"
-        ]
-        if counts == [1, 1] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
-    assert counts == [1, 1], f"one on each replica, got {counts}"
+    async def one_on_each() -> bool:
+        urls = [cluster.replica(service, side) + f"/api/{service}" for side in "ab"]
+        return [await connected(url) for url in urls] == [1, 1]
+
+    await until(one_on_each, "one socket on each replica")
     return first, second
 
 
