@@ -190,7 +190,7 @@ async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplica
         ticker.stop()
 
 
-async def test_an_open_but_silent_connection_is_replaced_within_30_seconds(
+async def test_an_open_but_silent_connection_is_replaced_after_30_seconds_of_silence(
     tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
 ) -> None:
     # The defaults: a heartbeat every 10 s, replaced after 30 s of silence.
