@@ -8,9 +8,11 @@ import secrets
 from typing import Any
 
 from redis.exceptions import RedisError
+from switchboard.errors import InputError
 from switchboard.hashing import digest
+from switchboard.namespace import ServiceNamespace, refusal
 from switchboard.ratelimit import TokenBucket, spend
-from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.service import Service
 from switchboard.validation import connect_auth, one_argument, room_of
 
 from chat_service import validation
@@ -38,7 +40,7 @@ class ChatNamespace(ServiceNamespace):
             proof = validation.name_token(auth.get("name_token"))
         except InputError as error:
             self.metrics.rejected("connect", error.code)
-            raise error.refusal() from None
+            raise refusal(error) from None
         try:
             await self.store.join(sid, room, digest(proof) if proof else "")
             await self.enter_room(sid, room)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from switchboard.components import Passive
 from switchboard.replicas import Heartbeat
 
 from chat_service.validation import id_order
@@ -124,7 +125,7 @@ class _IdClock:
         return f"{self._last[0]}-{self._last[1]}"
 
 
-class MemoryChatStore:
+class MemoryChatStore(Passive):
     """One process, no Redis: the embedded default."""
 
     def __init__(self, history_size: int, history_ttl: float) -> None:
@@ -137,15 +138,6 @@ class MemoryChatStore:
         #: Rooms' messages, the room with the oldest last message first.
         self._history: OrderedDict[str, deque[ChatMessage]] = OrderedDict()
         self._clock = _IdClock()
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def check(self) -> str | None:
-        return None
 
     async def join(self, sid: str, room: str, proof: str = "") -> None:
         self.sessions[sid] = Session(room, proof=proof)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from switchboard.service import InputError
+from switchboard.errors import InputError
 from switchboard.validation import display_name, has_control
 
 TEXT_MAX = 2000

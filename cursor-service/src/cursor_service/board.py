@@ -22,6 +22,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
+from switchboard.components import Passive
 from switchboard.replicas import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -60,22 +61,13 @@ class Board(Protocol):
     async def views(self, rooms: Iterable[str]) -> dict[str, View]: ...
 
 
-class MemoryBoard:
+class MemoryBoard(Passive):
     """One process: the board is this dict."""
 
     shared = False
 
     def __init__(self) -> None:
         self.rooms: dict[str, View] = {}
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def check(self) -> str | None:
-        return None
 
     def place(self, room: str, sid: str, cursor: Cursor) -> None:
         self.rooms.setdefault(room, {})[sid] = cursor

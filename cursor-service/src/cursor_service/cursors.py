@@ -12,9 +12,12 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
+from switchboard.errors import InputError
 from switchboard.fanout import deliver_locally, encode_event, queued, send_encoded
+from switchboard.namespace import ServiceNamespace, refusal
 from switchboard.ratelimit import TokenBucket
-from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.service import Service
 from switchboard.validation import connect_auth, display_name, one_argument, room_of
 
 from cursor_service.board import Board, Cursor, View
@@ -149,9 +152,11 @@ class CursorNamespace(ServiceNamespace):
                 if settle:
                     await asyncio.sleep(settle)
                 await self.tick()
-            except Exception as exc:  # a Redis blip must not stop the cursors for good
+            except RedisError as exc:  # a Redis blip must not stop the cursors for good
                 self.metrics.redis_errors.inc()
-                log.warning("cursors: tick failed: %s", exc)
+                log.warning("cursors: tick failed, Redis: %s", exc)
+            except Exception:  # nor a bug of ours, which shows with its traceback
+                log.exception("cursors: tick failed")
 
     async def tick(self) -> None:
         """Send each room of this replica's clients what changed since the last tick."""
@@ -198,7 +203,7 @@ class CursorNamespace(ServiceNamespace):
             name = display_name(auth["name"]) if auth.get("name") is not None else ""
         except InputError as error:
             self.metrics.rejected("connect", error.code)
-            raise error.refusal() from None
+            raise refusal(error) from None
         bucket = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
         member = self.members[sid] = Member(room, colour_of(sid), name, bucket)
         # Here from the start, pointer not on the page yet: everyone can count who is in.

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import segno
+from switchboard.errors import InputError
+from switchboard.namespace import ServiceNamespace, refusal
 from switchboard.ratelimit import TokenBucket
-from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.service import Service
 from switchboard.validation import connect_auth
 
 from cursor_service.cursors import position
@@ -119,7 +121,7 @@ class RemoteNamespace(ServiceNamespace):
                 raise InputError("bad_role", "auth.role must be 'desktop' or 'controller'.")
         except InputError as error:
             self.metrics.rejected("connect", error.code)
-            raise error.refusal() from None
+            raise refusal(error) from None
         self.metrics.connected_clients.inc()
 
     async def _connect_desktop(self, sid: str, environ: dict[str, Any]) -> None:

@@ -8,8 +8,10 @@ import logging
 import secrets
 from typing import Any
 
+from switchboard.errors import InputError
+from switchboard.namespace import ServiceNamespace, refusal
 from switchboard.ratelimit import TokenBucket, spend
-from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.service import Service
 from switchboard.validation import connect_auth, room_of
 
 from signalling_service import validation
@@ -48,7 +50,7 @@ class SignalNamespace(ServiceNamespace):
             room = room_of(connect_auth(auth), environ)
         except InputError as error:
             self.metrics.rejected("connect", error.code)
-            raise error.refusal() from None
+            raise refusal(error) from None
         await self.roster.join(sid, room)
         await self.enter_room(sid, room)
         self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)

@@ -28,7 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 from prometheus_client import CollectorRegistry, Gauge
-from switchboard.service import InputError
+from switchboard.errors import InputError
 
 from signalling_service.ice import ice_servers
 from signalling_service.settings import SignalSettings

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
+from switchboard.components import Passive
 from switchboard.replicas import Heartbeat
-from switchboard.service import Passive
 
 log = logging.getLogger(__name__)
 

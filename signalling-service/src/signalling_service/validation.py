@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from switchboard.service import InputError
+from switchboard.errors import InputError
 
 #: Limits from the issue: an SDP of at most 64 KiB, a candidate line of at most 1 KiB.
 MAX_SDP = 64 * 1024

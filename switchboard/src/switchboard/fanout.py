@@ -16,8 +16,9 @@ from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
-from redis.asyncio import BlockingConnectionPool, Redis
 from socketio import packet
+
+from switchboard.redisclient import redis_client
 
 
 def _arguments(data: Any) -> list[Any]:
@@ -102,9 +103,6 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     publishing before delivering locally, so that the other replicas start at once instead of
     after this one has served all its own clients."""
 
-    pool_size = 64
-    pool_timeout = 5.0
-
     async def emit(
         self,
         event: str,
@@ -148,15 +146,10 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         await deliver_locally(self, event, args, namespace, room, skip_sid)
 
     def _redis_connect(self) -> None:
-        """As python-socketio's, with a pool that waits for a free connection instead of
-        failing a publish with "Too many connections" when many clients send at once."""
-        pool = BlockingConnectionPool.from_url(
-            self.redis_url,
-            max_connections=self.pool_size,
-            timeout=self.pool_timeout,
-            **self.redis_options,
-        )
-        self.redis = Redis(connection_pool=pool)
+        """As python-socketio's, with the pool every service's Redis client has (one that
+        waits for a free connection instead of failing a publish with "Too many connections"
+        when many clients send at once)."""
+        self.redis = redis_client(self.redis_url, **self.redis_options)
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self.connected = True
 

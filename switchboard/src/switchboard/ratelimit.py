@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from switchboard.service import InputError
+from switchboard.errors import InputError
 
 
 class TokenBucket:

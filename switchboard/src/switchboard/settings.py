@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -138,6 +138,3 @@ def _variable_name(settings_class: type[ServiceSettings], field: str, prefix: st
         if field == name or field in choices:
             return choices[0] if choices else f"{prefix}{name.upper()}"
     return f"{prefix}{field.upper()}"
-
-
-SettingsT = TypeVar("SettingsT", bound=ServiceSettings)

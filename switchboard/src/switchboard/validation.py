@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-from switchboard.service import InputError
+from switchboard.errors import InputError
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DEFAULT_ROOM = "lobby"

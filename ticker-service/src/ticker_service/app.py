@@ -8,8 +8,10 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
+from switchboard.errors import InputError
+from switchboard.namespace import ServiceNamespace
 from switchboard.ratelimit import TokenBucket, spend
-from switchboard.service import InputError, Service, ServiceNamespace
+from switchboard.service import Service
 from switchboard.validation import one_argument
 
 from ticker_service.leader import Leadership

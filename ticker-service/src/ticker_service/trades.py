@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from switchboard.service import Passive
+from switchboard.components import Passive
 
 DECIMAL = re.compile(r"\d{1,30}(\.\d{1,30})?")
 SIDES = {0: "buy", 1: "sell"}

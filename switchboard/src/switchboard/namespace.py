@@ -1,0 +1,97 @@
+"""The namespace base every service's namespaces extend: every inbound event counted, refusals
+sent one way, nothing a client sends can crash the service or see a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import socketio
+from redis.exceptions import RedisError
+
+from switchboard.errors import InputError
+
+if TYPE_CHECKING:
+    from switchboard.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def refusal(error: InputError) -> Exception:
+    """For a connect handler to raise: socket.io's ``connect_error`` carries
+    ``{message, data}``, and ``data`` is our usual error object."""
+    refused: Exception = socketio.exceptions.ConnectionRefusedError(error.message, error.payload())
+    return refused
+
+
+class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """A namespace whose handlers may raise :class:`InputError`.
+
+    Every inbound event is counted, an event with no handler is refused, and an unexpected
+    exception is logged here and answered with an ``internal`` error: nothing a client sends
+    can crash the service or see a traceback.
+    """
+
+    #: The event that carries refusals to the client (``chat_error`` for chat).
+    error_event = "error"
+    #: Events whose refusals travel on an event of their own (chat's ``name_error``).
+    error_events: dict[str, str] = {}
+
+    def __init__(self, service: Service, namespace: str = "/") -> None:
+        super().__init__(namespace)
+        self.service = service
+        self.metrics = service.metrics
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event == "connect":
+            return await self._connect(*args)
+        if event == "disconnect":
+            return await super().trigger_event(event, *args)
+        handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
+        sid = args[0]
+        if handler is None:
+            self.metrics.received("(unknown)")
+            return await self.refuse(
+                sid, "(unknown)", InputError("unknown_event", f"there is no event {event!r}")
+            )
+        self.metrics.received(event)
+        try:
+            return await handler(*args)
+        except InputError as error:
+            return await self.refuse(sid, event, error)
+        except RedisError as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("%s: Redis failed while handling %r: %s", self.service.name, event, exc)
+            return await self.refuse(
+                sid,
+                event,
+                InputError("unavailable", "The service's storage is unavailable; try again."),
+            )
+        except Exception:
+            log.exception("%s: %r handler failed", self.service.name, event)
+            return await self.refuse(
+                sid, event, InputError("internal", "Something went wrong on our side.")
+            )
+
+    async def _connect(self, *args: Any) -> Any:
+        """A connection refused for a reason the client can act on, never a hung handshake:
+        storage failures and our own bugs become refusals too."""
+        try:
+            return await super().trigger_event("connect", *args)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except RedisError as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("%s: refusing a connection, Redis failed: %s", self.service.name, exc)
+            unavailable = InputError("unavailable", "The service's storage is unavailable.")
+            raise refusal(unavailable) from None
+        except Exception:
+            log.exception("%s: connect handler failed", self.service.name)
+            raise refusal(InputError("internal", "Something went wrong on our side.")) from None
+
+    async def refuse(self, sid: str, event: str, error: InputError) -> dict[str, Any]:
+        self.metrics.rejected(event, error.code)
+        payload = error.payload()
+        channel = error.event or self.error_events.get(event, self.error_event)
+        await self.emit(channel, {**payload, "event": event}, to=sid)
+        return payload

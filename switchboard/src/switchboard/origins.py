@@ -1,0 +1,20 @@
+"""Which origins a browser's socket may come from, when ``ALLOWED_ORIGINS`` names none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def same_origin(origin: str, environ: dict[str, Any]) -> bool:
+    """Whether ``origin`` is the origin the request was made to.
+
+    python-engineio's own same-origin check takes the scheme from X-Forwarded-Proto or else
+    assumes http, so it refuses every browser when uvicorn itself serves HTTPS (the embedded
+    default); the ASGI scope knows the real scheme. Behind the gateway, nginx sets the
+    X-Forwarded-* headers itself (never passing the client's through).
+    """
+    scope = environ.get("asgi.scope", {})
+    scheme = {"wss": "https", "ws": "http"}.get(scope.get("scheme", "http"), scope.get("scheme"))
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
+    host = environ.get("HTTP_X_FORWARDED_HOST", environ.get("HTTP_HOST", ""))
+    return bool(host) and origin == f"{scheme}://{host.split(',')[0].strip()}"
