@@ -14,7 +14,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from switchboard.errors import InputError
-from switchboard.fanout import deliver_locally, encode_event, queued, send_encoded
+from switchboard.fanout import (
+    deliver_locally,
+    encode_event,
+    participants,
+    queued,
+    send_encoded,
+)
 from switchboard.namespace import ServiceNamespace, refusal
 from switchboard.ratelimit import TokenBucket
 from switchboard.service import Service
@@ -180,7 +186,7 @@ class CursorNamespace(ServiceNamespace):
     ) -> None:
         server = self.server
         delta = snapshot = None
-        for sid, eio_sid in list(server.manager.get_participants("/", room)):
+        for sid, eio_sid in participants(server, room):
             if queued(server, eio_sid) > self.settings.max_queued:
                 self.behind.add(sid)
             elif sid in self.behind:

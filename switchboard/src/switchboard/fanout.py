@@ -1,4 +1,7 @@
-"""Client managers that fan a broadcast out without one asyncio task per recipient.
+"""Client managers that fan a broadcast out without one asyncio task per recipient, and every
+other use of python-socketio's and python-engineio's private parts: this module is the one door
+to them (``INTERNALS``), the versions are bounded above in switchboard/pyproject.toml, and
+tests/test_library_contract.py fails, naming the attribute, when an upgrade changes one.
 
 python-socketio's ``AsyncManager.emit`` encodes a broadcast once but then creates a task per
 recipient and waits for them all; at 1000 recipients that is most of the cost of a message
@@ -12,6 +15,7 @@ Broadcasts with an ack callback keep the library's path.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import socketio
@@ -19,6 +23,62 @@ from engineio import packet as eio_packet
 from socketio import packet
 
 from switchboard.redisclient import redis_client
+
+#: The private (or undocumented) attributes used here, by where they are found.
+INTERNALS: dict[str, tuple[str, ...]] = {
+    "socketio.AsyncServer": ("_send_eio_packet", "packet_class", "manager_initialized", "eio"),
+    "engineio.AsyncServer": ("sockets",),
+    "engineio.async_socket.AsyncSocket": ("queue",),
+    "socketio.AsyncManager": ("rooms", "get_participants", "initialize", "server"),
+    "socketio.AsyncRedisManager": (
+        "_redis_connect",
+        "_handle_emit",
+        "_publish",
+        "host_id",
+        "redis_url",
+        "redis_options",
+        "thread",
+    ),
+}
+
+
+def start_listener(server: socketio.AsyncServer) -> None:
+    """Start the manager's pub/sub listener now, not on the first request (python-socketio's
+    habit), so that /readyz can see it."""
+    if not server.manager_initialized:
+        server.manager_initialized = True
+        server.manager.initialize()
+
+
+def listener(server: socketio.AsyncServer) -> asyncio.Task[None] | None:
+    """The task that listens to the Redis channel, when the manager has one."""
+    task = getattr(server.manager, "thread", None)
+    return task if isinstance(task, asyncio.Task) else None
+
+
+def participants(server: socketio.AsyncServer, room: str, namespace: str = "/") -> list[Any]:
+    """This process's clients in ``room``, as (sid, engine.io sid) pairs."""
+    if namespace not in server.manager.rooms:
+        return []
+    return list(server.manager.get_participants(namespace, room))
+
+
+def emit_message(
+    event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any, host_id: str
+) -> dict[str, Any]:
+    """The message python-socketio's pub/sub managers exchange for an emit without binary data
+    or callback (``AsyncPubSubManager.emit``)."""
+    return {
+        "method": "emit",
+        "event": event,
+        "data": args,
+        "binary": False,
+        "namespace": namespace,
+        "room": room,
+        "skip_sid": skip_sid,
+        "callback": None,
+        "host_id": host_id,
+    }
 
 
 def _arguments(data: Any) -> list[Any]:
@@ -129,20 +189,7 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             return
         namespace = namespace or "/"
         room = to or room
-        # The message python-socketio's pub/sub managers exchange (async_pubsub_manager.emit).
-        await self._publish(
-            {
-                "method": "emit",
-                "event": event,
-                "data": args,
-                "binary": False,
-                "namespace": namespace,
-                "room": room,
-                "skip_sid": skip_sid,
-                "callback": None,
-                "host_id": self.host_id,
-            }
-        )
+        await self._publish(emit_message(event, args, namespace, room, skip_sid, self.host_id))
         await deliver_locally(self, event, args, namespace, room, skip_sid)
 
     def _redis_connect(self) -> None:

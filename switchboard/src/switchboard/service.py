@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from switchboard import jsonenc
 from switchboard.components import Component
-from switchboard.fanout import FanoutManager, FanoutRedisManager
+from switchboard.fanout import FanoutManager, FanoutRedisManager, listener, start_listener
 from switchboard.health import add_health_routes, unready
 from switchboard.metrics import ServiceMetrics
 from switchboard.origins import same_origin
@@ -154,19 +154,16 @@ class Service:
             for component in self.components:
                 await component.start()
                 started.append(component)
-            # Start the Redis listener now, not on the first request, so /readyz can see it.
-            if not self.sio.manager_initialized:
-                self.sio.manager_initialized = True
-                self.sio.manager.initialize()
+            start_listener(self.sio)
             log.info("%s service ready (replica %s)", self.name, self.replica_id)
             yield
         finally:
             self.draining = True
-            listener = getattr(self.sio.manager, "thread", None)
-            if isinstance(listener, asyncio.Task):
-                listener.cancel()
+            task = listener(self.sio)
+            if task is not None:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await listener
+                    await task
             for component in reversed(started):
                 try:
                     await component.stop()
@@ -179,8 +176,8 @@ class Service:
         if self.draining:
             return ["shutting down"]
         reasons: list[str] = []
-        listener = getattr(self.sio.manager, "thread", None)
-        if isinstance(listener, asyncio.Task) and listener.done():
+        task = listener(self.sio)
+        if task is not None and task.done():
             reasons.append("socket.io Redis listener stopped")
 
         reasons.extend(await unready(self.components))
