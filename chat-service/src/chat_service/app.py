@@ -10,8 +10,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from switchboard.errors import InputError
 from switchboard.hashing import digest
-from switchboard.namespace import ServiceNamespace, refusal
-from switchboard.ratelimit import TokenBucket, spend
+from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
 from switchboard.validation import connect_auth, one_argument, room_of
 
@@ -27,20 +26,15 @@ class ChatNamespace(ServiceNamespace):
     error_events = {"name": "name_error"}
 
     def __init__(self, service: Service, store: ChatStore, settings: ChatSettings) -> None:
-        super().__init__(service)
+        super().__init__(service, rate=RateLimit(settings.rate_per_second, settings.rate_burst))
         self.store = store
         self.settings = settings
-        self.buckets: dict[str, TokenBucket] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        try:
-            auth = connect_auth(auth)
-            room = room_of(auth, environ)
-            last_id = validation.message_id(auth.get("last_id"))
-            proof = validation.name_token(auth.get("name_token"))
-        except InputError as error:
-            self.metrics.rejected("connect", error.code)
-            raise refusal(error) from None
+        auth = connect_auth(auth)
+        room = room_of(auth, environ)
+        last_id = validation.message_id(auth.get("last_id"))
+        proof = validation.name_token(auth.get("name_token"))
         try:
             await self.store.join(sid, room, digest(proof) if proof else "")
             await self.enter_room(sid, room)
@@ -50,8 +44,6 @@ class ChatNamespace(ServiceNamespace):
             # Forget the half-made session; ServiceNamespace refuses with `unavailable`.
             self.store.sessions.pop(sid, None)
             raise
-        self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
-        self.metrics.connected_clients.inc()
         await self.emit("users", [m.wire() for m in members], to=sid)
         await self.emit(
             "history",
@@ -63,9 +55,6 @@ class ChatNamespace(ServiceNamespace):
         )
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        if self.buckets.pop(sid, None) is None:
-            return
-        self.metrics.connected_clients.dec()
         try:
             session = await self.store.leave(sid)
         except RedisError:
@@ -77,7 +66,7 @@ class ChatNamespace(ServiceNamespace):
             await self.emit("user_left", Member(sid, session.name).wire(), room=session.room)
 
     async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
-        spend(self.buckets[sid])
+        self.throttle(sid)
         name = validation.nickname(one_argument(args))
         key = validation.nickname_key(name)
         session = self.store.sessions[sid]
@@ -106,7 +95,7 @@ class ChatNamespace(ServiceNamespace):
         await self.disconnect(old_sid)
 
     async def on_message(self, sid: str, *args: Any) -> dict[str, Any]:
-        spend(self.buckets[sid])
+        self.throttle(sid)
         text = validation.message_text(one_argument(args))
         session = self.store.sessions[sid]
         if not session.name:

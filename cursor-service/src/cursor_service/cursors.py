@@ -21,8 +21,7 @@ from switchboard.fanout import (
     queued,
     send_encoded,
 )
-from switchboard.namespace import ServiceNamespace, refusal
-from switchboard.ratelimit import TokenBucket
+from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
 from switchboard.validation import connect_auth, display_name, one_argument, room_of
 
@@ -92,7 +91,6 @@ class Member:
     room: str
     color: str
     name: str
-    bucket: TokenBucket
     last_refusal: float = 0.0
 
 
@@ -114,7 +112,8 @@ class CursorNamespace(ServiceNamespace):
     error_event = "cursor_error"
 
     def __init__(self, service: Service, board: Board, settings: CursorSettings) -> None:
-        super().__init__(service, "/")
+        rate = RateLimit(settings.rate_per_second, settings.rate_burst)
+        super().__init__(service, "/", rate=rate)
         self.board = board
         self.settings = settings
         self.members: dict[str, Member] = {}
@@ -203,15 +202,10 @@ class CursorNamespace(ServiceNamespace):
     # -- events -------------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        try:
-            auth = connect_auth(auth)
-            room = room_of(auth, environ)
-            name = display_name(auth["name"]) if auth.get("name") is not None else ""
-        except InputError as error:
-            self.metrics.rejected("connect", error.code)
-            raise refusal(error) from None
-        bucket = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
-        member = self.members[sid] = Member(room, colour_of(sid), name, bucket)
+        auth = connect_auth(auth)
+        room = room_of(auth, environ)
+        name = display_name(auth["name"]) if auth.get("name") is not None else ""
+        member = self.members[sid] = Member(room, colour_of(sid), name)
         # Here from the start, pointer not on the page yet: everyone can count who is in.
         self.board.place(room, sid, Cursor(None, None, member.color, member.name))
         # The snapshot first, then the room: every delta this client gets follows it. Both with
@@ -223,13 +217,11 @@ class CursorNamespace(ServiceNamespace):
         self.metrics.sent("snapshot")
         self.rooms.setdefault(room, set()).add(sid)
         await self.enter_room(sid, room)
-        self.metrics.connected_clients.inc()
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         member = self.members.pop(sid, None)
         if member is None:
             return
-        self.metrics.connected_clients.dec()
         self.behind.discard(sid)
         self.board.remove(member.room, sid)
         sids = self.rooms.get(member.room)
@@ -240,7 +232,8 @@ class CursorNamespace(ServiceNamespace):
 
     async def on_update(self, sid: str, *args: Any) -> dict[str, Any]:
         member = self.members[sid]
-        if not member.bucket.take():
+        bucket = self.connections[sid]
+        if bucket is not None and not bucket.take():
             return await self._too_fast(sid, member)
         where = one_argument(args)
         # null: the pointer left the page (or the finger lifted): the cursor is hidden.

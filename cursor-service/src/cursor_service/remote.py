@@ -14,7 +14,7 @@ from typing import Any
 
 import segno
 from switchboard.errors import InputError
-from switchboard.namespace import ServiceNamespace, refusal
+from switchboard.namespace import ServiceNamespace
 from switchboard.ratelimit import TokenBucket
 from switchboard.service import Service
 from switchboard.validation import connect_auth
@@ -110,19 +110,14 @@ class RemoteNamespace(ServiceNamespace):
     # -- connecting ---------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        try:
-            auth = connect_auth(auth)
-            role = auth.get("role")
-            if role == "desktop":
-                await self._connect_desktop(sid, environ)
-            elif role == "controller":
-                await self._connect_controller(sid, environ, auth)
-            else:
-                raise InputError("bad_role", "auth.role must be 'desktop' or 'controller'.")
-        except InputError as error:
-            self.metrics.rejected("connect", error.code)
-            raise refusal(error) from None
-        self.metrics.connected_clients.inc()
+        auth = connect_auth(auth)
+        role = auth.get("role")
+        if role == "desktop":
+            await self._connect_desktop(sid, environ)
+        elif role == "controller":
+            await self._connect_controller(sid, environ, auth)
+        else:
+            raise InputError("bad_role", "auth.role must be 'desktop' or 'controller'.")
 
     async def _connect_desktop(self, sid: str, environ: dict[str, Any]) -> None:
         desktop = self.desktops[sid] = secrets.token_urlsafe(9)
@@ -198,12 +193,10 @@ class RemoteNamespace(ServiceNamespace):
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         if (desktop := self.desktops.pop(sid, None)) is not None:
-            self.metrics.connected_clients.dec()
             controller = await self.store.close(desktop)
             if controller:
                 await self._end_controller(controller, "desktop_left")
         elif (controller_state := self.controllers.pop(sid, None)) is not None:
-            self.metrics.connected_clients.dec()
             if controller_state.flusher:
                 controller_state.flusher.cancel()
             if await self.store.controller_gone(controller_state.desktop, sid):

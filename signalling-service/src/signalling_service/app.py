@@ -9,8 +9,7 @@ import secrets
 from typing import Any
 
 from switchboard.errors import InputError
-from switchboard.namespace import ServiceNamespace, refusal
-from switchboard.ratelimit import TokenBucket, spend
+from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
 from switchboard.validation import connect_auth, room_of
 
@@ -39,28 +38,18 @@ class SignalNamespace(ServiceNamespace):
     def __init__(
         self, service: Service, roster: Roster, settings: SignalSettings, echo: EchoPeers | None
     ) -> None:
-        super().__init__(service)
+        super().__init__(service, rate=RateLimit(settings.rate_per_second, settings.rate_burst))
         self.roster = roster
         self.settings = settings
         self.echo = echo
-        self.buckets: dict[str, TokenBucket] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        try:
-            room = room_of(connect_auth(auth), environ)
-        except InputError as error:
-            self.metrics.rejected("connect", error.code)
-            raise refusal(error) from None
+        room = room_of(connect_auth(auth), environ)
         await self.roster.join(sid, room)
         await self.enter_room(sid, room)
-        self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
-        self.metrics.connected_clients.inc()
         await self.announce(room)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        if self.buckets.pop(sid, None) is None:
-            return
-        self.metrics.connected_clients.dec()
         if self.echo:
             await self.echo.hang_up(sid, "the caller left")
         room = await self.roster.leave(sid)
@@ -95,7 +84,7 @@ class SignalNamespace(ServiceNamespace):
     async def relay(self, event: str, sid: str, args: tuple[Any, ...]) -> dict[str, Any]:
         """``event(peerId, payload)`` from ``sid`` reaches peerId as
         ``event(peerId, payload, fromId)``, the course's order, with ``fromId`` ours to set."""
-        spend(self.buckets[sid])
+        self.throttle(sid)
         if len(args) != 2:
             raise InputError("bad_arguments", f"{event} takes (peerId, payload), got {len(args)}")
         peer_id = validation.peer_id(args[0])

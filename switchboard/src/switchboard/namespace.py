@@ -1,20 +1,31 @@
 """The namespace base every service's namespaces extend: every inbound event counted, refusals
-sent one way, nothing a client sends can crash the service or see a traceback."""
+sent one way, nothing a client sends can crash the service or see a traceback; each accepted
+connection counted and given the token bucket its service declares."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import socketio
 from redis.exceptions import RedisError
 
 from switchboard.errors import InputError
+from switchboard.ratelimit import TokenBucket, spend
 
 if TYPE_CHECKING:
     from switchboard.service import Service
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """What one connection may send: ``per_second`` events on average, ``burst`` at once."""
+
+    per_second: float
+    burst: float
 
 
 def refusal(error: InputError) -> Exception:
@@ -37,15 +48,31 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     #: Events whose refusals travel on an event of their own (chat's ``name_error``).
     error_events: dict[str, str] = {}
 
-    def __init__(self, service: Service, namespace: str = "/") -> None:
+    def __init__(
+        self, service: Service, namespace: str = "/", *, rate: RateLimit | None = None
+    ) -> None:
         super().__init__(namespace)
         self.service = service
         self.metrics = service.metrics
+        self.rate = rate
+        #: The connections this namespace accepted, each with its token bucket (None without
+        #: a rate limit): made when a connect handler accepts, dropped on disconnect.
+        self.connections: dict[str, TokenBucket | None] = {}
+
+    def throttle(self, sid: str) -> None:
+        """Take a token for one event of ``sid``, or refuse the event with ``rate_limited``."""
+        bucket = self.connections.get(sid)
+        if bucket is not None:
+            spend(bucket)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event == "connect":
             return await self._connect(*args)
         if event == "disconnect":
+            if args[0] not in self.connections:
+                return None  # never accepted: nothing of it to forget
+            del self.connections[args[0]]
+            self.metrics.connected_clients.dec()
             return await super().trigger_event(event, *args)
         handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
         sid = args[0]
@@ -77,7 +104,10 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """A connection refused for a reason the client can act on, never a hung handshake:
         storage failures and our own bugs become refusals too."""
         try:
-            return await super().trigger_event("connect", *args)
+            accepted = await super().trigger_event("connect", *args)
+        except InputError as error:
+            self.metrics.rejected("connect", error.code)
+            raise refusal(error) from None
         except socketio.exceptions.ConnectionRefusedError:
             raise
         except RedisError as exc:
@@ -88,6 +118,11 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except Exception:
             log.exception("%s: connect handler failed", self.service.name)
             raise refusal(InputError("internal", "Something went wrong on our side.")) from None
+        if accepted is not False:
+            rate = self.rate
+            self.connections[args[0]] = TokenBucket(rate.per_second, rate.burst) if rate else None
+            self.metrics.connected_clients.inc()
+        return accepted
 
     async def refuse(self, sid: str, event: str, error: InputError) -> dict[str, Any]:
         self.metrics.rejected(event, error.code)

@@ -9,8 +9,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
 from switchboard.errors import InputError
-from switchboard.namespace import ServiceNamespace
-from switchboard.ratelimit import TokenBucket, spend
+from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
 from switchboard.validation import one_argument
 
@@ -121,29 +120,24 @@ class TickerNamespace(ServiceNamespace):
     error_event = "ticker_error"
 
     def __init__(self, ticker: Ticker) -> None:
-        super().__init__(ticker.service)
+        settings = ticker.settings
+        rate = RateLimit(settings.rate_per_second, settings.rate_burst)
+        super().__init__(ticker.service, rate=rate)
         self.ticker = ticker
-        self.settings = ticker.settings
-        self.buckets: dict[str, TokenBucket] = {}
+        self.settings = settings
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        self.buckets[sid] = TokenBucket(self.settings.rate_per_second, self.settings.rate_burst)
-        self.metrics.connected_clients.inc()
         await self.emit("status", await self.ticker.status.look(), to=sid)
 
-    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        if self.buckets.pop(sid, None) is not None:
-            self.metrics.connected_clients.dec()
-
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        spend(self.buckets[sid])
+        self.throttle(sid)
         pair = self.ticker.pair(one_argument(args))
         await self.enter_room(sid, room(pair))
         trades = await self.ticker.store.recent(pair, RECENT)
         return {"ok": True, "pair": pair, "trades": [trade.wire() for trade in trades]}
 
     async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        spend(self.buckets[sid])
+        self.throttle(sid)
         pair = self.ticker.pair(one_argument(args))
         await self.leave_room(sid, room(pair))
         return {"ok": True, "pair": pair}
