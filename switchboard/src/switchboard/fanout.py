@@ -56,8 +56,8 @@ def listener(server: socketio.AsyncServer) -> asyncio.Task[None] | None:
     return task if isinstance(task, asyncio.Task) else None
 
 
-def participants(server: socketio.AsyncServer, room: str, namespace: str = "/") -> list[Any]:
-    """This process's clients in ``room``, as (sid, engine.io sid) pairs."""
+def participants(server: socketio.AsyncServer, room: Any, namespace: str = "/") -> list[Any]:
+    """This process's clients in ``room`` (or rooms), as (sid, engine.io sid) pairs."""
     if namespace not in server.manager.rooms:
         return []
     return list(server.manager.get_participants(namespace, room))
@@ -124,9 +124,7 @@ async def deliver_locally(
     skip_sid: Any,
 ) -> None:
     """Send ``event`` to this process's participants of ``room``, encoded once."""
-    if namespace not in manager.rooms:
-        return
-    recipients = list(manager.get_participants(namespace, room))
+    recipients = participants(manager.server, room, namespace)
     if not recipients:
         return
     skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
