@@ -153,26 +153,26 @@ async def test_tls_1_0_and_1_1_are_refused_1_2_and_1_3_taken(cluster: Cluster) -
     assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
 
 
-def wss(cluster: Cluster) -> tuple[str, ssl.SSLContext]:
+def wss(cluster: Cluster, headers: dict[str, str], source: str) -> websockets.connect:
+    """A websocket to chat through the gateway from the loopback address ``source``: await it,
+    or use it with ``async with``."""
     url = cluster.url.replace("https", "wss") + f"{CHAT_PATH}/?EIO=4&transport=websocket"
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    return url, context
+    return websockets.connect(
+        url,
+        ssl=context,
+        additional_headers=headers,
+        local_addr=(source, 0),
+        open_timeout=PATIENCE,
+    )
 
 
 async def open_socket(cluster: Cluster, headers: dict[str, str], source: str = "127.0.0.1") -> int:
-    """A websocket handshake to chat through the gateway from the loopback address ``source``:
-    101 on success, else the status."""
-    url, context = wss(cluster)
+    """A websocket handshake to chat through the gateway: 101 on success, else the status."""
     try:
-        async with websockets.connect(
-            url,
-            ssl=context,
-            additional_headers=headers,
-            local_addr=(source, 0),
-            open_timeout=PATIENCE,
-        ):
+        async with wss(cluster, headers, source):
             return 101
     except websockets.InvalidStatus as exc:
         return exc.response.status_code
@@ -204,20 +204,11 @@ async def test_long_polling_is_refused_with_a_reason(cluster: Cluster) -> None:
 async def test_one_address_is_limited_in_open_sockets(cluster: Cluster) -> None:
     # An address of its own (loopback is all of 127/8), so that no other test shares its count.
     source = "127.0.0.3"
-    url, context = wss(cluster)
     origin = {"Origin": cluster.url}
     held = []
     try:
         for _ in range(SOCKETS_PER_ADDRESS):
-            held.append(
-                await websockets.connect(
-                    url,
-                    ssl=context,
-                    additional_headers=origin,
-                    local_addr=(source, 0),
-                    open_timeout=PATIENCE,
-                )
-            )
+            held.append(await wss(cluster, origin, source))
         # One more from the same address is refused; the others are fine, and so is another
         # address.
         assert await open_socket(cluster, origin, source) == 429
