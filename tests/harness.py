@@ -106,7 +106,8 @@ class Process:
 
     def stop(self) -> None:
         """SIGTERM, and the time a clean stop takes on a busy machine (a stop's own work, such
-        as releasing a lock, is what some tests look at); SIGKILL only past that."""
+        as releasing a lock, is what some tests look at). A process still there after that is
+        killed, and that is a failure: a service that does not stop when told is a bug."""
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -114,6 +115,11 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(PATIENCE)
+                self._log.close()
+                raise AssertionError(
+                    f"{self.name} did not stop within {PATIENCE} s of SIGTERM; killed:\n"
+                    f"{self.log()[-4000:]}"
+                ) from None
         self._log.close()
 
 

@@ -3,11 +3,13 @@ replicas. docs/protocol.md is the contract this module keeps."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from typing import Any
 
 from redis.exceptions import RedisError
+from socketio import AsyncServer
 from switchboard.errors import InputError
 from switchboard.hashing import digest
 from switchboard.namespace import RateLimit, ServiceNamespace
@@ -42,7 +44,8 @@ class ChatNamespace(ServiceNamespace):
             history = await self.store.history(room, last_id)
         except RedisError:
             # Forget the half-made session; ServiceNamespace refuses with `unavailable`.
-            self.store.sessions.pop(sid, None)
+            with contextlib.suppress(RedisError):
+                await self.store.leave(sid)
             raise
         await self.emit("users", [m.wire() for m in members], to=sid)
         await self.emit(
@@ -55,21 +58,22 @@ class ChatNamespace(ServiceNamespace):
         )
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        session = self.store.session(sid)
         try:
-            session = await self.store.leave(sid)
+            await self.store.leave(sid)
         except RedisError:
-            # Our heartbeat keeps the entry until this replica stops; the claim script also
-            # checks that the owner's session still exists, so the name is not stuck.
+            # Forgotten here all the same. Our heartbeat keeps the entry until this replica
+            # stops; the claim script also checks that the owner's session still exists, so
+            # the name is not stuck.
             self.metrics.redis_errors.inc()
-            session = self.store.sessions.pop(sid, None)
-        if session and session.name:
+        if session.name:
             await self.emit("user_left", Member(sid, session.name).wire(), room=session.room)
 
     async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
         self.throttle(sid)
         name = validation.nickname(one_argument(args))
         key = validation.nickname_key(name)
-        session = self.store.sessions[sid]
+        session = self.store.session(sid)
         old = session.name
         if name == old:
             await self.emit("name", name, to=sid)
@@ -97,7 +101,7 @@ class ChatNamespace(ServiceNamespace):
     async def on_message(self, sid: str, *args: Any) -> dict[str, Any]:
         self.throttle(sid)
         text = validation.message_text(one_argument(args))
-        session = self.store.sessions[sid]
+        session = self.store.session(sid)
         if not session.name:
             raise InputError("no_name", "Pick a name before you send messages.")
         message = await self.store.append(session.room, Member(sid, session.name), text)
@@ -108,37 +112,33 @@ class ChatNamespace(ServiceNamespace):
         )
         return {"ok": True, "id": message.id, "ts": message.ts}
 
-    async def announce_departed(self, departed: list[tuple[str, Member]]) -> None:
-        for room, member in departed:
-            await self.emit("user_left", member.wire(), room=room)
 
-    async def name_lost(self, sid: str, name: str) -> None:
+class Announcements:
+    """What the Redis store learns after a heartbeat, told to the clients it concerns."""
+
+    def __init__(self, sio: AsyncServer) -> None:
+        self.sio = sio
+
+    async def departed(self, departed: list[tuple[str, Member]]) -> None:
+        for room, member in departed:
+            await self.sio.emit("user_left", member.wire(), room=room)
+
+    async def name_lost(self, sid: str, name: str, room: str) -> None:
         error = InputError("taken", f"Your name {name!r} was taken while we were cut off.")
-        await self.emit("name_error", {**error.payload(), "event": "name"}, to=sid)
-        room = self.store.sessions[sid].room
-        await self.emit("user_left", Member(sid, name).wire(), room=room)
+        await self.sio.emit("name_error", {**error.payload(), "event": "name"}, to=sid)
+        await self.sio.emit("user_left", Member(sid, name).wire(), room=room)
 
 
 def create_service(settings: ChatSettings | None = None) -> Service:
     """Build the chat service from ``settings`` (read from the environment when omitted)."""
     settings = settings or ChatSettings.from_env()
     service = Service(settings)
-    store: ChatStore
-    if service.redis is not None:
-        redis_store = RedisChatStore(
-            service.redis,
-            replica_id=service.replica_id,
-            history_size=settings.history_size,
-            history_ttl=settings.history_ttl,
-        )
-        redis_store.heartbeat = service.add_heartbeat(RedisChatStore.prefix, redis_store.on_beat)
-        store = redis_store
-    else:
-        store = MemoryChatStore(settings.history_size, settings.history_ttl)
-    namespace = ChatNamespace(service, store, settings)
-    if isinstance(store, RedisChatStore):
-        store.on_departed = namespace.announce_departed
-        store.on_name_lost = namespace.name_lost
-    service.add_component(store)
-    service.sio.register_namespace(namespace)
+    size, ttl = settings.history_size, settings.history_ttl
+    store: ChatStore = service.store(
+        memory=lambda: MemoryChatStore(size, ttl),
+        redis=lambda redis: RedisChatStore(
+            redis, service.replica, Announcements(service.sio), history_size=size, history_ttl=ttl
+        ),
+    )
+    service.sio.register_namespace(ChatNamespace(service, store, settings))
     return service

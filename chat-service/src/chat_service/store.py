@@ -24,14 +24,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from switchboard.components import Passive
-from switchboard.replicas import Heartbeat
+from switchboard.replicas import Replica, ReplicaEntries
 
 from chat_service.validation import id_order
 
@@ -92,20 +90,30 @@ class Claimed:
     replaced: str = ""
 
 
-#: Called with (room, member) pairs of named members whose replica died.
-Departed = Callable[[list[tuple[str, Member]]], Awaitable[None]]
-#: Called with the sid of a local connection whose name was taken while Redis forgot us.
-NameLost = Callable[[str, str], Awaitable[None]]
+class Announcer(Protocol):
+    """Who tells clients what the Redis store learns by itself, after a heartbeat."""
+
+    async def departed(self, departed: list[tuple[str, Member]]) -> None:
+        """The named members (with their rooms) of a replica that died have left."""
+
+    async def name_lost(self, sid: str, name: str, room: str) -> None:
+        """Our connection ``sid`` lost its name: it was taken while Redis forgot us."""
 
 
 class ChatStore(Protocol):
-    sessions: dict[str, Session]
-
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def check(self) -> str | None: ...
+    def session(self, sid: str) -> Session:
+        """A connection of this process that joined and has not left."""
+        ...
+
     async def join(self, sid: str, room: str, proof: str = "") -> None: ...
-    async def leave(self, sid: str) -> Session | None: ...
+    async def leave(self, sid: str) -> Session | None:
+        """Forget ``sid`` here at once, then wherever else it is known (a RedisError leaves
+        it forgotten here); the session it had, if any."""
+        ...
+
     async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed: ...
     async def members(self, room: str) -> list[Member]: ...
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage: ...
@@ -138,6 +146,9 @@ class MemoryChatStore(Passive):
         #: Rooms' messages, the room with the oldest last message first.
         self._history: OrderedDict[str, deque[ChatMessage]] = OrderedDict()
         self._clock = _IdClock()
+
+    def session(self, sid: str) -> Session:
+        return self.sessions[sid]
 
     async def join(self, sid: str, room: str, proof: str = "") -> None:
         self.sessions[sid] = Session(room, proof=proof)
@@ -309,29 +320,27 @@ return out
 """
 
 
-class RedisChatStore:
-    """State shared by every replica through Redis. The replica's :class:`Heartbeat` calls
-    :meth:`on_beat`, which writes our entries back when Redis forgot them and reaps the
-    entries of replicas that died."""
+class RedisChatStore(ReplicaEntries):
+    """State shared by every replica through Redis. After each heartbeat it writes our
+    entries back when Redis forgot them, and reaps the entries of replicas that died; the
+    ``announcer`` tells clients what that changed."""
 
     prefix = "chat:"
 
     def __init__(
         self,
         redis: Redis,
+        replica: Replica,
+        announcer: Announcer,
         *,
-        replica_id: str,
         history_size: int,
         history_ttl: float,
     ) -> None:
-        self.redis = redis
-        self.rid = replica_id
+        super().__init__(redis, replica)
+        self.announcer = announcer
         self.history_size = history_size
         self.history_ttl_ms = int(history_ttl * 1000)
         self.sessions: dict[str, Session] = {}
-        self.heartbeat: Heartbeat | None = None
-        self.on_departed: Departed | None = None
-        self.on_name_lost: NameLost | None = None
         self._claim = redis.register_script(_CLAIM)
         self._leave = redis.register_script(_LEAVE)
         self._members = redis.register_script(_MEMBERS)
@@ -344,47 +353,27 @@ class RedisChatStore:
     def _sessions_key(self) -> str:
         return self._key("sessions", self.rid)
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- the replica's life ------------------------------------------------------------------
 
-    async def start(self) -> None:
-        pass
+    async def depart(self) -> None:
+        # As a crashed replica would be reaped, only at once: others see our members go.
+        await self.redis.delete(self._key("replica", self.rid))
+        await self.reap(self.rid)
 
-    async def stop(self) -> None:
-        # Leave as a crashed replica would, only at once: others see our members go.
-        try:
-            await self.redis.delete(self._key("replica", self.rid))
-            await self._reap_replica(self.rid)
-        except (RedisError, OSError) as exc:
-            log.warning("chat: could not remove this replica's entries from Redis: %s", exc)
-
-    async def check(self) -> str | None:
-        return None
-
-    async def on_beat(self, rejoined: bool) -> None:
-        if rejoined:
-            # Redis may have forgotten us (restarted, or our entries reaped while we could not
-            # reach it): write our sessions again and find out which names we lost.
-            log.warning("chat: re-registering %d sessions in Redis", len(self.sessions))
-            await self._restore()
-        if self.heartbeat:
-            for rid in await self.heartbeat.dead():
-                await self._reap_replica(rid)
-
-    async def _restore(self) -> None:
+    async def rejoin(self) -> None:
+        # Write our sessions again and find out which names we lost.
+        log.warning("chat: re-registering %d sessions in Redis", len(self.sessions))
         for sid, session in list(self.sessions.items()):
             await self.redis.hset(self._sessions_key, sid, f"{session.room}{US}{US}")
-            if (
-                session.key
-                and not (
-                    await self._claim_for(sid, session, session.name, session.key, session.token)
-                ).ok
-            ):
+            if not session.key:
+                continue
+            held = await self._claim_for(sid, session, session.name, session.key, session.token)
+            if not held.ok:
                 lost = session.name
                 session.name = session.key = ""
-                if self.on_name_lost:
-                    await self.on_name_lost(sid, lost)
+                await self.announcer.name_lost(sid, lost, session.room)
 
-    async def _reap_replica(self, rid: str) -> None:
+    async def reap(self, rid: str) -> None:
         flat = await self._reap(
             keys=[self._key("replicas"), self._key("sessions", rid), self._key("names")],
             args=[rid, self.prefix],
@@ -392,10 +381,12 @@ class RedisChatStore:
         departed = [(flat[i], Member(flat[i + 1], flat[i + 2])) for i in range(0, len(flat), 3)]
         if departed:
             log.info("chat: replica %s is gone; %d named members left", rid, len(departed))
-            if self.on_departed:
-                await self.on_departed(departed)
+            await self.announcer.departed(departed)
 
     # -- sessions, names, presence ------------------------------------------------------------
+
+    def session(self, sid: str) -> Session:
+        return self.sessions[sid]
 
     async def join(self, sid: str, room: str, proof: str = "") -> None:
         await self.redis.hset(self._sessions_key, sid, f"{room}{US}{US}")

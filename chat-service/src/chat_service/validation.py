@@ -1,6 +1,6 @@
 """The rules for what a chat client may send (issue 2), as pure functions.
 
-Each raises :class:`switchboard.service.InputError` with a code a program can test and a
+Each raises :class:`switchboard.errors.InputError` with a code a program can test and a
 message a person can read.
 """
 

@@ -16,19 +16,16 @@ def create_service(settings: CursorSettings | None = None) -> Service:
     """Build the cursor service from ``settings`` (read from the environment when omitted)."""
     settings = settings or CursorSettings.from_env()
     service = Service(settings)
-    board: Board
-    pairings: PairingStore
-    if service.redis is not None:
-        redis_board = RedisBoard(service.redis, replica_id=service.replica_id)
-        redis_board.heartbeat = service.add_heartbeat(RedisBoard.prefix, redis_board.on_beat)
-        board = redis_board
-        pairings = RedisPairings(
-            service.redis, replica_id=service.replica_id, replica_prefix=RedisBoard.prefix
-        )
-    else:
-        board = MemoryBoard()
-        pairings = MemoryPairings()
-    service.add_component(board)
+    board: Board = service.store(
+        memory=MemoryBoard, redis=lambda redis: RedisBoard(redis, service.replica)
+    )
+    # A desktop's liveness is its replica's, which the board's heartbeat keeps.
+    pairings: PairingStore = service.store(
+        memory=MemoryPairings,
+        redis=lambda redis: RedisPairings(
+            redis, replica_id=service.replica.id, replica_prefix=RedisBoard.prefix
+        ),
+    )
     cursors = CursorNamespace(service, board, settings)
     service.add_component(cursors)
     service.sio.register_namespace(cursors)

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 from switchboard.components import Passive
-from switchboard.replicas import Heartbeat
+from switchboard.replicas import Replica, ReplicaEntries
 
 log = logging.getLogger(__name__)
 US = "\x1f"
@@ -103,16 +102,14 @@ return #rooms
 """
 
 
-class RedisBoard:
+class RedisBoard(ReplicaEntries):
     """Replicas: this replica's cursors are written to Redis on each tick, everyone's read."""
 
     prefix = "cursors:"
     shared = True
 
-    def __init__(self, redis: Redis, *, replica_id: str) -> None:
-        self.redis = redis
-        self.rid = replica_id
-        self.heartbeat: Heartbeat | None = None
+    def __init__(self, redis: Redis, replica: Replica) -> None:
+        super().__init__(redis, replica)
         #: This replica's cursors, by room.
         self.local: dict[str, View] = {}
         self._moved: dict[str, set[str]] = {}
@@ -121,28 +118,20 @@ class RedisBoard:
         self._read: dict[str, tuple[object, list[Row]]] = {}
         self._reap = redis.register_script(_REAP)
 
-    async def start(self) -> None:
-        pass
+    async def depart(self) -> None:
+        # As a crashed replica would be reaped, only at once: others see our cursors go.
+        await self.redis.delete(self.heartbeat.key(self.rid))
+        await self._reap(keys=[f"{self.prefix}rooms:{self.rid}"], args=[self.rid, self.prefix])
 
-    async def stop(self) -> None:
-        # Leave as a crashed replica would, only at once: others see our cursors go.
-        try:
-            await self.redis.delete(self.prefix + f"replica:{self.rid}")
-            await self._reap(keys=[f"{self.prefix}rooms:{self.rid}"], args=[self.rid, self.prefix])
-        except (RedisError, OSError) as exc:
-            log.warning("cursors: could not remove this replica's cursors from Redis: %s", exc)
+    async def rejoin(self) -> None:
+        for room, cursors in self.local.items():
+            self._moved.setdefault(room, set()).update(cursors)
 
-    async def check(self) -> str | None:
-        return None
-
-    async def on_beat(self, rejoined: bool) -> None:
-        if rejoined:
-            for room, cursors in self.local.items():
-                self._moved.setdefault(room, set()).update(cursors)
-        if self.heartbeat:
-            for rid in await self.heartbeat.dead():
-                if await self.heartbeat.forget(rid):
-                    await self._reap(keys=[f"{self.prefix}rooms:{rid}"], args=[rid, self.prefix])
+    async def reap(self, replica_id: str) -> None:
+        if await self.heartbeat.forget(replica_id):
+            await self._reap(
+                keys=[f"{self.prefix}rooms:{replica_id}"], args=[replica_id, self.prefix]
+            )
 
     def place(self, room: str, sid: str, cursor: Cursor) -> None:
         self.local.setdefault(room, {})[sid] = cursor
@@ -203,8 +192,7 @@ class RedisBoard:
             del self._read[room]
         owners = {rid for room in rooms for _, rid, _ in self._read[room][1]}
         alive = {self.rid}
-        if self.heartbeat:
-            alive |= await self.heartbeat.alive(owners - alive)
+        alive |= await self.heartbeat.alive(owners - alive)
         return {
             room: {sid: cursor for sid, rid, cursor in self._read[room][1] if rid in alive}
             for room in rooms

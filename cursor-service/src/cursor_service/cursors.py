@@ -4,7 +4,6 @@ room on a fixed tick as deltas, with snapshots for newcomers, askers and slow re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
+from switchboard.components import cancel
 from switchboard.errors import InputError
 from switchboard.fanout import (
     deliver_locally,
@@ -27,6 +27,7 @@ from switchboard.validation import connect_auth, display_name, one_argument, roo
 
 from cursor_service.board import Board, Cursor, View
 from cursor_service.settings import CursorSettings
+from cursor_service.validation import position
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +46,6 @@ PALETTE = (
     "#808000",
     "#000075",
 )
-#: Positions are sent to 1/10000 of the viewport: a tenth of a pixel on a 1000 px screen.
-PRECISION = 4
-
-
-def position(value: Any) -> tuple[float, float]:
-    """``{x, y}``, finite numbers, clamped to [0, 1]; anything else is refused."""
-    if not isinstance(value, dict) or set(value) != {"x", "y"}:
-        raise InputError("bad_position", "update takes one object {x, y}, each from 0 to 1.")
-    coordinates = []
-    for axis in ("x", "y"):
-        number = value[axis]
-        if isinstance(number, bool) or not isinstance(number, int | float):
-            raise InputError("bad_position", f"{axis} must be a number from 0 to 1.")
-        if not math.isfinite(number):
-            raise InputError("bad_position", f"{axis} must be a finite number.")
-        coordinates.append(round(min(1.0, max(0.0, float(number))), PRECISION))
-    return coordinates[0], coordinates[1]
 
 
 def now_ms() -> int:
@@ -91,7 +75,6 @@ class Member:
     room: str
     color: str
     name: str
-    last_refusal: float = 0.0
 
 
 @dataclass(slots=True)
@@ -112,7 +95,7 @@ class CursorNamespace(ServiceNamespace):
     error_event = "cursor_error"
 
     def __init__(self, service: Service, board: Board, settings: CursorSettings) -> None:
-        rate = RateLimit(settings.rate_per_second, settings.rate_burst)
+        rate = RateLimit(settings.rate_per_second, settings.rate_burst, tell_every=1.0)
         super().__init__(service, "/", rate=rate)
         self.board = board
         self.settings = settings
@@ -129,10 +112,7 @@ class CursorNamespace(ServiceNamespace):
         self._ticker = self.service.background(self._tick_forever, "cursor tick")
 
     async def stop(self) -> None:
-        if self._ticker:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await cancel(self._ticker)
 
     async def check(self) -> str | None:
         if self._ticker is None or self._ticker.done():
@@ -231,10 +211,8 @@ class CursorNamespace(ServiceNamespace):
                 del self.rooms[member.room]
 
     async def on_update(self, sid: str, *args: Any) -> dict[str, Any]:
+        self.throttle(sid)
         member = self.members[sid]
-        bucket = self.connections[sid]
-        if bucket is not None and not bucket.take():
-            return await self._too_fast(sid, member)
         where = one_argument(args)
         # null: the pointer left the page (or the finger lifted): the cursor is hidden.
         x, y = (None, None) if where is None else position(where)
@@ -247,14 +225,3 @@ class CursorNamespace(ServiceNamespace):
         room = self.members[sid].room
         state = self.states.get(room) or RoomState()
         return {"ok": True, **state.snapshot()}
-
-    async def _too_fast(self, sid: str, member: Member) -> dict[str, Any]:
-        """Refused, but the error event goes out at most once a second: a client over the limit
-        at 200 moves a second must not get 200 errors a second back."""
-        error = InputError("rate_limited", "Too many updates: send at most one per frame.")
-        now = time.monotonic()
-        if now - member.last_refusal >= 1.0:
-            member.last_refusal = now
-            return await self.refuse(sid, "update", error)
-        self.metrics.rejected("update", error.code)
-        return error.payload()

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Protocol
 
 from redis.asyncio import Redis
+from switchboard.components import Passive
 from switchboard.hashing import digest
 
 #: RFC 8628's alphabet for codes people type: no vowels (no words), no look-alikes.
@@ -72,6 +73,9 @@ class Claim:
 
 
 class PairingStore(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def check(self) -> str | None: ...
     async def open(
         self, desktop: str, desktop_sid: str, ttl: float, base: str | None = None
     ) -> Pairing: ...
@@ -100,7 +104,7 @@ class _Desktop:
     left: int = 0
 
 
-class MemoryPairings:
+class MemoryPairings(Passive):
     """One process: the same rules, in dicts."""
 
     def __init__(self) -> None:
@@ -257,7 +261,7 @@ return d[1] or ''
 """
 
 
-class RedisPairings:
+class RedisPairings(Passive):
     """Replicas: a controller and its desktop may be on different replicas."""
 
     prefix = "remote:"

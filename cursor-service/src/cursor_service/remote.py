@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,13 +18,12 @@ from switchboard.ratelimit import TokenBucket
 from switchboard.service import Service
 from switchboard.validation import connect_auth
 
-from cursor_service.cursors import position
 from cursor_service.pairing import Claim, Outcome, Pairing, PairingStore, normalise_code
 from cursor_service.settings import CursorSettings
+from cursor_service.validation import orientation, position, press
 
 #: Moves and orientation go out at most this often per controller; the latest always goes.
 COALESCE_S = 0.016
-BUTTON_PATTERN = re.compile(r"[a-z0-9_-]{1,16}")
 #: Addresses whose wrong-code buckets are remembered; the oldest are forgotten past this.
 MAX_TRACKED_ADDRESSES = 10_000
 
@@ -66,33 +64,6 @@ def pairing_wire(pairing: Pairing) -> dict[str, Any]:
 
 def qr_data_uri(url: str) -> str:
     return str(segno.make(url, error="m").svg_data_uri(scale=6, border=2))
-
-
-def press(value: Any) -> dict[str, Any]:
-    if (
-        not isinstance(value, dict)
-        or set(value) != {"button", "down"}
-        or not isinstance(value["button"], str)
-        or not BUTTON_PATTERN.fullmatch(value["button"])
-        or not isinstance(value["down"], bool)
-    ):
-        raise InputError(
-            "bad_press", "press takes {button: 1 to 16 of a-z 0-9 _ -, down: true or false}."
-        )
-    return {"button": value["button"], "down": value["down"]}
-
-
-def orientation(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) != {"alpha", "beta", "gamma"}:
-        raise InputError("bad_orientation", "orientation takes {alpha, beta, gamma}.")
-    for angle in value.values():
-        if angle is not None and (
-            isinstance(angle, bool)
-            or not isinstance(angle, int | float)
-            or not math.isfinite(angle)
-        ):
-            raise InputError("bad_orientation", "Each angle is a finite number or null.")
-    return {key: value[key] for key in ("alpha", "beta", "gamma")}
 
 
 class RemoteNamespace(ServiceNamespace):

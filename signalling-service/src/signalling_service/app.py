@@ -8,6 +8,7 @@ import logging
 import secrets
 from typing import Any
 
+from socketio import AsyncServer
 from switchboard.errors import InputError
 from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
@@ -32,15 +33,35 @@ PAYLOADS = {
 }
 
 
+class Rooms:
+    """Tells everyone in a room who is there: the course's ``clients`` event."""
+
+    def __init__(self, sio: AsyncServer, echo: EchoPeers | None) -> None:
+        self.sio = sio
+        self.echo = echo
+
+    async def announce(self, room: str, members: list[str]) -> None:
+        clients: dict[str, dict[str, Any]] = {sid: {"id": sid} for sid in members}
+        if self.echo:
+            clients[ECHO_ID] = {"id": ECHO_ID, "echo": True}
+        await self.sio.emit("clients", clients, room=room)
+
+
 class SignalNamespace(ServiceNamespace):
     error_event = "signal_error"
 
     def __init__(
-        self, service: Service, roster: Roster, settings: SignalSettings, echo: EchoPeers | None
+        self,
+        service: Service,
+        settings: SignalSettings,
+        roster: Roster,
+        rooms: Rooms,
+        echo: EchoPeers | None,
     ) -> None:
         super().__init__(service, rate=RateLimit(settings.rate_per_second, settings.rate_burst))
-        self.roster = roster
         self.settings = settings
+        self.roster = roster
+        self.rooms = rooms
         self.echo = echo
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -57,17 +78,7 @@ class SignalNamespace(ServiceNamespace):
             await self.announce(room)
 
     async def announce(self, room: str) -> None:
-        """Everyone in ``room`` gets its clients (the course's ``clients`` event)."""
-        clients: dict[str, dict[str, Any]] = {
-            sid: {"id": sid} for sid in await self.roster.members(room)
-        }
-        if self.echo:
-            clients[ECHO_ID] = {"id": ECHO_ID, "echo": True}
-        await self.emit("clients", clients, room=room)
-
-    async def announce_rooms(self, rooms: set[str]) -> None:
-        for room in rooms:
-            await self.announce(room)
+        await self.rooms.announce(room, await self.roster.members(room))
 
     async def on_peerOffer(self, sid: str, *args: Any) -> dict[str, Any]:
         return await self.relay("peerOffer", sid, args)
@@ -113,14 +124,6 @@ def create_service(settings: SignalSettings | None = None) -> Service:
     """Build the signalling service from ``settings`` (read from the environment when omitted)."""
     settings = settings or SignalSettings.from_env()
     service = Service(settings, max_message_bytes=MAX_MESSAGE_BYTES)
-    roster: Roster
-    if service.redis is not None:
-        redis_roster = RedisRoster(service.redis, replica_id=service.replica_id)
-        redis_roster.heartbeat = service.add_heartbeat(RedisRoster.prefix, redis_roster.on_beat)
-        roster = redis_roster
-    else:
-        roster = MemoryRoster()
-    service.add_component(roster)
     echo: EchoPeers | None = None
     if settings.echo:
 
@@ -129,10 +132,12 @@ def create_service(settings: SignalSettings | None = None) -> Service:
 
         echo = EchoPeers(settings, send, service.metrics.registry)
         service.add_component(echo)
-    namespace = SignalNamespace(service, roster, settings, echo)
-    if isinstance(roster, RedisRoster):
-        roster.on_changed = namespace.announce_rooms
-    service.sio.register_namespace(namespace)
+    rooms = Rooms(service.sio, echo)
+    roster: Roster = service.store(
+        memory=MemoryRoster,
+        redis=lambda redis: RedisRoster(redis, service.replica, rooms.announce),
+    )
+    service.sio.register_namespace(SignalNamespace(service, settings, roster, rooms, echo))
 
     @service.http.get(f"{service.prefix}/ice-servers", tags=["signal"])
     async def get_ice_servers(client: str = "") -> dict[str, Any]:

@@ -18,12 +18,13 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 from switchboard.components import Passive
-from switchboard.replicas import Heartbeat
+from switchboard.replicas import Replica, ReplicaEntries
 
 log = logging.getLogger(__name__)
 
-#: Told the rooms whose lists changed without anyone there leaving by themselves.
-OnChanged = Callable[[set[str]], Awaitable[None]]
+#: Told a room and its members now, when they changed without anyone there leaving by
+#: themselves (their replica died or stopped).
+Announce = Callable[[str, list[str]], Awaitable[None]]
 
 
 class Roster(Protocol):
@@ -110,15 +111,16 @@ return out
 """
 
 
-class RedisRoster:
+class RedisRoster(ReplicaEntries):
+    """Replicas: who is in which room, whichever replica they are on. ``announce`` is told
+    the rooms whose members changed by themselves: a replica died or stopped."""
+
     prefix = "signal:"
 
-    def __init__(self, redis: Redis, *, replica_id: str) -> None:
-        self.redis = redis
-        self.rid = replica_id
+    def __init__(self, redis: Redis, replica: Replica, announce: Announce) -> None:
+        super().__init__(redis, replica)
+        self.announce = announce
         self.rooms_of: dict[str, str] = {}
-        self.heartbeat: Heartbeat | None = None
-        self.on_changed: OnChanged | None = None
         self._members = redis.register_script(_MEMBERS)
         self._present = redis.register_script(_PRESENT)
         self._reap = redis.register_script(_REAP)
@@ -126,10 +128,7 @@ class RedisRoster:
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
+    async def depart(self) -> None:
         # Our clients are disconnected as the server stops; take them off the lists now
         # rather than after REPLICA_TTL.
         rooms = set(self.rooms_of.values())
@@ -137,28 +136,27 @@ class RedisRoster:
             room = self.rooms_of.pop(sid)
             await self.redis.hdel(self._key("room", room), sid)
         await self.redis.delete(self._key("sessions", self.rid))
-        if rooms and self.on_changed:
-            await self.on_changed(rooms)
+        await self._announce(rooms)
 
-    async def check(self) -> str | None:
-        return None
+    async def rejoin(self) -> None:
+        log.warning("signal: re-registering %d clients in Redis", len(self.rooms_of))
+        for sid, room in list(self.rooms_of.items()):
+            await self._write(sid, room)
 
-    async def on_beat(self, rejoined: bool) -> None:
-        if rejoined:
-            # Redis may have forgotten us (restarted, or reaped us while we could not reach it).
-            log.warning("signal: re-registering %d clients in Redis", len(self.rooms_of))
-            for sid, room in list(self.rooms_of.items()):
-                await self._write(sid, room)
-        if self.heartbeat is None:
-            return
-        for rid in await self.heartbeat.dead():
-            rooms = await self._reap(
-                keys=[self._key("replicas"), self._key("sessions", rid)], args=[rid, self.prefix]
+    async def reap(self, replica_id: str) -> None:
+        rooms = await self._reap(
+            keys=[self._key("replicas"), self._key("sessions", replica_id)],
+            args=[replica_id, self.prefix],
+        )
+        if rooms:
+            log.info(
+                "signal: replica %s is gone; its clients left %d rooms", replica_id, len(rooms)
             )
-            if rooms:
-                log.info("signal: replica %s is gone; its clients left %d rooms", rid, len(rooms))
-                if self.on_changed:
-                    await self.on_changed({str(room) for room in rooms})
+            await self._announce({str(room) for room in rooms})
+
+    async def _announce(self, rooms: set[str]) -> None:
+        for room in rooms:
+            await self.announce(room, await self.members(room))
 
     async def _write(self, sid: str, room: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -1,7 +1,7 @@
 """What a signalling message may carry (issue 6): session descriptions, ICE candidates and
 simple-peer's signal objects, each checked for shape and size and then passed on unchanged.
 
-Each rule raises :class:`switchboard.service.InputError` with a code a program can test.
+Each rule raises :class:`switchboard.errors.InputError` with a code a program can test.
 """
 
 from __future__ import annotations

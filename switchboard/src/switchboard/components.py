@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from typing import Any, Protocol
 
 
 class Component(Protocol):
@@ -30,3 +31,17 @@ class Passive:
 
     async def check(self) -> str | None:
         return None
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (a component's loop, say) and wait until it has stopped; nothing when
+    there is none. The caller's own cancellation is not swallowed."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

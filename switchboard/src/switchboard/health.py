@@ -22,7 +22,8 @@ async def unready(components: Iterable[Component]) -> list[str]:
 
     async def ask(component: Component) -> str | None:
         try:
-            return await asyncio.wait_for(component.check(), READY_TIMEOUT)
+            async with asyncio.timeout(READY_TIMEOUT):
+                return await component.check()
         except TimeoutError:
             return f"{type(component).__name__}: no answer within {READY_TIMEOUT} s"
 

@@ -5,6 +5,8 @@ connection counted and given the token bucket its service declares."""
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +24,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """What one connection may send: ``per_second`` events on average, ``burst`` at once."""
+    """What one connection may send: ``per_second`` events on average, ``burst`` at once.
+    Each refused event is answered (its ack), but its error event goes out at most once every
+    ``tell_every`` seconds when that is set: a client over the limit at 200 moves a second
+    must not get 200 errors a second back."""
 
     per_second: float
     burst: float
+    tell_every: float = 0.0
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the namespace keeps of an accepted connection."""
+
+    #: Its token bucket; None without a rate limit.
+    bucket: TokenBucket | None
+    #: When it was last sent a ``rate_limited`` error event (monotonic seconds).
+    told: float = -math.inf
 
 
 def refusal(error: InputError) -> Exception:
@@ -55,15 +71,15 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.service = service
         self.metrics = service.metrics
         self.rate = rate
-        #: The connections this namespace accepted, each with its token bucket (None without
-        #: a rate limit): made when a connect handler accepts, dropped on disconnect.
-        self.connections: dict[str, TokenBucket | None] = {}
+        #: The connections this namespace accepted: made when a connect handler accepts,
+        #: dropped on disconnect.
+        self.connections: dict[str, Connection] = {}
 
     def throttle(self, sid: str) -> None:
         """Take a token for one event of ``sid``, or refuse the event with ``rate_limited``."""
-        bucket = self.connections.get(sid)
-        if bucket is not None:
-            spend(bucket)
+        connection = self.connections.get(sid)
+        if connection is not None and connection.bucket is not None:
+            spend(connection.bucket)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event == "connect":
@@ -120,13 +136,27 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise refusal(InputError("internal", "Something went wrong on our side.")) from None
         if accepted is not False:
             rate = self.rate
-            self.connections[args[0]] = TokenBucket(rate.per_second, rate.burst) if rate else None
+            bucket = TokenBucket(rate.per_second, rate.burst) if rate else None
+            self.connections[args[0]] = Connection(bucket)
             self.metrics.connected_clients.inc()
         return accepted
 
     async def refuse(self, sid: str, event: str, error: InputError) -> dict[str, Any]:
         self.metrics.rejected(event, error.code)
         payload = error.payload()
+        if error.code == "rate_limited" and not self._tell(sid):
+            return payload
         channel = error.event or self.error_events.get(event, self.error_event)
         await self.emit(channel, {**payload, "event": event}, to=sid)
         return payload
+
+    def _tell(self, sid: str) -> bool:
+        """Whether a ``rate_limited`` refusal of ``sid`` gets its error event now."""
+        connection = self.connections.get(sid)
+        if self.rate is None or connection is None:
+            return True
+        now = time.monotonic()
+        if now - connection.told < self.rate.tell_every:
+            return False
+        connection.told = now
+        return True

@@ -5,6 +5,8 @@ belongs to the set ``<prefix>replicas``. Entries that replicas write for their c
 replica's id; a reader takes an entry whose replica key has expired for gone, so a crashed
 replica's entries vanish within the TTL even before anyone cleans them up, and the heartbeat of
 a surviving replica then reaps them (see :meth:`Heartbeat.dead`).
+
+A store that writes such entries extends :class:`ReplicaEntries`, which owns its heartbeat.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import ClassVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from switchboard.components import cancel
 from switchboard.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,17 @@ _BEAT = """
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 return redis.call('SADD', KEYS[2], ARGV[1])
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """This process among the replicas of its service: its id, how long it counts as alive
+    after a beat (``REPLICA_TTL``), and the metrics its Redis failures are counted in."""
+
+    id: str
+    ttl: float
+    metrics: ServiceMetrics
+
 
 #: Called after each successful beat; ``rejoined`` is true when Redis may have forgotten this
 #: replica (it was reaped, Redis restarted, or beats failed or came late), so its entries must
@@ -67,10 +83,7 @@ class Heartbeat:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeat")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(self.key(self.replica_id))
 
@@ -120,3 +133,58 @@ class Heartbeat:
     async def forget(self, replica_id: str) -> bool:
         """Take ``replica_id`` off the list; true for the one caller that did it."""
         return bool(await self.redis.srem(f"{self.prefix}replicas", replica_id))
+
+
+class ReplicaEntries:
+    """A service component for what this replica writes to Redis for its clients, under
+    :attr:`prefix`. Its heartbeat beats from :meth:`start` to :meth:`stop`; after each beat,
+    :meth:`rejoin` writes the entries back when Redis may have forgotten them, and
+    :meth:`reap` removes those of every replica that died. On stopping, :meth:`depart` removes
+    this replica's own at once, rather than after its TTL."""
+
+    #: Where the service keeps its keys in Redis (``chat:``), the heartbeat's among them.
+    prefix: ClassVar[str]
+
+    def __init__(self, redis: Redis, replica: Replica) -> None:
+        self.redis = redis
+        self.rid = replica.id
+        self.heartbeat = Heartbeat(
+            redis,
+            prefix=self.prefix,
+            replica_id=replica.id,
+            ttl=replica.ttl,
+            metrics=replica.metrics,
+            on_beat=self._after_beat,
+        )
+
+    async def start(self) -> None:
+        await self.heartbeat.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.depart()
+        except (RedisError, OSError) as exc:
+            log.warning("%s could not remove this replica's entries from Redis: %s", self, exc)
+        await self.heartbeat.stop()
+
+    async def check(self) -> str | None:
+        return await self.heartbeat.check()
+
+    async def _after_beat(self, rejoined: bool) -> None:
+        if rejoined:
+            await self.rejoin()
+        for rid in await self.heartbeat.dead():
+            await self.reap(rid)
+
+    async def rejoin(self) -> None:
+        """Redis may have forgotten this replica (restarted, or reaped it while we could not
+        reach it): write its entries again."""
+
+    async def reap(self, replica_id: str) -> None:
+        """Remove the entries of ``replica_id``, which died."""
+
+    async def depart(self) -> None:
+        """Remove this replica's entries: it is stopping."""
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__} of replica {self.rid}"

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
 from fastapi import FastAPI, Request
@@ -21,13 +21,13 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from switchboard import jsonenc
-from switchboard.components import Component
+from switchboard.components import Component, cancel
 from switchboard.fanout import FanoutManager, FanoutRedisManager, listener, start_listener
 from switchboard.health import add_health_routes, unready
 from switchboard.metrics import ServiceMetrics
 from switchboard.origins import same_origin
 from switchboard.redisclient import RedisComponent, redis_client
-from switchboard.replicas import Heartbeat, OnBeat
+from switchboard.replicas import Replica
 from switchboard.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: Below nginx's proxy_read_timeout (60 s by default), so an idle tunnel is never cut.
 PING_INTERVAL = 25
 PING_TIMEOUT = 20
+
+#: The two kinds of a store: in memory, in Redis.
+M = TypeVar("M", bound=Component)
+R = TypeVar("R", bound=Component)
 
 
 class CountingServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -67,9 +71,9 @@ class Service:
         #: Larger socket.io frames and polling bodies close the connection.
         self.max_message_bytes = max_message_bytes
         self.prefix = f"/api/{name}"
-        #: This process's identity among the replicas of the service.
-        self.replica_id = uuid.uuid4().hex[:12]
         self.metrics = ServiceMetrics(name)
+        #: This process among the replicas of the service.
+        self.replica = Replica(uuid.uuid4().hex[:12], settings.replica_ttl, self.metrics)
         self.components: list[Component] = []
         self.redis: Redis | None = None
         self.draining = False
@@ -118,21 +122,12 @@ class Service:
     def add_component(self, component: Component) -> None:
         self.components.append(component)
 
-    def add_heartbeat(self, prefix: str, on_beat: OnBeat) -> Heartbeat:
-        """This replica's liveness key under ``prefix`` (switchboard.replicas), refreshed for the
-        service's life; ``on_beat`` runs after each beat (re-registering, reaping the dead)."""
-        if self.redis is None:
-            raise RuntimeError("a heartbeat needs REDIS_URL")
-        heartbeat = Heartbeat(
-            self.redis,
-            prefix=prefix,
-            replica_id=self.replica_id,
-            ttl=self.settings.replica_ttl,
-            metrics=self.metrics,
-            on_beat=on_beat,
-        )
-        self.add_component(heartbeat)
-        return heartbeat
+    def store(self, *, memory: Callable[[], M], redis: Callable[[Redis], R]) -> M | R:
+        """The state of the service, made by ``memory()`` for one process or, with
+        ``REDIS_URL``, by ``redis(client)`` to be shared by replicas; owned by the lifespan."""
+        store: M | R = memory() if self.redis is None else redis(self.redis)
+        self.add_component(store)
+        return store
 
     def background(self, run: Callable[[], Awaitable[None]], what: str) -> asyncio.Task[None]:
         """Start a task whose failure is logged, never lost."""
@@ -155,15 +150,12 @@ class Service:
                 await component.start()
                 started.append(component)
             start_listener(self.sio)
-            log.info("%s service ready (replica %s)", self.name, self.replica_id)
+            log.info("%s service ready (replica %s)", self.name, self.replica.id)
             yield
         finally:
             self.draining = True
-            task = listener(self.sio)
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            with contextlib.suppress(Exception):
+                await cancel(listener(self.sio))
             for component in reversed(started):
                 try:
                     await component.stop()

@@ -1,6 +1,6 @@
 """Input rules every service shares: rooms, display names, argument counts.
 
-Each raises :class:`switchboard.service.InputError` with a code a program can test and a
+Each raises :class:`switchboard.errors.InputError` with a code a program can test and a
 message a person can read.
 """
 

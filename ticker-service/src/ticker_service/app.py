@@ -17,7 +17,7 @@ from ticker_service.leader import Leadership
 from ticker_service.settings import TickerSettings
 from ticker_service.status import StatusBoard
 from ticker_service.trades import MemoryTradeStore, RedisTradeStore, Trade, TradeStore
-from ticker_service.upstream import Feed, FeedMetrics, FeedState
+from ticker_service.upstream import Feed, FeedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,13 @@ class Ticker:
     """What the namespace and the routes share: the pairs, the store, the status, the feed's
     way to deliver trades."""
 
-    def __init__(self, service: Service, settings: TickerSettings, store: TradeStore) -> None:
+    def __init__(
+        self, service: Service, settings: TickerSettings, store: TradeStore, status: StatusBoard
+    ) -> None:
         self.service = service
         self.settings = settings
         self.store = store
+        self.status = status
         registry = service.metrics.registry
         self.trades_counter = Counter(
             "switchboard_ticker_trades",
@@ -70,8 +73,6 @@ class Ticker:
             registry=registry,
         )
         self.feed_metrics = FeedMetrics(registry)
-        self.feed: Feed | None = None
-        self.status: StatusBoard
 
     def pair(self, value: Any) -> str:
         """A pair this service follows, from what a person may type: BTC/USD, btc-usd, btcusd."""
@@ -101,19 +102,11 @@ class Ticker:
         previous = None
         if isinstance(self.store, RedisTradeStore):
             previous = await self.store.read_status()
-        self.feed = Feed(
-            self.settings, self.deliver, self.feed_metrics, on_change=self._feed_changed
-        )
+        feed = Feed(self.settings, self.deliver, self.feed_metrics, on_change=self.status.changed)
         try:
-            await self.feed.run(previous)
+            await feed.run(previous)
         finally:
-            self.feed = None
-
-    def _feed_changed(self, _state: FeedState) -> None:
-        self.status.changed()
-
-    def leader_record(self) -> dict[str, Any] | None:
-        return self.feed.state.record() if self.feed else None
+            self.status.changed(None)
 
 
 class TickerNamespace(ServiceNamespace):
@@ -179,29 +172,26 @@ def create_service(settings: TickerSettings | None = None) -> Service:
     """Build the ticker service from ``settings`` (read from the environment when omitted)."""
     settings = settings or TickerSettings.from_env()
     service = Service(settings)
-    store: TradeStore
-    if service.redis is not None:
-        store = RedisTradeStore(service.redis, settings.history_size)
-    else:
-        store = MemoryTradeStore(settings.history_size)
-    ticker = Ticker(service, settings, store)
-    ticker.status = StatusBoard(
+    size = settings.history_size
+    store: TradeStore = service.store(
+        memory=lambda: MemoryTradeStore(size), redis=lambda redis: RedisTradeStore(redis, size)
+    )
+    status = StatusBoard(
         service,
         store,
         settings.pairs,
         heartbeat_interval=settings.heartbeat_interval,
         upstream=settings.upstream_url,
-        leader_record=ticker.leader_record,
     )
+    service.add_component(status)
+    ticker = Ticker(service, settings, store, status)
     leadership = Leadership(
         ticker.lead,
         redis=service.redis,
-        replica_id=service.replica_id,
+        replica_id=service.replica.id,
         ttl=settings.leader_ttl,
         on_change=lambda leading: ticker.leader.set(1 if leading else 0),
     )
-    service.add_component(store)
-    service.add_component(ticker.status)
     service.add_component(leadership)
     service.sio.register_namespace(TickerNamespace(ticker))
     _add_routes(ticker)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from switchboard.components import cancel
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,7 @@ class Leadership:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ticker:leadership")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         was_leading = self.leading
         await self._step_down("shutting down")
         if was_leading and self.redis is not None:
@@ -124,7 +122,8 @@ class Leadership:
     async def _try(self, command: Awaitable[object]) -> object | None:
         """The command's answer, or None when Redis did not give one in time."""
         try:
-            return await asyncio.wait_for(command, self.ttl / 5)
+            async with asyncio.timeout(self.ttl / 5):
+                return await command
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("leader election: Redis failed: %s", exc or type(exc).__name__)
             return None
@@ -151,8 +150,6 @@ class Leadership:
         if task is None:
             return
         log.warning("replica %s stops leading the ticker: %s", self.replica_id, why)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel(task)
         if self.on_change:
             self.on_change(False)

@@ -12,15 +12,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
+from switchboard.components import cancel
 from switchboard.fanout import deliver_locally
 from switchboard.service import Service
 
 from ticker_service.trades import Trade, TradeStore
-from ticker_service.upstream import HEARTBEAT_GRACE
+from ticker_service.upstream import HEARTBEAT_GRACE, FeedState
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +99,14 @@ class StatusBoard:
         *,
         heartbeat_interval: float,
         upstream: str,
-        leader_record: Callable[[], dict[str, Any] | None],
     ) -> None:
         self.service = service
         self.store = store
         self.pairs = list(pairs)
         self.heartbeat_interval = heartbeat_interval
         self.upstream = upstream
-        #: The record to write, when this replica leads; None otherwise.
-        self.leader_record = leader_record
+        #: The state of this replica's feed while it leads; None otherwise.
+        self.feed: FeedState | None = None
         self.current = view(None, {}, heartbeat_interval=heartbeat_interval, upstream=upstream)
         self._sent: tuple[Any, ...] = ()
         self._sent_at = 0.0
@@ -120,10 +120,7 @@ class StatusBoard:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ticker:status")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def check(self) -> str | None:
         if self._error:
@@ -132,9 +129,15 @@ class StatusBoard:
             return f"upstream {self.current['state']}: {self.current['detail']}"
         return None
 
-    def changed(self) -> None:
-        """The leader's feed changed state: look now rather than at the next second."""
+    def changed(self, feed: FeedState | None) -> None:
+        """This replica's feed changed state, or stopped (None): look now rather than at the
+        next second."""
+        self.feed = feed
         self._changed.set()
+
+    def leader_record(self) -> dict[str, Any] | None:
+        """The record to write, when this replica leads."""
+        return self.feed.record() if self.feed else None
 
     async def look(self) -> dict[str, Any]:
         """The status now (for a request; the loop below keeps :attr:`current`)."""
@@ -155,8 +158,12 @@ class StatusBoard:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # comes as the event is set (the feed stopping as the service stops), and the
+            # service would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), INTERVAL)
+                async with asyncio.timeout(INTERVAL):
+                    await self._changed.wait()
             self._changed.clear()
             try:
                 status = await self.refresh()

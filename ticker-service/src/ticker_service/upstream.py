@@ -309,7 +309,8 @@ class Feed:
                 return Closed(self._current, reason)
             timeout = self.settings.silence_timeout - silent
         try:
-            return await asyncio.wait_for(self._events.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._events.get()
         except TimeoutError:
             return None
 
