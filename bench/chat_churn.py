@@ -44,10 +44,10 @@ Modes:
 replaced by a no-op before ``python -m chat_service`` runs, without touching the project), so
 the default thresholds (700, 10, 10) can be compared.
 
-The clients are the lean engine.io v4 / socket.io v5 clients of ``chat_fanout.py``. The chat
-rate limit is lifted (``CHAT_RATE_PER_SECOND`` and ``CHAT_RATE_BURST`` = 100000). Every process
-started here listens on 127.0.0.1 only and is ended by its PID; a mode stops starting new cycles
-after ``--max-seconds``.
+The clients are the kit's lean engine.io v4 / socket.io v5 clients. The chat rate limit is
+lifted (``CHAT_RATE_PER_SECOND`` and ``CHAT_RATE_BURST`` = 100000). Every process started here
+listens on 127.0.0.1 only and is ended by its PID; a mode stops starting new cycles after
+``--max-seconds``.
 
 Run (from the repository root)::
 
@@ -64,77 +64,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import re
 import shutil
 import statistics
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Self
 
-# bench/ is on sys.path when this file runs as a script: reuse the fan-out benchmark's lean
-# socket.io client and process helpers.
-from chat_fanout import (
-    HOST,
-    PYTHON_PATH,
-    Process,
+from kit import (
+    GC_LINE,
+    ROOT,
+    Deployment,
+    Launcher,
     SioClient,
-    chat_env,
     cpu_seconds,
+    deploy_service,
     fmt,
-    free_port,
-    machine,
+    gc_probe_folder,
+    http_get,
+    mode_list,
     open_client,
-    redis_server_argv,
+    open_many,
+    recorded_run,
     rss_kb,
-    run_loop,
-    spawn,
-    wait_listening,
+    run_all,
+    service_env,
 )
 
-SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parents[1]
-RESULTS_DIR = ROOT / "bench" / "results"
 ALL_MODES = ("memory", "redis")
+CHAT_PATH = "/api/chat/socket.io/"
 ROOMS = 5
-CONNECT_CONCURRENCY = 50
 STEP_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 5.0
 SETTLE_SECONDS = 0.3
 START_SETTLE_SECONDS = 1.0
 CONNECTED_GAUGE = re.compile(rb"^switchboard_connected_clients\{[^}]*\} ([0-9.eE+-]+)$", re.M)
-GC_LINE = re.compile(
-    r"^GCPROBE wall=(?P<wall>[0-9.]+) gen=(?P<gen>\d) collected=(?P<collected>\d+) "
-    r"pause_ms=(?P<pause>[0-9.]+) gen2_objects=(?P<gen2>\d+)$",
-    re.M,
-)
-#: Put on the servers' PYTHONPATH (only theirs) as ``sitecustomize.py``: a gc callback that
-#: writes one line to stderr per collection of generation 1 or 2, the ones that can pause.
-GC_PROBE = """\
-import gc, sys, time
-_began = [0.0]
-def _gc_probe(phase, info):
-    if info["generation"] < 1:
-        return
-    if phase == "start":
-        _began[0] = time.perf_counter()
-        return
-    pause = (time.perf_counter() - _began[0]) * 1000
-    sys.stderr.write(
-        f"GCPROBE wall={time.time():.3f} gen={info['generation']} "
-        f"collected={info['collected']} pause_ms={pause:.1f} "
-        f"gen2_objects={len(gc.get_objects(2))}\\n"
-    )
-    sys.stderr.flush()
-gc.callbacks.append(_gc_probe)
-"""
 #: ``python -m chat_service`` with the service's GC tuning turned off, for ``--gc default``.
 DEFAULT_GC_SERVICE = (
     "import runpy, switchboard.runner as runner; "
@@ -179,17 +148,13 @@ async def connect_clients(
     ports: list[int], count: int, room: str, names: list[str]
 ) -> tuple[list[ChurnClient], list[str]]:
     """``count`` clients, alternating between ``ports``; returns the clients and the failures."""
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def one(index: int) -> ChurnClient:
-        async with gate:
-            client = await open_client(ports[index % len(ports)], PYTHON_PATH, {"room": room})
+        client = await open_client(ports[index % len(ports)], CHAT_PATH, {"room": room})
         return ChurnClient(client, names[index])
 
-    outcomes = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
-    clients = [o for o in outcomes if isinstance(o, ChurnClient)]
-    errors = [repr(o) for o in outcomes if isinstance(o, BaseException)]
-    return clients, errors
+    clients, answer = await open_many(one(i) for i in range(count))
+    return clients, answer["errors"]
 
 
 async def count_named(clients: list[ChurnClient]) -> int:
@@ -213,79 +178,24 @@ async def wait_until(check: Callable[[], bool], within: float, interval: float =
 # --- servers ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Deployment:
-    servers: list[Process]
-    redis: Process | None = None
-
-    @property
-    def ports(self) -> list[int]:
-        return [s.port for s in self.servers]
-
-    def all(self) -> list[Process]:
-        """Every process, in the order to end them: the chat servers before Redis."""
-        return [*self.servers, *([self.redis] if self.redis else [])]
+def chat_env(port: int, redis_url: str | None, probe_dir: Path | None) -> dict[str, str]:
+    return service_env(port, redis_url, "CHAT_", gc_probe=probe_dir)
 
 
-def server_env(port: int, redis_url: str | None, probe_dir: Path | None) -> dict[str, str]:
-    env = chat_env(port, redis_url)
-    if probe_dir is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(probe_dir), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
-        )
-    return env
-
-
-async def deploy(mode: str, gc_mode: str, log_dir: Path, probe: bool) -> Deployment:
-    """Start the servers of ``mode``; on failure end what was started, by PID."""
-    started: list[Process] = []
+async def deploy(scenario: Scenario, launcher: Launcher) -> Deployment:
+    """Start the servers of the scenario's mode; the launcher ends them, by PID."""
     chat = [sys.executable, "-m", "chat_service"]
-    if gc_mode == "default":
+    if scenario.gc == "default":
         chat = [sys.executable, "-c", DEFAULT_GC_SERVICE]
-    probe_dir = None
-    if probe:
-        probe_dir = log_dir / "gcprobe"
-        probe_dir.mkdir(exist_ok=True)
-        (probe_dir / "sitecustomize.py").write_text(GC_PROBE)
-
-    def run(name: str, argv: list[str], port: int, env: dict[str, str], cwd: Path) -> Process:
-        process = spawn(name, argv, port, log_dir, env, cwd)
-        started.append(process)
-        return process
-
-    try:
-        if mode == "memory":
-            port = free_port()
-            server = run(f"{mode}-chat", chat, port, server_env(port, None, probe_dir), ROOT)
-            await wait_listening(server)
-            return Deployment([server])
-        redis_port = free_port()
-        redis = run(
-            f"{mode}-redis",
-            redis_server_argv(redis_port),
-            redis_port,
-            dict(os.environ),
-            Path(tempfile.gettempdir()),
-        )
-        await wait_listening(redis)
-        url = f"redis://{HOST}:{redis_port}/0"
-        servers = []
-        for i in (1, 2):
-            port = free_port()
-            env = server_env(port, url, probe_dir)
-            servers.append(run(f"{mode}-chat-{i}", chat, port, env, ROOT))
-        for server in servers:
-            await wait_listening(server)
-        return Deployment(servers, redis)
-    except BaseException:
-        for process in started:
-            process.end()
-        raise
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as answer:
-        return int(answer.status), answer.read()
+    probe_dir = gc_probe_folder(launcher.log_dir) if scenario.gc_probe else None
+    return await deploy_service(
+        launcher,
+        scenario.mode,
+        "chat",
+        chat,
+        lambda port, url: chat_env(port, url, probe_dir),
+        CHAT_PATH,
+    )
 
 
 async def connected_clients(port: int) -> int | None:
@@ -299,6 +209,27 @@ async def connected_clients(port: int) -> int | None:
 
 
 # --- one mode ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """One mode of the run, with the run's settings."""
+
+    mode: str
+    gc: str
+    cycles: int
+    clients: int
+    messages: int
+    max_seconds: float
+    gc_probe: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} (GC: {self.gc})"
+
+    @property
+    def timeout(self) -> None:
+        return None  # --max-seconds bounds the cycles
 
 
 @dataclass
@@ -370,6 +301,13 @@ class ModeResult:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
+    @classmethod
+    def of(cls, scenario: Scenario) -> Self:
+        return cls(scenario.mode, scenario.gc, scenario.cycles, scenario.clients, scenario.messages)
+
+    def progress(self) -> str:
+        return f"ERROR {self.error}" if self.error else ""  # the cycles had their lines
+
 
 async def run_cycle(
     cycle: int, deployment: Deployment, clients_per_cycle: int, messages: int, run_tag: str
@@ -434,7 +372,7 @@ async def run_cycle(
 async def final_client(port: int, run_tag: str) -> str:
     """One client on ``port`` names itself, sends a message and must receive it back."""
     try:
-        client = await open_client(port, PYTHON_PATH, {"room": "churn-final"})
+        client = await open_client(port, CHAT_PATH, {"room": "churn-final"})
     except (OSError, TimeoutError) as exc:
         return f"{port}: connect failed: {exc!r}"
     checker = ChurnClient(client, f"{run_tag}-final-{port}")
@@ -550,40 +488,41 @@ def scan_logs(deployment: Deployment, result: ModeResult) -> None:
     result.log_excerpt = lines[:20]
 
 
-async def run_mode(mode: str, args: argparse.Namespace, log_dir: Path) -> ModeResult:
-    result = ModeResult(mode, args.gc, args.cycles, args.clients, args.messages)
-    result.gc_probe = args.gc_probe
+async def run_mode(scenario: Scenario, log_dir: Path) -> ModeResult:
+    result = ModeResult.of(scenario)
+    result.gc_probe = scenario.gc_probe
     began = time.monotonic()
-    run_tag = f"{mode[0]}{os.getpid() % 10000}"
-    deployment = await deploy(mode, args.gc, log_dir, args.gc_probe)
-    try:
-        await asyncio.sleep(START_SETTLE_SECONDS)
-        result.start_rss_kb = [rss_kb(s.pid) for s in deployment.servers]
-        result.start_wall = time.time()
-        for cycle in range(1, args.cycles + 1):
-            if time.monotonic() - began > args.max_seconds:
-                result.notes.append(f"stopped after {cycle - 1} cycles: --max-seconds reached")
-                break
-            for server in deployment.all():
-                if server.popen.poll() is not None:
-                    raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
-            sample = await run_cycle(cycle, deployment, args.clients, args.messages, run_tag)
-            result.samples.append(sample)
-            print(
-                f"   cycle {cycle:3d}: RSS {sample.total_rss_kb / 1024:7.1f} MB, connected "
-                f"{sample.connected}, named {sample.named}/{args.clients}, messages "
-                f"{sample.messages_received}/{sample.messages_expected} "
-                f"({sample.messages_refused} refused), "
-                f"{sample.seconds:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-        await final_check(deployment, run_tag, result)
-    finally:
-        # Read the logs before stopping anything: what a stop logs is not churn's doing.
-        scan_logs(deployment, result)
-        for process in deployment.all():
-            process.end()
+    run_tag = f"{scenario.mode[0]}{os.getpid() % 10000}"
+    with Launcher(log_dir, scenario.mode) as launcher:
+        deployment = await deploy(scenario, launcher)
+        try:
+            await asyncio.sleep(START_SETTLE_SECONDS)
+            result.start_rss_kb = [rss_kb(s.pid) for s in deployment.servers]
+            result.start_wall = time.time()
+            for cycle in range(1, scenario.cycles + 1):
+                if time.monotonic() - began > scenario.max_seconds:
+                    result.notes.append(f"stopped after {cycle - 1} cycles: --max-seconds reached")
+                    break
+                for server in launcher.started:
+                    if server.popen.poll() is not None:
+                        raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
+                sample = await run_cycle(
+                    cycle, deployment, scenario.clients, scenario.messages, run_tag
+                )
+                result.samples.append(sample)
+                print(
+                    f"   cycle {cycle:3d}: RSS {sample.total_rss_kb / 1024:7.1f} MB, connected "
+                    f"{sample.connected}, named {sample.named}/{scenario.clients}, messages "
+                    f"{sample.messages_received}/{sample.messages_expected} "
+                    f"({sample.messages_refused} refused), "
+                    f"{sample.seconds:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            await final_check(deployment, run_tag, result)
+        finally:
+            # Read the logs before stopping anything: what a stop logs is not churn's doing.
+            scan_logs(deployment, result)
     result.seconds = time.monotonic() - began
     summarize(result)
     return result
@@ -678,33 +617,14 @@ def cycles_table(result: ModeResult, every: int) -> str:
     return "\n".join(rows)
 
 
-def save(args: argparse.Namespace, info: dict[str, Any], results: list[ModeResult]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"chat_churn-{stamp}.json"
-    payload = {
-        "machine": info,
-        "command": " ".join(["uv run python bench/chat_churn.py", *sys.argv[1:]]),
-        "settings": vars(args),
-        "results": [asdict(r) for r in results],
-    }
-    path.write_text(json.dumps(payload, indent=2))
-    return path
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    def modes(text: str) -> list[str]:
-        chosen = [m.strip() for m in text.split(",") if m.strip()]
-        unknown = set(chosen) - set(ALL_MODES)
-        if unknown:
-            raise argparse.ArgumentTypeError(f"unknown modes {sorted(unknown)}; use {ALL_MODES}")
-        return chosen
-
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=80)
     parser.add_argument("--clients", type=int, default=200, help="clients per cycle")
     parser.add_argument("--messages", type=int, default=2, help="messages per client per cycle")
-    parser.add_argument("--modes", type=modes, default=list(ALL_MODES), help="memory,redis")
+    parser.add_argument(
+        "--modes", type=mode_list(ALL_MODES), default=list(ALL_MODES), help="memory,redis"
+    )
     parser.add_argument(
         "--gc",
         choices=("service", "default"),
@@ -724,18 +644,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run_all(args: argparse.Namespace, log_dir: Path) -> list[ModeResult]:
-    results = []
-    for mode in args.modes:
-        print(f"-- {mode} (GC: {args.gc}) ...", file=sys.stderr, flush=True)
-        try:
-            result = await run_mode(mode, args, log_dir)
-        except Exception as exc:
-            result = ModeResult(mode, args.gc, args.cycles, args.clients, args.messages)
-            result.error = f"{type(exc).__name__}: {exc}"[:500]
-            print(f"   ERROR {result.error}", file=sys.stderr, flush=True)
-        results.append(result)
-    return results
+async def run_modes(args: argparse.Namespace, log_dir: Path) -> list[ModeResult]:
+    modes = [
+        Scenario(
+            mode, args.gc, args.cycles, args.clients, args.messages, args.max_seconds, args.gc_probe
+        )
+        for mode in args.modes
+    ]
+    return await run_all(modes, lambda s: run_mode(s, log_dir), ModeResult.of)
 
 
 def main() -> None:
@@ -743,13 +659,7 @@ def main() -> None:
     if args.modes and "redis" in args.modes and shutil.which("redis-server") is None:
         print("no redis-server: skipping redis mode", file=sys.stderr)
         args.modes = [m for m in args.modes if m != "redis"]
-    info = machine()
-    with tempfile.TemporaryDirectory(prefix="chat-churn-") as logs:
-        results: list[ModeResult] = run_loop(lambda: run_all(args, Path(logs)))
-        path = save(args, info, results)
-        kept = path.with_suffix(".logs")
-        shutil.copytree(logs, kept)
-    print(f"\n{info['nproc']} x {info['cpu_model']}, {info['date']}\n")
+    results, path, logs = recorded_run("chat_churn", args, run_modes)
     print(summary_table(results))
     for r in results:
         if not r.samples:
@@ -776,7 +686,7 @@ def main() -> None:
             print(f"final client: {r.final_client_detail}")
         for line in r.log_excerpt[:5]:
             print(f"log: {line}")
-    print(f"\nraw figures: {path.relative_to(ROOT)}; server logs: {kept.relative_to(ROOT)}/")
+    print(f"\nraw figures: {path.relative_to(ROOT)}; server logs: {logs.relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ noisy from run to run on a shared 2-core machine; compare ratios within a run:
 - ``node``: the course's ``cursors.js`` (express + socket.io 4), which sends the whole clients
   object to everyone every 100 ms, changed or not.
 
-Clients are the lean engine.io v4 / socket.io v5 websocket clients of ``chat_fanout.py``; the
-movers are spread over ``--workers`` processes. The cursor rate limit is lifted for the run
+Clients are the kit's lean engine.io v4 / socket.io v5 websocket clients; the movers are
+spread over ``--workers`` processes. The cursor rate limit is lifted for the run
 (``CURSORS_RATE_PER_SECOND`` and ``CURSORS_RATE_BURST`` = 100000); the tick is 100 ms.
 
 Run (from the repository root)::
@@ -43,7 +43,7 @@ Run (from the repository root)::
 
 It prints markdown tables and saves the raw figures to ``bench/results/cursors-<time>.json`` and
 the servers' logs next to them (``cursors-<time>.logs/``). Every process it starts listens on
-127.0.0.1 only and is ended by its PID when its scenario ends.
+127.0.0.1 only and is ended by its PID when its scenario ends, or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -51,47 +51,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
+import itertools
 import json
 import os
 import random
-import re
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from chat_fanout import (
-    CONNECT_CONCURRENCY,
-    CONNECT_TIMEOUT,
-    HOST,
+from kit import (
     NODE_PATH,
-    NODE_REFERENCE,
-    CpuMeter,
-    Process,
+    ROOT,
+    Deployment,
+    Launcher,
+    Meters,
     SioClient,
+    Window,
     Worker,
+    connect_workers,
+    connected,
+    deploy_node,
+    deploy_service,
+    everyone,
     fmt,
-    free_port,
-    machine,
-    node_reference,
+    log_problems,
+    node_ratios,
+    open_many,
     percentile,
-    redis_server_argv,
-    run_loop,
-    serve_commands,
-    spawn,
-    wait_listening,
+    prepare_node,
+    recorded_run,
+    run_all,
+    scenario_options,
+    serve_worker,
+    service_env,
+    split_targets,
 )
 
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parents[1]
-RESULTS_DIR = ROOT / "bench" / "results"
 ALL_MODES = ("memory", "redis", "node")
 ROOM = "bench"
 PYTHON_PATH = "/api/cursors/socket.io/"
@@ -105,35 +104,20 @@ WARMUP_SECONDS = 2.0
 #: After the window: how long late probes may still arrive; then before the idle window.
 GRACE_SECONDS = 0.6
 SETTLE_SECONDS = 1.0
-LOG_PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b|Error:")
 
 
 # --- clients -----------------------------------------------------------------------------------
 
 
 class CursorClient(SioClient):
-    """A lean socket.io client that also keeps its socket id (``40{"sid": ...}``)."""
-
-    def __init__(self, port: int, path: str, auth: dict[str, Any] | None) -> None:
-        super().__init__(port, path, auth)
-        self.sid = ""
-
-    def _packet(self, text: bytes, now: int) -> None:
-        if text.startswith(b"40{"):
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                self.sid = str(json.loads(text[2:])["sid"])
-        super()._packet(text, now)
+    """A lean socket.io client that moves its cursor."""
 
     def move(self, x: float, y: float) -> None:
         self.send(b'42["update",{"x":%.4f,"y":%.4f}]' % (x, y))
 
 
 async def open_cursor_client(port: int, path: str, auth: dict[str, Any] | None) -> CursorClient:
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(CONNECT_TIMEOUT):
-        _, client = await loop.create_connection(lambda: CursorClient(port, path, auth), HOST, port)
-        await client.connected
-    return client
+    return await connected(lambda: CursorClient(port, path, auth), port)
 
 
 # --- the movers: a worker process driven through its stdin and stdout --------------------------
@@ -169,22 +153,17 @@ class MoverPool:
         return on_event
 
     async def connect(self, targets: list[dict[str, Any]], auth: dict[str, Any] | None) -> Any:
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-        async def one(port: int, path: str) -> CursorClient:
-            async with gate:
-                return await open_cursor_client(port, path, auth)
-
-        jobs = [one(t["port"], t["path"]) for t in targets for _ in range(t["count"])]
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
-        errors = [repr(o) for o in outcomes if isinstance(o, BaseException)]
-        for outcome in outcomes:
-            if isinstance(outcome, CursorClient):
-                outcome.on_event = self._handler(len(self.clients))
-                self.clients.append(outcome)
-                self.frames.append(0)
-                self.positions.append((self.random.random(), self.random.random()))
-        return {"connected": len(self.clients), "failed": len(errors), "errors": errors[:5]}
+        clients, answer = await open_many(
+            open_cursor_client(t["port"], t["path"], auth)
+            for t in targets
+            for _ in range(t["count"])
+        )
+        for client in clients:
+            client.on_event = self._handler(len(self.clients))
+            self.clients.append(client)
+            self.frames.append(0)
+            self.positions.append((self.random.random(), self.random.random()))
+        return answer
 
     def _step(self, index: int) -> tuple[float, float]:
         """The next position of a random walk, never the same as the last at 4 decimals."""
@@ -257,18 +236,6 @@ class MoverPool:
                     client.close()
                 return {}
         raise ValueError(f"unknown command {command!r}")
-
-
-async def worker_main() -> None:
-    """A mover process."""
-    await serve_commands(MoverPool())
-
-
-class MoverWorker(Worker):
-    """chat_fanout's worker handle, starting this script's mover process instead."""
-
-    script = SCRIPT
-    line_limit = 1 << 24
 
 
 # --- the prober and the observers (in this process, lightly loaded) ----------------------------
@@ -400,93 +367,21 @@ async def probe(prober: CursorClient, probes: ProbeLog, every: float, seconds: f
 
 
 def cursor_env(port: int, redis_url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("CURSORS_")}
-    env.update(
-        HOST=HOST,
-        PORT=str(port),
-        LOG_LEVEL="warning",
-        CURSORS_RATE_PER_SECOND="100000",
-        CURSORS_RATE_BURST="100000",
-        CURSORS_TICK_MS=str(TICK_MS),
-    )
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    return env
+    return service_env(port, redis_url, "CURSORS_", CURSORS_TICK_MS=str(TICK_MS))
 
 
-@dataclass
-class Deployment:
-    """The server processes of one scenario: clients go to ``ports`` (the prober to the first)."""
-
-    servers: list[Process]
-    ports: list[int]
-    path: str
-    auth: dict[str, Any] | None
-    node: bool
-    redis: Process | None = None
-
-    def all(self) -> list[Process]:
-        return [*self.servers, *([self.redis] if self.redis else [])]
-
-
-async def deploy(mode: str, log_dir: Path, node_dir: Path | None, tag: str) -> Deployment:
-    """Start the servers of ``mode``; on failure, end what was started."""
-    started: list[Process] = []
-
-    def run(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Process:
-        process = spawn(f"{tag}-{name}", argv, int(env["PORT"]), log_dir, env, cwd)
-        started.append(process)
-        return process
-
-    service = [sys.executable, "-m", "cursor_service"]
-    auth = {"room": ROOM}
-    try:
-        if mode == "memory":
-            port = free_port()
-            server = run("cursors", service, cursor_env(port, None), ROOT)
-            await wait_listening(server)
-            return Deployment([server], [port], PYTHON_PATH, auth, node=False)
-        if mode == "redis":
-            redis_port = free_port()
-            redis = run(
-                "redis",
-                redis_server_argv(redis_port),
-                {**os.environ, "PORT": str(redis_port)},
-                Path(tempfile.gettempdir()),
-            )
-            await wait_listening(redis)
-            url = f"redis://{HOST}:{redis_port}/0"
-            ports = [free_port(), free_port()]
-            replicas = [
-                run(f"cursors-{i + 1}", service, cursor_env(p, url), ROOT)
-                for i, p in enumerate(ports)
-            ]
-            for replica in replicas:
-                await wait_listening(replica)
-            return Deployment(replicas, ports, PYTHON_PATH, auth, node=False, redis=redis)
-        if mode == "node":
-            assert node_dir is not None
-            port = free_port()
-            env = {**os.environ, "PORT": str(port), "HOST": HOST}
-            server = run("node", ["node", "cursors.js"], env, node_dir)
-            await wait_listening(server)
-            return Deployment([server], [port], NODE_PATH, None, node=True)
-    except BaseException:
-        for process in reversed(started):
-            process.end()
-        raise
+async def deploy(mode: str, launcher: Launcher, node_dir: Path | None) -> Deployment:
+    """Start the servers of ``mode`` (the prober goes to the first); the launcher ends them."""
+    if mode in ("memory", "redis"):
+        service = [sys.executable, "-m", "cursor_service"]
+        auth = {"room": ROOM}
+        return await deploy_service(
+            launcher, mode, "cursors", service, cursor_env, PYTHON_PATH, auth
+        )
+    if mode == "node":
+        assert node_dir is not None
+        return await deploy_node(launcher, node_dir, "node", "cursors.js", NODE_PATH)
     raise ValueError(f"unknown mode {mode!r}")
-
-
-def log_problems(processes: list[Process]) -> list[str]:
-    """Warning and error lines in the servers' logs (LOG_LEVEL=warning), with their server."""
-    found = []
-    for process in processes:
-        with contextlib.suppress(OSError):
-            for line in process.log.read_text(errors="replace").splitlines():
-                if LOG_PROBLEM.search(line):
-                    found.append(f"{process.name}: {line[:300]}")
-    return found
 
 
 # --- one scenario ------------------------------------------------------------------------------
@@ -503,26 +398,13 @@ class Scenario:
     workers: int
     round: int = 1
 
+    @property
+    def label(self) -> str:
+        return f"{self.mode} N={self.clients} round {self.round}"
 
-@dataclass
-class Window:
-    """What one observer saw, and what the processes spent, over one window."""
-
-    seconds: float = 0.0
-    frames_per_s: float = 0.0
-    kb_per_s: float = 0.0
-    bytes_per_frame: float = 0.0
-    server_cpu_pct: float = 0.0
-    redis_cpu_pct: float | None = None
-    generator_cpu_pct: float = 0.0
-    generator_busiest_pct: float = 0.0
-    #: Time the threads spent runnable but waiting for a CPU, as % of the window.
-    server_wait_pct: float = 0.0
-    generator_wait_pct: float = 0.0
-    #: The whole machine, % of one core (so up to 100 x cores), and what others than the
-    #: servers, Redis and the generator used of it.
-    machine_busy_pct: float = 0.0
-    others_cpu_pct: float = 0.0
+    @property
+    def timeout(self) -> float:
+        return self.seconds + self.idle_seconds + 90
 
 
 @dataclass
@@ -566,112 +448,43 @@ class Result:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, scenario: Scenario) -> Self:
+        return cls(scenario.mode, scenario.clients, scenario.rate, scenario.seconds, scenario.round)
 
-def run_queue_wait(pids: list[int]) -> float:
-    """Seconds the threads of ``pids`` spent runnable but waiting for a CPU
-    (``/proc/<pid>/task/<tid>/schedstat``, second field, ns); threads that ended are missed."""
-    total = 0
-    for pid in pids:
-        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int(stat.read_text().split()[1])
-    return total / 1e9
-
-
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from the first line of /proc/stat."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
-
-
-class Meters:
-    """CPU and run-queue wait of the servers, Redis and the generator over one window, and how
-    busy the whole machine was."""
-
-    def __init__(self, deployment: Deployment, workers: list[MoverWorker]) -> None:
-        self.server_pids = [p.pid for p in deployment.servers]
-        self.generator_pids = [os.getpid(), *(w.pid for w in workers)]
-        self.servers = CpuMeter(self.server_pids)
-        self.redis = CpuMeter([deployment.redis.pid] if deployment.redis else [])
-        self.generator = CpuMeter(self.generator_pids)
-        self.server_wait = -run_queue_wait(self.server_pids)
-        self.generator_wait = -run_queue_wait(self.generator_pids)
-        self.busy, self.total = machine_busy()
-        self.began = time.monotonic()
-        self.seconds = 0.0
-
-    def stop(self) -> None:
-        self.seconds = time.monotonic() - self.began
-        for meter in (self.servers, self.redis, self.generator):
-            meter.stop()
-        self.server_wait += run_queue_wait(self.server_pids)
-        self.generator_wait += run_queue_wait(self.generator_pids)
-        busy, total = machine_busy()
-        self.busy, self.total = busy - self.busy, total - self.total
-
-    def fill(self, window: Window, observer: Observer, has_redis: bool) -> None:
-        s = window.seconds = self.seconds
-        window.frames_per_s = observer.frames / s
-        window.kb_per_s = observer.bytes / s / 1000
-        window.bytes_per_frame = observer.bytes / observer.frames if observer.frames else 0.0
-        window.server_cpu_pct = 100 * sum(self.servers.used()) / s
-        window.redis_cpu_pct = 100 * sum(self.redis.used()) / s if has_redis else None
-        window.generator_cpu_pct = 100 * sum(self.generator.used()) / s
-        window.generator_busiest_pct = 100 * max(self.generator.used()) / s
-        window.server_wait_pct = 100 * self.server_wait / s
-        window.generator_wait_pct = 100 * self.generator_wait / s
-        cores = os.cpu_count() or 1
-        window.machine_busy_pct = 100 * cores * self.busy / self.total if self.total else 0.0
-        ours = window.server_cpu_pct + (window.redis_cpu_pct or 0) + window.generator_cpu_pct
-        window.others_cpu_pct = max(0.0, window.machine_busy_pct - ours)
-
-
-def split_movers(deployment: Deployment, movers: int, workers: int) -> list[list[dict[str, Any]]]:
-    """Mover i goes to worker i % workers and to server (i + 1) % len(ports): the prober is
-    mover 0 of the sequence, on the first server."""
-    plans: list[dict[int, int]] = [{} for _ in range(workers)]
-    ports = deployment.ports
-    for i in range(movers):
-        port = ports[(i + 1) % len(ports)]
-        plans[i % workers][port] = plans[i % workers].get(port, 0) + 1
-    return [
-        [{"port": p, "path": deployment.path, "count": n} for p, n in plan.items()]
-        for plan in plans
-    ]
-
-
-async def everyone(workers: list[MoverWorker], cmd: str, **arguments: Any) -> list[Any]:
-    return list(await asyncio.gather(*(w.call(cmd, **arguments) for w in workers)))
+    def progress(self) -> str:
+        return (
+            f"{fmt(self.moving.frames_per_s)} frames/s, {fmt(self.moving.kb_per_s)} KB/s, "
+            f"p50 {fmt(self.p50_ms)} ms, p99 {fmt(self.p99_ms)} ms, "
+            f"server CPU {fmt(self.moving.server_cpu_pct)} %, generator CPU "
+            f"{fmt(self.moving.generator_cpu_pct)} %; idle {fmt(self.idle.frames_per_s)} "
+            f"frames/s" + (f", ERROR {self.error}" if self.error else "")
+        )
 
 
 async def run_scenario(scenario: Scenario, log_dir: Path, node_dir: Path | None) -> Result:
-    result = Result(
-        scenario.mode, scenario.clients, scenario.rate, scenario.seconds, scenario.round
-    )
-    tag = f"{scenario.mode}-{scenario.clients}-r{scenario.round}"
-    deployment = await deploy(scenario.mode, log_dir, node_dir, tag)
-    workers: list[MoverWorker] = []
-    clients: list[CursorClient] = []
-    try:
-        await exercise(scenario, deployment, workers, clients, result, log_dir)
-    finally:
-        await asyncio.gather(*(w.end() for w in workers), return_exceptions=True)
-        for client in clients:
-            client.close()
-        result.log_problems = log_problems(deployment.servers)
-        for process in deployment.all():  # the replicas before Redis: they use it to stop
-            process.end()
+    result = Result.of(scenario)
+    with Launcher(log_dir, f"{scenario.mode}-{scenario.clients}-r{scenario.round}") as launcher:
+        deployment = await deploy(scenario.mode, launcher, node_dir)
+        workers: list[Worker] = []
+        clients: list[CursorClient] = []
+        try:
+            await exercise(scenario, deployment, workers, clients, result, launcher)
+        finally:
+            await asyncio.gather(*(w.end() for w in workers), return_exceptions=True)
+            for client in clients:
+                client.close()
+            result.log_problems = log_problems(deployment.servers)
     return result
 
 
 async def exercise(
     scenario: Scenario,
     deployment: Deployment,
-    workers: list[MoverWorker],
+    workers: list[Worker],
     clients: list[CursorClient],
     result: Result,
-    log_dir: Path,
+    launcher: Launcher,
 ) -> None:
     started = time.monotonic()
     result.load_average = os.getloadavg()[0]
@@ -679,24 +492,17 @@ async def exercise(
     prober = await open_cursor_client(deployment.ports[0], deployment.path, deployment.auth)
     clients.append(prober)
     for i in range(scenario.workers):
-        workers.append(await MoverWorker.start(log_dir / f"movers-{i}.log"))
-    plans = split_movers(deployment, scenario.clients - 1, scenario.workers)
-    answers = await asyncio.gather(
-        *(
-            w.call("connect", targets=plan, auth=deployment.auth)
-            for w, plan in zip(workers, plans, strict=True)
-        )
-    )
-    failed = sum(a["failed"] for a in answers)
-    if failed:
-        raise RuntimeError(f"{failed} movers failed to connect: {[a['errors'] for a in answers]}")
+        workers.append(await Worker.start(SCRIPT, launcher.log(f"movers-{i}")))
+    # Mover i goes to server i + 1: the prober is the first of the sequence, on the first server.
+    plans = split_targets(deployment, scenario.clients - 1, scenario.workers, first_server=1)
+    await connect_workers(workers, plans, "movers", auth=deployment.auth)
     probes = ProbeLog()
     # Headline observer: on the last server (with replicas, not the prober's).
     observers: list[Observer] = []
     for port in reversed(deployment.ports):
         client = await open_cursor_client(port, deployment.path, deployment.auth)
         clients.append(client)
-        observers.append(Observer(client, deployment.node, prober.sid, probes))
+        observers.append(Observer(client, scenario.mode == "node", prober.sid, probes))
     result.connect_seconds = time.monotonic() - started
     observer = observers[0]
 
@@ -716,7 +522,7 @@ async def exercise(
     for o in observers:
         o.counting = False
     stats = await everyone(workers, "stats")
-    meters.fill(result.moving, observer, deployment.redis is not None)
+    meters.fill(result.moving, observer.frames, observer.bytes)
     await asyncio.sleep(GRACE_SECONDS)  # probes sent at the very end may still arrive
     latency = observer.latencies_us(sent)
     result.probes_sent, result.probes_seen = len(sent), len(latency)
@@ -762,7 +568,7 @@ async def exercise(
     result.idle_frames = [
         (round((at - idle_start) / 1e9, 3), event, size) for at, event, size in observer.log or []
     ]
-    idle_meters.fill(result.idle, observer, deployment.redis is not None)
+    idle_meters.fill(result.idle, observer.frames, observer.bytes)
     idle_stats = await everyone(workers, "stats")
 
     every_stat = [*stats, *idle_stats]
@@ -832,35 +638,22 @@ def idle_table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def node_ratios(results: list[Result]) -> list[dict[str, Any]]:
+def against_node(results: list[Result]) -> list[dict[str, Any]]:
     """Each mode against ``node`` at the same N and round; the median over rounds."""
-    by_key = {(r.mode, r.clients, r.round): r for r in results if not r.error}
-    ratios: dict[tuple[str, int], dict[str, list[float]]] = {}
-
-    def ratio(a: float, b: float) -> float:
-        return a / b if b else float("nan")
-
-    for (mode, n, rnd), r in by_key.items():
-        node = by_key.get(("node", n, rnd))
-        if mode == "node" or node is None:
-            continue
-        entry = ratios.setdefault((mode, n), {})
-        pairs = {
-            "kb": (r.moving.kb_per_s, node.moving.kb_per_s),
-            "frames": (r.moving.frames_per_s, node.moving.frames_per_s),
-            "p50": (r.p50_ms, node.p50_ms),
-            "p99": (r.p99_ms, node.p99_ms),
-            "cpu": (r.moving.server_cpu_pct, node.moving.server_cpu_pct),
-            "cpu_per_update": (r.server_us_per_update, node.server_us_per_update),
-            "idle_kb": (r.idle.kb_per_s, node.idle.kb_per_s),
-            "idle_cpu": (r.idle.server_cpu_pct, node.idle.server_cpu_pct),
-        }
-        for name, (a, b) in pairs.items():
-            entry.setdefault(name, []).append(ratio(a, b))
-    return [
-        {"mode": mode, "clients": n, **{k: statistics.median(v) for k, v in e.items()}}
-        for (mode, n), e in sorted(ratios.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-    ]
+    return node_ratios(
+        results,
+        "clients",
+        lambda r: {
+            "kb": r.moving.kb_per_s,
+            "frames": r.moving.frames_per_s,
+            "p50": r.p50_ms,
+            "p99": r.p99_ms,
+            "cpu": r.moving.server_cpu_pct,
+            "cpu_per_update": r.server_us_per_update,
+            "idle_kb": r.idle.kb_per_s,
+            "idle_cpu": r.idle.server_cpu_pct,
+        },
+    )
 
 
 def ratios_table(ratios: list[dict[str, Any]]) -> str:
@@ -915,64 +708,15 @@ def integrity_table(results: list[Result]) -> str:
 
 def scenarios(args: argparse.Namespace) -> Iterator[Scenario]:
     """Interleaved: for each round and N, every mode in turn."""
-    for rnd in range(1, args.rounds + 1):
-        for n in args.clients:
-            for mode in args.modes:
-                yield Scenario(
-                    mode,
-                    n,
-                    args.rate,
-                    args.seconds,
-                    args.idle_seconds,
-                    args.probe_ms,
-                    args.workers,
-                    rnd,
-                )
-
-
-async def run_all(args: argparse.Namespace, log_dir: Path) -> list[Result]:
-    node_dir = None
-    if "node" in args.modes:
-        try:
-            node_dir = node_reference(args.node_reference)
-        except (OSError, subprocess.SubprocessError) as exc:
-            print(f"no Node reference ({exc}): skipping node", file=sys.stderr)
-            args.modes = [m for m in args.modes if m != "node"]
-    results: list[Result] = []
-    for scenario in scenarios(args):
-        label = f"{scenario.mode} N={scenario.clients} round {scenario.round}"
-        print(f"-- {label} ...", file=sys.stderr, flush=True)
-        timeout = scenario.seconds + scenario.idle_seconds + 90
-        try:
-            result = await asyncio.wait_for(run_scenario(scenario, log_dir, node_dir), timeout)
-        except Exception as exc:
-            result = Result(
-                scenario.mode, scenario.clients, scenario.rate, scenario.seconds, scenario.round
-            )
-            result.error = f"{type(exc).__name__}: {exc}"[:300]
-        print(
-            f"   {fmt(result.moving.frames_per_s)} frames/s, {fmt(result.moving.kb_per_s)} KB/s, "
-            f"p50 {fmt(result.p50_ms)} ms, p99 {fmt(result.p99_ms)} ms, "
-            f"server CPU {fmt(result.moving.server_cpu_pct)} %, generator CPU "
-            f"{fmt(result.moving.generator_cpu_pct)} %; idle {fmt(result.idle.frames_per_s)} "
-            f"frames/s" + (f", ERROR {result.error}" if result.error else ""),
-            file=sys.stderr,
-            flush=True,
+    for rnd, n, mode in itertools.product(range(1, args.rounds + 1), args.clients, args.modes):
+        yield Scenario(
+            mode, n, args.rate, args.seconds, args.idle_seconds, args.probe_ms, args.workers, rnd
         )
-        results.append(result)
-    return results
 
 
-def save(args: argparse.Namespace, info: dict[str, Any], results: list[Result], path: Path) -> None:
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    payload = {
-        "machine": info,
-        "command": " ".join(["uv run python bench/cursors.py", *sys.argv[1:]]),
-        "settings": settings,
-        "results": [asdict(r) for r in results],
-        "node_ratios": node_ratios(results),
-    }
-    path.write_text(json.dumps(payload, indent=2))
+async def run_scenarios(args: argparse.Namespace, log_dir: Path) -> list[Result]:
+    node_dir = prepare_node(args)
+    return await run_all(scenarios(args), lambda s: run_scenario(s, log_dir, node_dir), Result.of)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -982,49 +726,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise argparse.ArgumentTypeError("N counts the prober and the movers: at least 2")
         return values
 
-    def modes(text: str) -> list[str]:
-        chosen = [m.strip() for m in text.split(",") if m.strip()]
-        unknown = set(chosen) - set(ALL_MODES)
-        if unknown:
-            raise argparse.ArgumentTypeError(f"unknown modes {sorted(unknown)}; use {ALL_MODES}")
-        return chosen
-
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--clients", type=int_list, default=[100, 500], help="N, e.g. 100,500")
     parser.add_argument("--rate", type=float, default=20.0, help="updates per second per mover")
     parser.add_argument("--seconds", type=float, default=10.0, help="moving window")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle window")
     parser.add_argument("--probe-ms", type=float, default=200.0, help="time between probes")
-    parser.add_argument("--modes", type=modes, default=list(ALL_MODES))
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the interleaved set")
-    parser.add_argument("--workers", type=int, default=2, help="mover processes")
-    parser.add_argument("--node-reference", type=Path, default=NODE_REFERENCE)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    scenario_options(parser, ALL_MODES, "mover")
     return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
-    if args.worker:
-        run_loop(worker_main)
+    if args.worker:  # a mover process, driven by the orchestrator through stdin and stdout
+        serve_worker(MoverPool)
         return
-    info = machine()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"cursors-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    with tempfile.TemporaryDirectory(prefix="cursors-bench-") as logs:
-        started = time.monotonic()
-        results: list[Result] = run_loop(lambda: run_all(args, Path(logs)))
-        kept = path.with_suffix(".logs")
-        shutil.copytree(logs, kept)
-    info["run_seconds"] = round(time.monotonic() - started)
-    save(args, info, results, path)
-    print(f"\n{info['nproc']} x {info['cpu_model']}, {info['date']}, {info['run_seconds']} s\n")
+    results, path, logs = recorded_run(
+        "cursors", args, run_scenarios, lambda rs: {"node_ratios": against_node(rs)}
+    )
     print("Moving (one observer; with replicas, the one on the other replica):\n")
     print(moving_table(results))
     print("\nIdle (nobody moves):\n")
     print(idle_table(results))
     print("\nAgainst the course's design (median over rounds):\n")
-    print(ratios_table(node_ratios(results)))
+    print(ratios_table(against_node(results)))
     if replicas := replicas_table(results):
         print("\nTwo replicas: observer on the prober's replica against the other one:\n")
         print(replicas)
@@ -1036,7 +761,7 @@ def main() -> None:
         ]
         for line in [*r.notes, *r.cursor_error_sample, *r.log_problems[:5], *idle[:5]]:
             print(f"- {r.mode} N={r.clients} round {r.round}: {line}")
-    print(f"\nraw figures: {path.relative_to(ROOT)}; server logs: {kept.relative_to(ROOT)}/")
+    print(f"\nraw figures: {path.relative_to(ROOT)}; server logs: {logs.relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ noisy on a shared 2-core machine; compare within a run:
 - ``node``: the course's ``signal.js`` (express + socket.io 4), which relays without any check.
 
 The service runs with ``SIGNAL_ECHO=false`` and its rate limit lifted
-(``SIGNAL_RATE_PER_SECOND`` and ``SIGNAL_RATE_BURST`` = 100000). Clients are the lean
-engine.io v4 / socket.io v5 websocket clients of ``chat_fanout.py``; pairs are spread over
-``--workers`` processes, both ends of a pair in the same one.
+(``SIGNAL_RATE_PER_SECOND`` and ``SIGNAL_RATE_BURST`` = 100000). Clients are the kit's lean
+engine.io v4 / socket.io v5 websocket clients; pairs are spread over ``--workers`` processes,
+both ends of a pair in the same one.
 
 Run (from the repository root)::
 
@@ -46,41 +46,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import itertools
 import json
-import os
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from chat_fanout import (
-    CONNECT_CONCURRENCY,
-    HOST,
-    NODE_REFERENCE,
+from kit import (
     ROOT,
     Deployment,
-    Process,
+    Launcher,
+    Meters,
+    SioClient,
+    Window,
     Worker,
+    connect_workers,
+    deploy_node,
+    deploy_service,
+    everyone,
     fmt,
-    free_port,
-    node_reference,
+    load_average,
+    log_problems,
+    node_ratios,
+    open_client,
+    open_many,
     percentile,
-    redis_server_argv,
-    rss_kb,
-    run_loop,
-    serve_commands,
-    spawn,
-    wait_listening,
+    prepare_node,
+    recorded_run,
+    run_all,
+    scenario_options,
+    serve_worker,
+    service_env,
+    table,
+    total_rss,
 )
-from cursors import CursorClient, Meters, Window, everyone, log_problems, open_cursor_client
-from ticker import load_average, recorded_run, table
 
 SCRIPT = Path(__file__).resolve()
 ALL_MODES = ("memory", "redis", "node")
@@ -96,9 +98,6 @@ SETTLE_SECONDS = 2.0
 #: After the window: how long the last messages may take, then how long duplicates may take.
 DRAIN_TIMEOUT = 10.0
 GRACE_SECONDS = 0.3
-#: Processes started by this run, ended by PID at the very end whatever happened.
-STARTED: list[Process] = []
-WORKERS: list[Worker] = []
 
 
 # --- the clients: a worker process holds whole pairs ---------------------------------------------
@@ -107,7 +106,7 @@ WORKERS: list[Worker] = []
 class Pair:
     """A caller and a callee, and what the callee got."""
 
-    def __init__(self, index: int, caller: CursorClient, callee: CursorClient) -> None:
+    def __init__(self, index: int, caller: SioClient, callee: SioClient) -> None:
         self.index = index
         self.caller = caller
         self.callee = callee
@@ -183,28 +182,20 @@ class PairPool:
             self.refusals += 1
             self._note("caller refused", text)
 
-    async def connect(self, plan: list[dict[str, Any]], path: str) -> Any:
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-        async def one(port: int, auth: dict[str, Any] | None) -> CursorClient:
-            async with gate:
-                return await open_cursor_client(port, path, auth)
-
+    async def connect(self, targets: list[dict[str, Any]], path: str) -> Any:
         async def pair(spec: dict[str, Any]) -> Pair:
             auth = {"room": f"pair-{spec['pair']}"}  # signal.js has no rooms and ignores it
-            callee = await one(spec["callee_port"], auth)  # first: the caller's target exists
-            caller = await one(spec["caller_port"], auth)
+            # The callee first: the caller's target exists when the caller arrives.
+            callee = await open_client(spec["callee_port"], path, auth)
+            caller = await open_client(spec["caller_port"], path, auth)
             return Pair(spec["pair"], caller, callee)
 
-        started = time.monotonic()
-        outcomes = await asyncio.gather(*(pair(s) for s in plan), return_exceptions=True)
-        errors = [repr(o) for o in outcomes if isinstance(o, BaseException)]
-        for outcome in outcomes:
-            if isinstance(outcome, Pair):
-                outcome.callee.on_event = self._on_callee(outcome)
-                outcome.caller.on_event = self._on_caller
-                self.pairs.append(outcome)
-        return {"failed": len(errors), "errors": errors[:5], "seconds": time.monotonic() - started}
+        pairs, answer = await open_many(pair(spec) for spec in targets)
+        for each in pairs:
+            each.callee.on_event = self._on_callee(each)
+            each.caller.on_event = self._on_caller
+            self.pairs.append(each)
+        return answer
 
     async def send(self, rate: float, count: int, tag: str) -> Any:
         """Every caller sends ``count`` messages at ``rate`` a second; the callers take turns
@@ -258,7 +249,7 @@ class PairPool:
     async def handle(self, command: dict[str, Any]) -> Any:
         match command["cmd"]:
             case "connect":
-                return await self.connect(command["plan"], command["path"])
+                return await self.connect(command["targets"], command["path"])
             case "reset":
                 self.reset(command["tag"], command["count"])
                 return {}
@@ -276,75 +267,29 @@ class PairPool:
         raise ValueError(f"unknown command {command!r}")
 
 
-class PairWorker(Worker):
-    """chat_fanout's worker handle, starting this script's pair process instead."""
-
-    script = SCRIPT
-
-
 # --- the servers -------------------------------------------------------------------------------
 
 
 def signal_env(port: int, redis_url: str | None) -> dict[str, str]:
-    drop = ("SIGNAL_", "STUN_", "TURN_")
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith(drop)}
-    env.update(
-        HOST=HOST,
-        PORT=str(port),
-        LOG_LEVEL="warning",
-        SIGNAL_RATE_PER_SECOND="100000",
-        SIGNAL_RATE_BURST="100000",
-        SIGNAL_ECHO="false",
-    )
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    return env
+    return service_env(port, redis_url, "SIGNAL_", drop=("STUN_", "TURN_"), SIGNAL_ECHO="false")
 
 
-async def deploy(mode: str, log_dir: Path, node_dir: Path | None, tag: str) -> Deployment:
-    """Start the servers of ``mode`` (each one also in STARTED); on failure, end them."""
-    started: list[Process] = []
-
-    def run(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Process:
-        process = spawn(f"{tag}-{name}", argv, int(env["PORT"]), log_dir, env, cwd)
-        started.append(process)
-        STARTED.append(process)
-        return process
-
-    try:
-        if mode == "node":
-            assert node_dir is not None
-            port = free_port()
-            env = {**os.environ, "PORT": str(port), "SIO_PATH": PATH.rstrip("/")}
-            server = run("node", ["node", "signal.js"], env, node_dir)
-            await wait_listening(server)
-            return Deployment([server], port, [port], PATH, None)
-        redis, url = None, None
-        if mode == "redis":
-            port = free_port()
-            env = {**os.environ, "PORT": str(port)}
-            redis = run("redis", redis_server_argv(port), env, Path(tempfile.gettempdir()))
-            await wait_listening(redis)
-            url = f"redis://{HOST}:{port}/0"
-        ports = [free_port() for _ in range(2 if redis else 1)]
+async def deploy(mode: str, launcher: Launcher, node_dir: Path | None) -> Deployment:
+    """Start the servers of ``mode``; the launcher ends them."""
+    if mode in ("memory", "redis"):
         service = [sys.executable, "-m", "signalling_service"]
-        servers = [
-            run(f"signal-{i + 1}", service, signal_env(p, url), ROOT) for i, p in enumerate(ports)
-        ]
-        for server in servers:
-            await wait_listening(server)
-        return Deployment(servers, ports[0], ports, PATH, None, redis)
-    except BaseException:
-        for process in reversed(started):
-            process.end()
-        raise
+        return await deploy_service(launcher, mode, "signal", service, signal_env, PATH)
+    if mode == "node":
+        assert node_dir is not None
+        sio_path = PATH.rstrip("/")
+        return await deploy_node(launcher, node_dir, "node", "signal.js", PATH, SIO_PATH=sio_path)
     raise ValueError(f"unknown mode {mode!r}")
 
 
 def plans(deployment: Deployment, pairs: int, workers: int) -> list[list[dict[str, Any]]]:
     """Pair k goes to worker k % workers; with two replicas its caller is on replica k % 2 and
     its callee on the other one."""
-    ports = deployment.receiver_ports
+    ports = deployment.ports
     out: list[list[dict[str, Any]]] = [[] for _ in range(workers)]
     for k in range(pairs):
         caller, callee = ports[k % len(ports)], ports[(k + 1) % len(ports)]
@@ -363,6 +308,14 @@ class Scenario:
     seconds: float
     workers: int
     round: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} P={self.pairs} round {self.round}"
+
+    @property
+    def timeout(self) -> float:
+        return self.seconds + DRAIN_TIMEOUT + 120
 
 
 @dataclass
@@ -400,52 +353,46 @@ class Result:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, scenario: Scenario) -> Self:
+        return cls(scenario.mode, scenario.pairs, scenario.rate, scenario.seconds, scenario.round)
 
-@dataclass
-class Received:
-    """What the callees got in the window, as cursors.Meters.fill counts an observer's."""
-
-    frames: int
-    bytes: int
+    def progress(self) -> str:
+        return (
+            f"sent {self.sent}, delivered {self.received}, missing {self.missing}, "
+            f"duplicates {self.duplicates}, p50 {fmt(self.p50_ms, 2)} ms, p99 "
+            f"{fmt(self.p99_ms, 2)} ms, server CPU {fmt(self.window.server_cpu_pct)} %, "
+            f"generator CPU {fmt(self.window.generator_cpu_pct)} %, others' CPU "
+            f"{fmt(self.window.others_cpu_pct)} %" + (f", ERROR {self.error}" if self.error else "")
+        )
 
 
 async def run_scenario(scenario: Scenario, log_dir: Path, node_dir: Path | None) -> Result:
-    result = Result(scenario.mode, scenario.pairs, scenario.rate, scenario.seconds, scenario.round)
+    result = Result.of(scenario)
     result.load_start = load_average()
-    tag = f"{scenario.mode}-{scenario.pairs}-r{scenario.round}"
-    deployment = await deploy(scenario.mode, log_dir, node_dir, tag)
-    workers: list[PairWorker] = []
-    try:
-        for i in range(scenario.workers):
-            workers.append(await PairWorker.start(log_dir / f"{tag}-pairs-{i}.log"))
-            WORKERS.append(workers[-1])
-        await exercise(scenario, deployment, workers, result)
-    finally:
-        await asyncio.gather(*(w.end() for w in workers), return_exceptions=True)
-        result.log_problems = log_problems(deployment.servers)
-        for process in deployment.all():  # the replicas before Redis: they use it to stop
-            process.end()
+    with Launcher(log_dir, f"{scenario.mode}-{scenario.pairs}-r{scenario.round}") as launcher:
+        deployment = await deploy(scenario.mode, launcher, node_dir)
+        workers: list[Worker] = []
+        try:
+            for i in range(scenario.workers):
+                workers.append(await Worker.start(SCRIPT, launcher.log(f"pairs-{i}")))
+            await exercise(scenario, deployment, workers, result)
+        finally:
+            await asyncio.gather(*(w.end() for w in workers), return_exceptions=True)
+            result.log_problems = log_problems(deployment.servers)
     return result
 
 
 async def exercise(
-    scenario: Scenario, deployment: Deployment, workers: list[PairWorker], result: Result
+    scenario: Scenario, deployment: Deployment, workers: list[Worker], result: Result
 ) -> None:
     await asyncio.sleep(1.0)
-    result.server_rss_idle_kb = sum(rss_kb(p.pid) for p in deployment.servers)
+    result.server_rss_idle_kb = total_rss(deployment.servers)
     planned = plans(deployment, scenario.pairs, len(workers))
-    answers = await asyncio.gather(
-        *(
-            w.call("connect", plan=plan, path=deployment.path)
-            for w, plan in zip(workers, planned, strict=True)
-        )
-    )
+    answers = await connect_workers(workers, planned, "pairs", path=deployment.path)
     result.connect_seconds = max(a["seconds"] for a in answers)
-    failed = sum(a["failed"] for a in answers)
-    if failed:
-        raise RuntimeError(f"{failed} pairs failed to connect: {[a['errors'] for a in answers]}")
     await asyncio.sleep(SETTLE_SECONDS)
-    result.server_rss_loaded_kb = sum(rss_kb(p.pid) for p in deployment.servers)
+    result.server_rss_loaded_kb = total_rss(deployment.servers)
     connections = 2 * scenario.pairs
     result.kb_per_connection = (
         result.server_rss_loaded_kb - result.server_rss_idle_kb
@@ -475,8 +422,7 @@ async def exercise(
     stats = await everyone(workers, "stats")
 
     result.received = sum(s["received"] for s in stats)
-    received = Received(result.received, sum(s["bytes"] for s in stats))
-    meters.fill(result.window, received, deployment.redis is not None)
+    meters.fill(result.window, result.received, sum(s["bytes"] for s in stats))
     for name in ("missing", "duplicates", "unexpected", "altered", "refusals"):
         setattr(result, name, sum(s[name] for s in stats))
     result.sample = [line for s in stats for line in s["sample"]][:5]
@@ -543,27 +489,18 @@ def cost_table(results: list[Result]) -> str:
     return table(header, rows)
 
 
-def node_ratios(results: list[Result]) -> list[dict[str, Any]]:
+def against_node(results: list[Result]) -> list[dict[str, Any]]:
     """Each mode against ``node`` at the same P and round; the median over rounds."""
-    by_key = {(r.mode, r.pairs, r.round): r for r in results if not r.error}
-    ratios: dict[tuple[str, int], dict[str, list[float]]] = {}
-    for (mode, pairs, rnd), r in by_key.items():
-        node = by_key.get(("node", pairs, rnd))
-        if mode == "node" or node is None:
-            continue
-        entry = ratios.setdefault((mode, pairs), {})
-        for name, mine, theirs in (
-            ("p50", r.p50_ms, node.p50_ms),
-            ("p99", r.p99_ms, node.p99_ms),
-            ("cpu_per_message", r.server_us_per_message, node.server_us_per_message),
-            ("memory", r.kb_per_connection, node.kb_per_connection),
-        ):
-            if theirs > 0:
-                entry.setdefault(name, []).append(mine / theirs)
-    return [
-        {"mode": mode, "pairs": pairs, **{k: statistics.median(v) for k, v in e.items()}}
-        for (mode, pairs), e in sorted(ratios.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-    ]
+    return node_ratios(
+        results,
+        "pairs",
+        lambda r: {
+            "p50": r.p50_ms,
+            "p99": r.p99_ms,
+            "cpu_per_message": r.server_us_per_message,
+            "memory": r.kb_per_connection,
+        },
+    )
 
 
 def ratios_table(ratios: list[dict[str, Any]]) -> str:
@@ -579,54 +516,13 @@ def ratios_table(ratios: list[dict[str, Any]]) -> str:
 
 def scenarios(args: argparse.Namespace) -> Iterator[Scenario]:
     """Interleaved: for each round and P, every mode in turn."""
-    for rnd in range(1, args.rounds + 1):
-        for pairs in args.pairs:
-            for mode in args.modes:
-                yield Scenario(mode, pairs, args.rate, args.seconds, args.workers, rnd)
+    for rnd, pairs, mode in itertools.product(range(1, args.rounds + 1), args.pairs, args.modes):
+        yield Scenario(mode, pairs, args.rate, args.seconds, args.workers, rnd)
 
 
-async def run_all(args: argparse.Namespace, log_dir: Path) -> list[Result]:
-    node_dir = None
-    if "node" in args.modes:
-        try:
-            node_dir = node_reference(args.node_reference)
-        except (OSError, subprocess.SubprocessError) as exc:
-            print(f"no Node reference ({exc}): skipping node", file=sys.stderr)
-            args.modes = [m for m in args.modes if m != "node"]
-    results: list[Result] = []
-    for scenario in scenarios(args):
-        name = f"{scenario.mode} P={scenario.pairs} round {scenario.round}"
-        print(f"-- {name} (load {load_average()}) ...", file=sys.stderr, flush=True)
-        try:
-            limit = scenario.seconds + DRAIN_TIMEOUT + 120
-            result = await asyncio.wait_for(run_scenario(scenario, log_dir, node_dir), limit)
-        except Exception as exc:
-            result = Result(
-                scenario.mode, scenario.pairs, scenario.rate, scenario.seconds, scenario.round
-            )
-            result.error = f"{type(exc).__name__}: {exc}"[:300]
-        results.append(result)
-        print(
-            f"   sent {result.sent}, delivered {result.received}, missing {result.missing}, "
-            f"duplicates {result.duplicates}, p50 {fmt(result.p50_ms, 2)} ms, p99 "
-            f"{fmt(result.p99_ms, 2)} ms, server CPU {fmt(result.window.server_cpu_pct)} %, "
-            f"generator CPU {fmt(result.window.generator_cpu_pct)} %, others' CPU "
-            f"{fmt(result.window.others_cpu_pct)} %"
-            + (f", ERROR {result.error}" if result.error else ""),
-            file=sys.stderr,
-            flush=True,
-        )
-    return results
-
-
-def end_everything() -> None:
-    """End, by PID, what an interrupted scenario left running."""
-    for worker in WORKERS:
-        if worker.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-    for process in STARTED:  # normally ended by their scenario already
-        process.end()
+async def run_scenarios(args: argparse.Namespace, log_dir: Path) -> list[Result]:
+    node_dir = prepare_node(args)
+    return await run_all(scenarios(args), lambda s: run_scenario(s, log_dir, node_dir), Result.of)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -634,38 +530,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", default="50,200", help="P, e.g. 50,200")
     parser.add_argument("--rate", type=float, default=20.0, help="msg/s per caller")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
-    parser.add_argument("--modes", default=",".join(ALL_MODES), help="memory,redis,node")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the interleaved set")
-    parser.add_argument("--workers", type=int, default=2, help="client processes")
-    parser.add_argument("--node-reference", type=Path, default=NODE_REFERENCE)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    scenario_options(parser, ALL_MODES, "client")
     args = parser.parse_args(argv)
-    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    if not args.modes or not set(args.modes) <= set(ALL_MODES):
-        parser.error(f"--modes: choose among {', '.join(ALL_MODES)}")
     try:
         args.pairs = [int(part) for part in args.pairs.split(",") if part.strip()]
     except ValueError:
         parser.error("--pairs: numbers separated by commas, e.g. 50,200")
     if not args.pairs or min(args.pairs) < 1:
         parser.error("--pairs: give at least one P, each at least 1")
-    if not (args.rate > 0 and args.seconds > 0 and args.rounds >= 1 and args.workers >= 1):
-        parser.error("--rate, --seconds, --rounds and --workers are positive")
+    if not (args.rate > 0 and args.seconds > 0):
+        parser.error("--rate and --seconds are positive")
     return args
 
 
 def main() -> None:
     args = parse_args()
     if args.worker:  # a pair process, driven by the orchestrator through stdin and stdout
-        run_loop(lambda: serve_commands(PairPool()))
+        serve_worker(PairPool)
         return
-    results, raw, path, kept = recorded_run("signal", args, run_all, end_everything)
-    ratios = node_ratios(results)
-    path.write_text(
-        json.dumps(
-            {**raw, "results": [asdict(r) for r in results], "node_ratios": ratios}, indent=2
-        )
+    results, path, logs = recorded_run(
+        "signal", args, run_scenarios, lambda rs: {"node_ratios": against_node(rs)}
     )
+    ratios = against_node(results)
     print(f"Relay (one peerIce a caller every {1000 / args.rate:g} ms, to its callee):\n")
     print(relay_table(results))
     print("\nCost (CPU % of one core over the window, to the last delivery):\n")
@@ -676,7 +562,7 @@ def main() -> None:
     for r in results:
         for line in [*r.notes, *r.sample, *r.log_problems[:5]]:
             print(f"- {r.mode} P={r.pairs} round {r.round}: {line}")
-    print(f"\nraw figures: {path.relative_to(ROOT)}; server logs: {kept.relative_to(ROOT)}/")
+    print(f"\nraw figures: {path.relative_to(ROOT)}; server logs: {logs.relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":

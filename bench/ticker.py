@@ -37,8 +37,8 @@ Modes, interleaved in one run (for each N, every mode in turn, each on fresh pro
   the clients alternate between the two, and the follower's clients get each trade through
   Redis (python-socketio's Redis manager).
 
-The clients are the lean engine.io v4 / socket.io v5 websocket clients of ``chat_fanout.py``,
-spread over ``--workers`` processes. The subscribe rate limit is lifted for the run. All traffic
+The clients are the kit's lean engine.io v4 / socket.io v5 websocket clients, spread over
+``--workers`` processes. The subscribe rate limit is lifted for the run. All traffic
 stays on 127.0.0.1: nothing connects to the internet.
 
 Run (from the repository root)::
@@ -46,8 +46,9 @@ Run (from the repository root)::
     uv run python bench/ticker.py [--clients 100,1000] [--rate 5] [--pairs 4] [--seconds 20]
                                   [--modes memory,redis] [--rounds 1] [--gc-probe]
 
-``--gc-probe`` puts chat_churn.py's ``gc.callbacks`` probe on the tickers' ``PYTHONPATH`` and
-reports their collections of generation 1 and 2 during the window, with their pauses.
+``--gc-probe`` puts the kit's ``gc.callbacks`` probe (the one chat_churn.py uses) on the tickers'
+``PYTHONPATH`` and reports their collections of generation 1 and 2 during the window, with
+their pauses.
 
 It prints markdown tables and saves the raw figures to ``bench/results/ticker-<time>.json`` and
 the processes' logs next to them (``ticker-<time>.logs/``). Every process it starts listens on
@@ -59,47 +60,51 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
+import itertools
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-# bench/ is on sys.path when this file runs as a script: reuse the other benchmarks' lean
-# socket.io client, worker handle, process helpers and meters.
-from chat_churn import GC_LINE, GC_PROBE, http_get
-from chat_fanout import (
-    CONNECT_CONCURRENCY,
+from kit import (
     CONNECT_TIMEOUT,
+    GC_LINE,
     HOST,
-    RESULTS_DIR,
     ROOT,
     START_TIMEOUT,
     CpuMeter,
     Deployment,
+    Launcher,
+    Meters,
     Process,
     SioClient,
     Worker,
+    connect_workers,
+    connected,
+    everyone,
     fmt,
     free_port,
-    machine,
+    gc_probe_folder,
+    http_get,
+    load_average,
+    log_problems,
+    mode_list,
+    open_many,
     percentile,
-    redis_server_argv,
+    recorded_run,
     rss_kb,
-    run_loop,
-    serve_commands,
-    spawn,
+    run_all,
+    serve_worker,
+    service_env,
     split_targets,
+    table,
     wait_listening,
 )
-from cursors import Meters, log_problems
 
 SCRIPT = Path(__file__).resolve()
 ALL_MODES = ("memory", "redis")
@@ -118,9 +123,6 @@ WARMUP_SECONDS = 1.0
 #: long the clients may take to have them all.
 GRACE_SECONDS = 0.3
 DRAIN_TIMEOUT = 5.0
-#: Processes started by this run, ended by PID at the very end whatever happened.
-STARTED: list[Process] = []
-Client = TypeVar("Client", bound=SioClient)
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -152,17 +154,8 @@ class TickerClient(SioClient):
             raise RuntimeError(f"subscribe({pair!r}) refused: {reply[:200]!r}")
 
 
-async def opened(factory: Callable[[], Client], port: int) -> Client:
-    """A client of ``factory`` connected to ``port`` (its ``connected`` done)."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(CONNECT_TIMEOUT):
-        _, client = await loop.create_connection(factory, HOST, port)
-        await client.connected
-    return client
-
-
 async def open_ticker_client(port: int, path: str, pairs: list[str]) -> TickerClient:
-    client = await opened(lambda: TickerClient(port, path, None), port)
+    client = await connected(lambda: TickerClient(port, path, None), port)
     for pair in pairs:
         await client.subscribe(pair)
     return client
@@ -233,28 +226,17 @@ class TickerPool:
         return on_event
 
     async def connect(self, targets: list[dict[str, Any]], pairs: list[str]) -> dict[str, Any]:
-        started = time.monotonic()
-        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-        async def one(port: int, path: str) -> TickerClient:
-            async with gate:
-                return await open_ticker_client(port, path, pairs)
-
-        jobs = [one(t["port"], t["path"]) for t in targets for _ in range(t["count"])]
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, TickerClient):
-                log: list[tuple[int, int, bool, int]] = []
-                outcome.on_event = self._handler(log)
-                self.clients.append(outcome)
-                self.logs.append(log)
-        failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
-        return {
-            "connected": len(self.clients),
-            "failed": len(failures),
-            "errors": failures[:5],
-            "seconds": time.monotonic() - started,
-        }
+        clients, answer = await open_many(
+            open_ticker_client(t["port"], t["path"], pairs)
+            for t in targets
+            for _ in range(t["count"])
+        )
+        for client in clients:
+            log: list[tuple[int, int, bool, int]] = []
+            client.on_event = self._handler(log)
+            self.clients.append(client)
+            self.logs.append(log)
+        return answer
 
     def missing(self, ids: list[int]) -> int:
         """How many (client, trade) of ``ids`` have not arrived yet."""
@@ -267,7 +249,7 @@ class TickerPool:
         made = dict((trade_id, micro) for trade_id, micro in known)
         window = [(i, m) for i, m in known if t0_us <= m <= t1_us]
         latencies: dict[int, list[int]] = {}
-        out = {
+        out: dict[str, Any] = {
             "delivered": 0,
             "missing": 0,
             "duplicates": 0,
@@ -345,34 +327,22 @@ class TickerPool:
         raise ValueError(f"unknown command {command!r}")
 
 
-class TickerWorker(Worker):
-    """chat_fanout's worker handle, starting this script's client process instead."""
-
-    script = SCRIPT
-
-
 # --- processes ---------------------------------------------------------------------------------
 
 
 def ticker_env(
     port: int, simulator_port: int, pairs: list[str], redis_url: str | None, probe: Path | None
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("TICKER_")}
-    if probe is not None:  # chat_churn's gc.callbacks probe, as sitecustomize.py
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe), env.get("PYTHONPATH")]))
-    env.update(
-        HOST=HOST,
-        PORT=str(port),
-        LOG_LEVEL="info",
+    return service_env(
+        port,
+        redis_url,
+        "TICKER_",
+        log_level="info",
+        gc_probe=probe,
         TICKER_UPSTREAM_URL=f"ws://{HOST}:{simulator_port}",
         TICKER_REST_URL=f"http://{HOST}:{simulator_port}",
         TICKER_PAIRS=",".join(pairs),
-        TICKER_RATE_PER_SECOND="100000",
-        TICKER_RATE_BURST="100000",
     )
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    return env
 
 
 def metric(body: bytes, name: str, labels: str = "") -> float | None:
@@ -416,9 +386,9 @@ def upstream_connections(pid: int, port: int) -> int:
             if link.startswith("socket:["):
                 inodes.add(link[8:-1])
     count = 0
-    for table in ("tcp", "tcp6"):
+    for family in ("tcp", "tcp6"):
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            for line in Path(f"/proc/{pid}/net/{family}").read_text().splitlines()[1:]:
                 fields = line.split()
                 remote, state, inode = fields[2], fields[3], fields[9]
                 if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
@@ -426,58 +396,29 @@ def upstream_connections(pid: int, port: int) -> int:
     return count
 
 
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-async def deploy(
-    scenario: Scenario, log_dir: Path, tag: str, started: list[Process]
-) -> tuple[Deployment, Process]:
+async def deploy(scenario: Scenario, launcher: Launcher) -> tuple[Deployment, Process]:
     """Redis (``redis`` mode), the simulator, the ticker replica(s); the first replica leads."""
-
-    def run(name: str, argv: list[str], port: int, env: dict[str, str], cwd: Path) -> Process:
-        process = spawn(f"{tag}-{name}", argv, port, log_dir, env, cwd)
-        started.append(process)
-        STARTED.append(process)
-        return process
-
-    redis, redis_url = None, None
-    if scenario.mode == "redis":
-        redis_port = free_port()
-        redis = run(
-            "redis",
-            redis_server_argv(redis_port),
-            redis_port,
-            dict(os.environ),
-            Path(tempfile.gettempdir()),
-        )
-        await wait_listening(redis)
-        redis_url = f"redis://{HOST}:{redis_port}/0"
+    redis, redis_url = await launcher.redis() if scenario.mode == "redis" else (None, None)
     simulator_port = free_port()
     simulator_argv = [
         *(sys.executable, "-m", "ticker_service.simulator", "--host", HOST),
         *("--port", str(simulator_port), "--rate", str(scenario.rate)),
         *("--pairs", ",".join(scenario.pairs)),
     ]
-    simulator = run("simulator", simulator_argv, simulator_port, dict(os.environ), ROOT)
+    simulator = launcher.start("simulator", simulator_argv, simulator_port, dict(os.environ))
     await wait_listening(simulator)
-    probe = None
-    if scenario.gc_probe:
-        probe = log_dir / "gcprobe"
-        probe.mkdir(exist_ok=True)
-        (probe / "sitecustomize.py").write_text(GC_PROBE)
+    probe = gc_probe_folder(launcher.log_dir) if scenario.gc_probe else None
     replicas = []
     for i in range(1 if scenario.mode == "memory" else 2):
         port = free_port()
         env = ticker_env(port, simulator_port, scenario.pairs, redis_url, probe)
         name = "ticker" if scenario.mode == "memory" else f"ticker-{i + 1}"
-        replica = run(name, [sys.executable, "-m", "ticker_service"], port, env, ROOT)
+        replica = launcher.start(name, [sys.executable, "-m", "ticker_service"], port, env)
         replicas.append(replica)
         await wait_listening(replica)
         if i == 0:
             await wait_leading(replica)
-    ports = [r.port for r in replicas]
-    return Deployment(replicas, ports[0], ports, TICKER_PATH, None, redis), simulator
+    return Deployment(replicas, TICKER_PATH, None, redis), simulator
 
 
 # --- one scenario ------------------------------------------------------------------------------
@@ -493,6 +434,14 @@ class Scenario:
     workers: int
     round: int = 1
     gc_probe: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} N={self.clients} round {self.round}"
+
+    @property
+    def timeout(self) -> float:
+        return self.seconds + 150
 
 
 @dataclass
@@ -603,9 +552,15 @@ class Result:
             scenario.round,
         )
 
-
-async def everyone(workers: list[TickerWorker], cmd: str, **arguments: Any) -> list[Any]:
-    return list(await asyncio.gather(*(w.call(cmd, **arguments) for w in workers)))
+    def progress(self) -> str:
+        if self.error:
+            return f"ERROR {self.error}"
+        return (
+            f"{self.trades} trades, delivered {fmt(self.delivered_pct, 2)} %, missing "
+            f"{self.missing}, duplicates {self.duplicates}, p50 {fmt(self.p50_ms, 2)} ms, p99 "
+            f"{fmt(self.p99_ms, 2)} ms, ticker CPU {fmt(self.server_cpu_pct)} %, generator CPU "
+            f"{fmt(self.generator_cpu_pct)} %"
+        )
 
 
 async def leader_counters(port: int) -> tuple[float | None, float | None]:
@@ -625,26 +580,25 @@ async def simulator_ids(port: int, pair: str) -> set[int]:
 async def run_scenario(scenario: Scenario, log_dir: Path) -> Result:
     result = Result.of(scenario)
     result.load_start = load_average()
-    tag = f"{scenario.mode}-{scenario.clients}-r{scenario.round}"
-    started: list[Process] = []
-    workers: list[TickerWorker] = []
+    launcher = Launcher(log_dir, f"{scenario.mode}-{scenario.clients}-r{scenario.round}")
+    workers: list[Worker] = []
     taps: list[BitstampTap] = []
     try:
-        deployment, simulator = await deploy(scenario, log_dir, tag, started)
+        deployment, simulator = await deploy(scenario, launcher)
         taps.append(
-            await opened(lambda: BitstampTap(simulator.port, scenario.pairs), simulator.port)
+            await connected(lambda: BitstampTap(simulator.port, scenario.pairs), simulator.port)
         )
         for i in range(scenario.workers):
-            workers.append(await TickerWorker.start(log_dir / f"{tag}-clients-{i}.log"))
+            workers.append(await Worker.start(SCRIPT, launcher.log(f"clients-{i}")))
         await exercise(scenario, deployment, simulator, taps[0], workers, result)
     finally:
         await asyncio.gather(*(w.end() for w in workers), return_exceptions=True)
         for tap in taps:
             tap.close()
         # Warnings and errors of the ticker(s) and the simulator during the run (not Redis's).
+        started = launcher.started
         result.log_problems = log_problems([p for p in started if not p.name.endswith("-redis")])
-        for process in reversed(started):  # the replicas before the simulator and Redis
-            process.end()
+        launcher.end()  # the replicas before the simulator and Redis
         result.load_end = load_average()
     return result
 
@@ -654,7 +608,7 @@ async def exercise(
     deployment: Deployment,
     simulator: Process,
     tap: BitstampTap,
-    workers: list[TickerWorker],
+    workers: list[Worker],
     result: Result,
 ) -> None:
     servers = deployment.servers
@@ -673,16 +627,8 @@ async def exercise(
 
     started = time.monotonic()
     plans = split_targets(deployment, scenario.clients, len(workers))
-    answers = await asyncio.gather(
-        *(
-            w.call("connect", targets=[asdict(t) for t in plan], pairs=scenario.pairs)
-            for w, plan in zip(workers, plans, strict=True)
-        )
-    )
+    await connect_workers(workers, plans, "clients", pairs=scenario.pairs)
     result.connect_seconds = time.monotonic() - started
-    failed = sum(a["failed"] for a in answers)
-    if failed:
-        raise RuntimeError(f"{failed} clients failed: {[e for a in answers for e in a['errors']]}")
     for plan in plans:
         for target in plan:
             figures = next(f for f in result.servers if f.port == target.port)
@@ -698,8 +644,7 @@ async def exercise(
     # The window: trades made from t0 to t1.
     await everyone(workers, "start")
     live_before, duplicates_before = await leader_counters(servers[0].port)
-    # cursors' meters read only ``servers`` and ``redis`` of a deployment, and worker PIDs.
-    meters = Meters(deployment, workers)  # type: ignore[arg-type]
+    meters = Meters(deployment, workers)
     simulator_meter = CpuMeter([simulator.pid])
     t0_us = time.time_ns() // 1000
     await asyncio.sleep(scenario.seconds / 2)
@@ -722,7 +667,7 @@ async def exercise(
 
     async def all_arrived() -> bool:
         answers = await everyone(workers, "missing", ids=window)
-        return sum(a["missing"] for a in answers) == 0
+        return sum(int(a["missing"]) for a in answers) == 0
 
     while True:
         if await all_arrived() or time.monotonic() - drained > DRAIN_TIMEOUT:
@@ -890,13 +835,6 @@ def fill_costs(
 # --- the run and its report --------------------------------------------------------------------
 
 
-def table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
-    """A markdown table; the first ``text_columns`` columns are left-aligned, numbers right."""
-    lines = ["| " + " | ".join(cells) + " |" for cells in [header, *rows]]
-    lines.insert(1, "|" + "---|" * text_columns + "--:|" * (len(header) - text_columns))
-    return "\n".join(lines)
-
-
 def delivery_table(results: list[Result]) -> str:
     header = [
         *("mode", "N", "pairs x rate /s", "trades in window", "deliveries expected"),
@@ -1001,38 +939,12 @@ def upstream_table(results: list[Result]) -> str:
 def scenarios(args: argparse.Namespace) -> Iterator[Scenario]:
     """Interleaved: for each round and N, every mode in turn."""
     pairs = list(PAIRS[: args.pairs])
-    for rnd in range(1, args.rounds + 1):
-        for n in args.clients:
-            for mode in args.modes:
-                yield Scenario(
-                    mode, n, args.rate, pairs, args.seconds, args.workers, rnd, args.gc_probe
-                )
+    for rnd, n, mode in itertools.product(range(1, args.rounds + 1), args.clients, args.modes):
+        yield Scenario(mode, n, args.rate, pairs, args.seconds, args.workers, rnd, args.gc_probe)
 
 
-def progress(result: Result) -> str:
-    if result.error:
-        return f"ERROR {result.error}"
-    return (
-        f"{result.trades} trades, delivered {fmt(result.delivered_pct, 2)} %, missing "
-        f"{result.missing}, duplicates {result.duplicates}, p50 {fmt(result.p50_ms, 2)} ms, p99 "
-        f"{fmt(result.p99_ms, 2)} ms, ticker CPU {fmt(result.server_cpu_pct)} %, generator CPU "
-        f"{fmt(result.generator_cpu_pct)} %"
-    )
-
-
-async def run_all(args: argparse.Namespace, log_dir: Path) -> list[Result]:
-    results: list[Result] = []
-    for scenario in scenarios(args):
-        name = f"{scenario.mode} N={scenario.clients} round {scenario.round}"
-        print(f"-- {name} (load {load_average()}) ...", file=sys.stderr, flush=True)
-        try:
-            limit = scenario.seconds + 150
-            results.append(await asyncio.wait_for(run_scenario(scenario, log_dir), limit))
-        except Exception as exc:
-            results.append(Result.of(scenario))
-            results[-1].error = f"{type(exc).__name__}: {exc}"[:300]
-        print(f"   {progress(results[-1])}", file=sys.stderr, flush=True)
-    return results
+async def run_scenarios(args: argparse.Namespace, log_dir: Path) -> list[Result]:
+    return await run_all(scenarios(args), lambda s: run_scenario(s, log_dir), Result.of)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1053,7 +965,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=number(0.1, 200), default=5.0, help="trades/s per pair")
     parser.add_argument("--pairs", type=number(1, len(PAIRS), int), default=4, help="pairs")
     parser.add_argument("--seconds", type=number(2, 600), default=20.0, help="measured window")
-    parser.add_argument("--modes", default=",".join(ALL_MODES), help="memory,redis")
+    parser.add_argument(
+        "--modes", type=mode_list(ALL_MODES), default=list(ALL_MODES), help="memory,redis"
+    )
     parser.add_argument("--rounds", type=number(1, 10, int), default=1, help="repeat the set")
     parser.add_argument("--workers", type=number(1, 8, int), default=2, help="client processes")
     parser.add_argument(
@@ -1061,62 +975,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    if not args.modes or not set(args.modes) <= set(ALL_MODES):
-        parser.error(f"--modes: choose among {', '.join(ALL_MODES)}")
     if not args.clients:
         parser.error("--clients: give at least one N")
     return args
 
 
-def recorded_run(
-    name: str,
-    args: argparse.Namespace,
-    run_all: Callable[[argparse.Namespace, Path], Awaitable[list[Any]]],
-    end_processes: Callable[[], None],
-) -> tuple[list[Any], dict[str, Any], Path, Path]:
-    """Run every scenario with the servers' logs in a temporary folder, kept next to the JSON
-    results; Ctrl-C or a failure ends every process the run started. Returns the results, the
-    run's record (machine, command, settings), the JSON path and the logs' folder, and prints
-    the machine line every report starts with."""
-    info = machine()
-    info["load_start"] = load_average()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    kept = path.with_suffix(".logs")
-    started = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(prefix=f"{name}-bench-") as logs:
-            results: list[Any] = run_loop(lambda: run_all(args, Path(logs)))
-            shutil.copytree(logs, kept)
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process this run started is ended", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        end_processes()
-    info["load_end"] = load_average()
-    info["run_seconds"] = round(time.monotonic() - started)
-    command = " ".join([f"uv run python bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    print(
-        f"\n{info['nproc']} x {info['cpu_model']}, {info['date']}, {info['run_seconds']} s; "
-        f"load average {info['load_start']} at start, {info['load_end']} at end\n"
-    )
-    return results, {"machine": info, "command": command, "settings": settings}, path, kept
-
-
-def end_started() -> None:
-    for process in STARTED:  # normally ended by their scenario already
-        process.end()
-
-
 def main() -> None:
     args = parse_args()
     if args.worker:  # a client process, driven by the orchestrator through stdin and stdout
-        run_loop(lambda: serve_commands(TickerPool()))
+        serve_worker(TickerPool)
         return
-    results, raw, path, kept = recorded_run("ticker", args, run_all, end_started)
-    path.write_text(json.dumps({**raw, "results": [asdict(r) for r in results]}, indent=2))
+    results, path, logs = recorded_run("ticker", args, run_scenarios)
     print("Delivery and latency (every client subscribed to every pair):\n")
     print(delivery_table(results))
     print("\nWhere the latency goes (per trade: its first client, and first to last):\n")
@@ -1141,7 +1010,7 @@ def main() -> None:
         )
         for line in [*r.notes, *r.log_problems[:5]]:
             print(f"- {r.mode} N={r.clients} round {r.round}: {line}")
-    print(f"\nraw figures: {path.relative_to(ROOT)}; logs: {kept.relative_to(ROOT)}/")
+    print(f"\nraw figures: {path.relative_to(ROOT)}; logs: {logs.relative_to(ROOT)}/")
 
 
 if __name__ == "__main__":
