@@ -11,11 +11,14 @@ client, and each socket's own writer task sends it (STYLE.md: fan-out never wait
 slowest client).
 
 Broadcasts with an ack callback keep the library's path.
+
+:class:`GuardedServer` looks at each inbound packet before the library does (issue 12).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import socketio
@@ -24,11 +27,19 @@ from socketio import packet
 
 from switchboard.redisclient import redis_client
 
+log = logging.getLogger(__name__)
+
 #: The private (or undocumented) attributes used here, by where they are found.
 INTERNALS: dict[str, tuple[str, ...]] = {
-    "socketio.AsyncServer": ("_send_eio_packet", "packet_class", "manager_initialized", "eio"),
+    "socketio.AsyncServer": (
+        "_send_eio_packet",
+        "_handle_eio_message",
+        "packet_class",
+        "manager_initialized",
+        "eio",
+    ),
     "engineio.AsyncServer": ("sockets",),
-    "engineio.async_socket.AsyncSocket": ("queue",),
+    "engineio.async_socket.AsyncSocket": ("queue", "upgraded"),
     "socketio.AsyncManager": ("rooms", "get_participants", "initialize", "server"),
     "socketio.AsyncRedisManager": (
         "_redis_connect",
@@ -210,3 +221,34 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             message.get("room"),
             message.get("skip_sid"),
         )
+
+
+#: socket.io packet types that announce binary attachments (BINARY_EVENT, BINARY_ACK).
+BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
+
+
+class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
+    """An AsyncServer that refuses, before the library reads it, what none of our events needs:
+    binary data (an attachment count the library would wait for, frames it would keep), and
+    closes the connection of a client whose packet it cannot read (bad JSON, an event that is
+    not ``[name, ...]``, nesting too deep to parse): one line in the log, never a traceback,
+    never a half-read packet kept."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if isinstance(data, bytes) or str(data)[:1] in BINARY_TYPES:
+            await self.refuse_packet(eio_sid, "binary", "binary data is not accepted")
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            await self.refuse_packet(eio_sid, "bad_packet", f"unreadable ({type(exc).__name__})")
+
+    async def refuse_packet(self, eio_sid: str, code: str, why: str) -> None:
+        """Close the connection that sent a packet we refuse."""
+        log.info("closing connection %s: its packet was refused: %s", eio_sid, why)
+        socket = self.eio.sockets.get(eio_sid)
+        await self.eio.disconnect(eio_sid)
+        if socket is not None and socket.upgraded:
+            # The library keeps a websocket open until its client answers the close (or the
+            # ping times out, 45 s later): ending its writer closes it now.
+            socket.queue.put_nowait(None)

@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: Event names socket.io gives a meaning of its own, on the server or in its clients. A client
+#: that sends one as an event is refused: it never reaches a handler.
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """What one connection may send: ``per_second`` events on average, ``burst`` at once.
@@ -81,21 +88,31 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if connection is not None and connection.bucket is not None:
             spend(connection.bucket)
 
-    async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event == "connect":
+    async def trigger_event(self, event: Any, *args: Any) -> Any:
+        sid = args[0]
+        # The library calls the lifecycle handlers while the connection is connecting or
+        # disconnecting; an event a client sends arrives only while it is connected.
+        lifecycle = not self.server.manager.is_connected(sid, self.namespace)
+        if event == "connect" and lifecycle:
             return await self._connect(*args)
-        if event == "disconnect":
-            if args[0] not in self.connections:
+        if event == "disconnect" and lifecycle:
+            if sid not in self.connections:
                 return None  # never accepted: nothing of it to forget
-            del self.connections[args[0]]
+            del self.connections[sid]
             self.metrics.connected_clients.dec()
             return await super().trigger_event(event, *args)
-        handler = getattr(self, f"on_{event}", None) if event.isidentifier() else None
-        sid = args[0]
+        known = isinstance(event, str) and event.isidentifier()
+        if known and event in RESERVED_EVENTS:
+            self.metrics.received("(reserved)")
+            return await self.refuse(
+                sid, event, InputError("reserved_event", f"{event!r} is not an event to send")
+            )
+        handler = getattr(self, f"on_{event}", None) if known else None
         if handler is None:
             self.metrics.received("(unknown)")
+            name = repr(event)[:40]
             return await self.refuse(
-                sid, "(unknown)", InputError("unknown_event", f"there is no event {event!r}")
+                sid, "(unknown)", InputError("unknown_event", f"there is no event {name}")
             )
         self.metrics.received(event)
         try:

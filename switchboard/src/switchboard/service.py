@@ -22,7 +22,13 @@ from redis.asyncio import Redis
 
 from switchboard import jsonenc
 from switchboard.components import Component, cancel
-from switchboard.fanout import FanoutManager, FanoutRedisManager, listener, start_listener
+from switchboard.fanout import (
+    FanoutManager,
+    FanoutRedisManager,
+    GuardedServer,
+    listener,
+    start_listener,
+)
 from switchboard.health import add_health_routes, unready
 from switchboard.metrics import ServiceMetrics
 from switchboard.origins import same_origin
@@ -43,8 +49,9 @@ M = TypeVar("M", bound=Component)
 R = TypeVar("R", bound=Component)
 
 
-class CountingServer(socketio.AsyncServer):  # type: ignore[misc]
-    """An AsyncServer that counts what it emits, by event name, for /metrics."""
+class CountingServer(GuardedServer):
+    """A guarded server that counts what it emits, by event name, and the packets it refuses,
+    for /metrics."""
 
     def __init__(self, metrics: ServiceMetrics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -53,6 +60,10 @@ class CountingServer(socketio.AsyncServer):  # type: ignore[misc]
     async def emit(self, event: str, *args: Any, **kwargs: Any) -> None:
         self.metrics.sent(event)
         await super().emit(event, *args, **kwargs)
+
+    async def refuse_packet(self, eio_sid: str, code: str, why: str) -> None:
+        self.metrics.rejected("(packet)", code)
+        await super().refuse_packet(eio_sid, code, why)
 
 
 class Service:
