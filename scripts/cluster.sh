@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 export CLUSTER_DIR=${CLUSTER_DIR:-$PWD/.cluster}
 export HOST=127.0.0.1
+# nginx reaches the replicas from loopback: only it may say, in X-Forwarded-For, which client
+# a connection carries.
+export TRUSTED_PROXIES=${TRUSTED_PROXIES:-127.0.0.1}
 export REDIS_PORT=${REDIS_PORT:-6390}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 export CHAT_PORT_A=${CHAT_PORT_A:-8101} CHAT_PORT_B=${CHAT_PORT_B:-8102}

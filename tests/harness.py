@@ -358,10 +358,21 @@ class RawSocket:
     """engine.io v4 over a websocket, one frame at a time: what a hostile client sends, with
     nothing of a socket.io client's checks in the way. Pings are answered while waiting."""
 
-    def __init__(self, url: str, path: str, *, origin: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        *,
+        origin: str | None = None,
+        source: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         base = url.replace("https://", "wss://").replace("http://", "ws://")
         self.url = f"{base}{path}/?EIO=4&transport=websocket"
         self.origin = origin
+        #: The loopback address to connect from (127.0.0.2, ...): another client's address.
+        self.source = source
+        self.headers = headers or {}
         self.socket: Any = None
         self.frames: list[str | bytes] = []
 
@@ -375,6 +386,9 @@ class RawSocket:
             ssl=insecure if self.url.startswith("wss") else None,
             open_timeout=PATIENCE,
             max_size=None,
+            additional_headers=self.headers,
+            proxy=None,
+            local_addr=(self.source, 0) if self.source else None,
         )
         opened = await self.socket.recv()
         assert isinstance(opened, str) and opened.startswith("0{"), opened

@@ -14,7 +14,7 @@ import pytest
 import socketio
 
 from tests.conftest import CURSORS_PATH, Cluster, start_cursors
-from tests.harness import Client, RedisServer, until
+from tests.harness import Client, RawSocket, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -337,3 +337,78 @@ async def test_without_redis_a_desktop_is_refused_clearly(tmp_path: Path) -> Non
     finally:
         service.stop()
         own_redis.stop()
+
+
+async def try_code(
+    url: str, code: str, source: str = "127.0.0.1", forwarded: str | None = None
+) -> str:
+    """Connect as a controller with ``code`` from ``source``: ``paired`` or the refusal's code."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded else None
+    socket = RawSocket(url, CURSORS_PATH, origin=url, source=source, headers=headers)
+    try:
+        await socket.open()
+        await socket.join("/remote", {"role": "controller", "code": code})
+        return "paired"
+    except ConnectionRefusedError as refused:
+        return str(refused.args[0]["data"]["error"])
+    finally:
+        await socket.close()
+
+
+async def test_wrong_codes_are_counted_per_client_address(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    # Two wrong codes a minute per address, and the first comes back after 30 s: the same
+    # answers however slowly this runs (up to 30 s).
+    service = start_cursors(tmp_path, {"CURSORS_CODE_ATTEMPTS": "2"})
+    try:
+        _, pairing = await desktop(clients, service.url)
+        wrong = "BBBBBBBB" if pairing["code"] != "BBBBBBBB" else "CCCCCCCC"
+        first = [await try_code(service.url, wrong, "127.0.0.2") for _ in range(3)]
+        assert first == ["bad_code", "bad_code", "too_many_attempts"]
+        # Before, every client had the address 127.0.0.1 and this was too_many_attempts.
+        assert await try_code(service.url, wrong, "127.0.0.3") == "bad_code"
+        # The right code is not a wrong one: it pairs, and costs this address nothing.
+        assert await try_code(service.url, pairing["code"], "127.0.0.3") == "paired"
+    finally:
+        service.stop()
+
+
+async def test_racing_wrong_codes_get_no_more_tries_than_the_limit(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    own_redis = RedisServer(tmp_path)
+    env = {"REDIS_URL": own_redis.url, "CURSORS_CODE_ATTEMPTS": "3"}
+    service = start_cursors(tmp_path, env)
+    try:
+        _, pairing = await desktop(clients, service.url)
+        wrong = "BBBBBBBB" if pairing["code"] != "BBBBBBBB" else "CCCCCCCC"
+        answers = await asyncio.gather(
+            *(try_code(service.url, wrong, "127.0.0.4") for _ in range(12))
+        )
+        # Before, each passed the check before any was counted: 12 x bad_code.
+        assert sorted(answers) == ["bad_code"] * 3 + ["too_many_attempts"] * 9
+    finally:
+        service.stop()
+        own_redis.stop()
+
+
+async def test_only_a_trusted_proxy_may_say_which_client_it_carries(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    env = {"CURSORS_CODE_ATTEMPTS": "1", "TRUSTED_PROXIES": "127.0.0.5"}
+    service = start_cursors(tmp_path, env)
+    try:
+        _, pairing = await desktop(clients, service.url)
+        wrong = "BBBBBBBB" if pairing["code"] != "BBBBBBBB" else "CCCCCCCC"
+        # Through the proxy, each client its own address and its own tries.
+        proxy = "127.0.0.5"
+        assert await try_code(service.url, wrong, proxy, "198.51.100.1") == "bad_code"
+        assert await try_code(service.url, wrong, proxy, "198.51.100.2") == "bad_code"
+        assert await try_code(service.url, wrong, proxy, "198.51.100.1") == "too_many_attempts"
+        # From anywhere else the header is not believed: a client cannot pick a fresh address.
+        assert await try_code(service.url, wrong, "127.0.0.6", "198.51.100.3") == "bad_code"
+        forged = await try_code(service.url, wrong, "127.0.0.6", "198.51.100.4")
+        assert forged == "too_many_attempts"
+    finally:
+        service.stop()

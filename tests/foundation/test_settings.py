@@ -36,6 +36,7 @@ def run_chat(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("REDIS_URL", "localhost:6379", "REDIS_URL: Value error, must start with redis://"),
         ("ALLOWED_ORIGINS", "*", "ALLOWED_ORIGINS: Value error, '*' is not an origin"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL: Value error, must be one of"),
+        ("TRUSTED_PROXIES", "gateway", "TRUSTED_PROXIES: Value error, 'gateway' is not an address"),
     ],
 )
 def test_a_bad_value_stops_the_start_with_a_clear_message(
@@ -60,20 +61,29 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("CHAT_RATE_BURST", "3")
     monkeypatch.setenv("ALLOWED_ORIGINS", "https://a.example, https://b.example:8443")
     monkeypatch.setenv("REDIS_URL", "")
+    monkeypatch.setenv("TRUSTED_PROXIES", "172.28.0.2, 10.1.0.0/16")
     settings = ChatSettings.from_env()
     assert settings.port == 9100
     assert settings.rate_burst == 3
     assert settings.allowed_origins == ("https://a.example", "https://b.example:8443")
     assert settings.redis_url is None
+    assert settings.trusted_proxies == ("172.28.0.2", "10.1.0.0/16")
 
 
 def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
-        if key.startswith("CHAT_") or key in ("PORT", "HOST", "REDIS_URL", "ALLOWED_ORIGINS"):
+        if key.startswith("CHAT_") or key in (
+            "PORT",
+            "HOST",
+            "REDIS_URL",
+            "ALLOWED_ORIGINS",
+            "TRUSTED_PROXIES",
+        ):
             monkeypatch.delenv(key)
     settings = ChatSettings.from_env()
     assert (settings.host, settings.port, settings.redis_url) == ("127.0.0.1", 8001, None)
     assert (settings.rate_per_second, settings.rate_burst, settings.history_size) == (5, 10, 50)
     assert settings.replica_ttl == 15
+    assert settings.trusted_proxies == ()  # nobody's X-Forwarded-For is believed
     with pytest.raises(ValidationError):
         ChatSettings(rate_burst=0)

@@ -68,6 +68,8 @@ def cluster_env(directory: Path) -> dict[str, str]:
             "GATEWAY_SOCKETS_PER_ADDRESS": str(SOCKETS_PER_ADDRESS),
             "GATEWAY_HANDSHAKES_PER_SECOND": str(HANDSHAKES_PER_SECOND),
             "GATEWAY_HANDSHAKE_BURST": str(HANDSHAKE_BURST),
+            # Two wrong pairing codes a minute per address: few enough to reach at once.
+            "CURSORS_CODE_ATTEMPTS": "2",
         }
     )
     relays = free_udp_port() // 2 * 2

@@ -105,6 +105,9 @@ def test_each_service_gets_the_settings_it_needs_and_a_real_healthcheck(
     settings = built.settings
     assert type(settings).unknown_variables() == [], "no variable the service ignores"
     assert settings.redis_url == "redis://redis:6379/0" and settings.host == "0.0.0.0"
+    # Only the gateway may tell a service which client a connection carries.
+    gateway = compose()["services"]["gateway"]["networks"]["default"]["ipv4_address"]
+    assert settings.trusted_proxies == (gateway,)
     if name == "signal":
         assert settings.turn_urls and settings.turn_secret is not None  # type: ignore[attr-defined]
 

@@ -24,7 +24,7 @@ from tests.gateway.conftest import (
     SOCKETS_PER_ADDRESS,
     Cluster,
 )
-from tests.harness import PATIENCE, Client, until
+from tests.harness import PATIENCE, Client, RawSocket, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -247,3 +247,35 @@ async def test_one_address_is_limited_in_handshakes(cluster: Cluster) -> None:
     assert 429 in statuses or allowed >= attempts, (elapsed, statuses)
     # Another address is not touched by this one's limit.
     assert await open_socket(cluster, {"Origin": cluster.url}, "127.0.0.5") == 101
+
+
+async def test_wrong_pairing_codes_are_counted_per_client_address_across_replicas(
+    cluster: Cluster,
+) -> None:
+    """nginx passes each client's address on, the replicas believe it from nginx only, and
+    count the tries of an address together (CURSORS_CODE_ATTEMPTS: 2 a minute here)."""
+
+    async def try_code(source: str, forwarded: str | None = None) -> str:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else None
+        socket = RawSocket(
+            cluster.url,
+            "/api/cursors/socket.io",
+            origin=cluster.url,
+            source=source,
+            headers=headers,
+        )
+        try:
+            await socket.open()
+            await socket.join("/remote", {"role": "controller", "code": "ZZZZZZZZ"})
+            return "paired"
+        except ConnectionRefusedError as refused:
+            return str(refused.args[0]["data"]["error"])
+        finally:
+            await socket.close()
+
+    # Addresses of their own: no other test spends their tries. Three at once (a try comes
+    # back every 30 s), wherever nginx sends each; a forged X-Forwarded-For changes nothing:
+    # nginx sets the header itself.
+    answers = await asyncio.gather(*(try_code("127.0.0.7", f"198.51.100.{n}") for n in range(3)))
+    assert sorted(answers) == ["bad_code", "bad_code", "too_many_attempts"]
+    assert await try_code("127.0.0.8") == "bad_code"

@@ -3,6 +3,7 @@ docs/protocol.md is the contract this package keeps."""
 
 from __future__ import annotations
 
+from switchboard.ratelimit import MemoryLimit, RedisLimit, SharedLimit
 from switchboard.service import Service
 
 from cursor_service.board import Board, MemoryBoard, RedisBoard
@@ -26,8 +27,13 @@ def create_service(settings: CursorSettings | None = None) -> Service:
             redis, replica_id=service.replica.id, replica_prefix=RedisBoard.prefix
         ),
     )
+    per_minute = settings.code_attempts
+    attempts: SharedLimit = service.store(
+        memory=lambda: MemoryLimit(per_minute / 60, per_minute),
+        redis=lambda redis: RedisLimit(redis, "remote:attempts:", per_minute / 60, per_minute),
+    )
     cursors = CursorNamespace(service, board, settings)
     service.add_component(cursors)
     service.sio.register_namespace(cursors)
-    service.sio.register_namespace(RemoteNamespace(service, pairings, settings))
+    service.sio.register_namespace(RemoteNamespace(service, settings, pairings, attempts))
     return service

@@ -14,7 +14,8 @@ from typing import Any
 import segno
 from switchboard.errors import InputError
 from switchboard.namespace import ServiceNamespace
-from switchboard.ratelimit import TokenBucket
+from switchboard.origins import peer_address
+from switchboard.ratelimit import SharedLimit
 from switchboard.service import Service
 from switchboard.validation import connect_auth
 
@@ -24,8 +25,6 @@ from cursor_service.validation import orientation, position, press
 
 #: Moves and orientation go out at most this often per controller; the latest always goes.
 COALESCE_S = 0.016
-#: Addresses whose wrong-code buckets are remembered; the oldest are forgotten past this.
-MAX_TRACKED_ADDRESSES = 10_000
 
 
 @dataclass(slots=True)
@@ -69,14 +68,21 @@ def qr_data_uri(url: str) -> str:
 class RemoteNamespace(ServiceNamespace):
     error_event = "remote_error"
 
-    def __init__(self, service: Service, store: PairingStore, settings: CursorSettings) -> None:
+    def __init__(
+        self,
+        service: Service,
+        settings: CursorSettings,
+        store: PairingStore,
+        attempts: SharedLimit,
+    ) -> None:
         super().__init__(service, "/remote")
-        self.store = store
         self.settings = settings
+        self.store = store
+        #: Wrong codes a client address may try (CURSORS_CODE_ATTEMPTS a minute).
+        self.attempts = attempts
         #: This replica's desktops: sid -> desktop id (random, never the sid).
         self.desktops: dict[str, str] = {}
         self.controllers: dict[str, Controller] = {}
-        self.attempts: dict[str, TokenBucket] = {}
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -133,9 +139,9 @@ class RemoteNamespace(ServiceNamespace):
     async def _claim_code(
         self, sid: str, environ: dict[str, Any], code: str, session: str
     ) -> Claim:
-        bucket = self._attempts_of(str(environ.get("REMOTE_ADDR", "")))
-        if bucket.available() < 1:
-            wait = bucket.retry_after()
+        address = peer_address(environ)
+        wait = await self.attempts.spend(address)
+        if wait:
             raise InputError(
                 "too_many_attempts",
                 f"Too many wrong codes; try again in {math.ceil(wait)} s.",
@@ -143,8 +149,8 @@ class RemoteNamespace(ServiceNamespace):
             )
         claim = await self.store.claim_code(code, sid, session, self.settings.code_guesses)
         if claim.outcome is Outcome.PAIRED:
+            await self.attempts.give_back(address)  # only wrong codes count
             return claim
-        bucket.take()
         await self.store.wrong_guess()
         if claim.outcome is Outcome.RETIRED:
             # Too many wrong guesses while this code was valid: the desktop gets a new one,
@@ -152,15 +158,6 @@ class RemoteNamespace(ServiceNamespace):
             renewed = await self._open(claim.desktop, claim.desktop_sid)
             await self.emit("pairing", renewed, to=claim.desktop_sid)
         raise InputError("bad_code", "That code is wrong or has expired.")
-
-    def _attempts_of(self, address: str) -> TokenBucket:
-        bucket = self.attempts.get(address)
-        if bucket is None:
-            if len(self.attempts) >= MAX_TRACKED_ADDRESSES:
-                self.attempts.pop(next(iter(self.attempts)))
-            per_minute = self.settings.code_attempts
-            bucket = self.attempts[address] = TokenBucket(per_minute / 60, per_minute)
-        return bucket
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         if (desktop := self.desktops.pop(sid, None)) is not None:

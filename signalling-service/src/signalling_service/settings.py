@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode, SettingsConfigDict
-from switchboard.settings import ServiceSettings
-
-
-def _urls(value: Any) -> Any:
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    return value
+from switchboard.settings import ServiceSettings, comma_separated
 
 
 class SignalSettings(ServiceSettings):
@@ -24,11 +25,11 @@ class SignalSettings(ServiceSettings):
     port: int = Field(8003, ge=0, le=65535, validation_alias=AliasChoices("PORT", "port"))
     #: STUN_URLS: comma-separated STUN servers (stun:host:port) handed to browsers; none by
     #: default, never a third party's by surprise.
-    stun_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+    stun_urls: Annotated[tuple[str, ...], NoDecode, BeforeValidator(comma_separated)] = Field(
         (), validation_alias=AliasChoices("STUN_URLS", "stun_urls")
     )
     #: TURN_URLS: comma-separated TURN servers (turn:host:3478?transport=udp, turns:...).
-    turn_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+    turn_urls: Annotated[tuple[str, ...], NoDecode, BeforeValidator(comma_separated)] = Field(
         (), validation_alias=AliasChoices("TURN_URLS", "turn_urls")
     )
     #: TURN_SECRET: coturn's static-auth-secret, to make short-lived TURN credentials with.
@@ -50,11 +51,6 @@ class SignalSettings(ServiceSettings):
     #: second, and at once (a call starts with a burst of candidates).
     rate_per_second: float = Field(20.0, gt=0, le=100_000)
     rate_burst: int = Field(100, ge=1, le=100_000)
-
-    @field_validator("stun_urls", "turn_urls", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _urls(value)
 
     @field_validator("turn_secret", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from switchboard.certs import ensure_certificate, lan_addresses
 from switchboard.logs import configure_logging
 from switchboard.runner import tune_garbage_collector, uvicorn_options
 from switchboard.service import Service
+from switchboard.settings import TRUSTED_PROXIES, Networks
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class EmbeddedSettings(BaseSettings):
     tls_key_file: Path | None = Field(None, validation_alias=AliasChoices("TLS_KEY_FILE"))
     #: LOG_LEVEL: as for every service.
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    trusted_proxies: Networks = TRUSTED_PROXIES
 
 
 def discover_services() -> list[Service]:
@@ -133,7 +135,9 @@ def main() -> None:
         port=settings.port,
         ssl_certfile=str(cert),
         ssl_keyfile=str(key),
-        **uvicorn_options(max(service.max_message_bytes for service in services)),
+        **uvicorn_options(
+            max(service.max_message_bytes for service in services), settings.trusted_proxies
+        ),
     )
 
 

@@ -1,4 +1,5 @@
-"""Which origins a browser's socket may come from, when ``ALLOWED_ORIGINS`` names none."""
+"""Where a connection comes from: which origins a browser's socket may come from, when
+``ALLOWED_ORIGINS`` names none, and the client's address."""
 
 from __future__ import annotations
 
@@ -18,3 +19,11 @@ def same_origin(origin: str, environ: dict[str, Any]) -> bool:
     scheme = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
     host = environ.get("HTTP_X_FORWARDED_HOST", environ.get("HTTP_HOST", ""))
     return bool(host) and origin == f"{scheme}://{host.split(',')[0].strip()}"
+
+
+def peer_address(environ: dict[str, Any]) -> str:
+    """The client's IP address. python-engineio's ``REMOTE_ADDR`` is always 127.0.0.1 under
+    ASGI; the ASGI scope has the real peer, which uvicorn replaces with the one in
+    X-Forwarded-For only when the connection comes from ``TRUSTED_PROXIES`` (the gateway)."""
+    client = environ.get("asgi.scope", {}).get("client")
+    return str(client[0]) if client else "unknown"

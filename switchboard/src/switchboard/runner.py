@@ -56,8 +56,14 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
-def uvicorn_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+def uvicorn_options(
+    max_message_bytes: int = MAX_MESSAGE_BYTES, trusted_proxies: tuple[str, ...] = ()
+) -> dict[str, Any]:
     return {
+        # X-Forwarded-For and -Proto are believed from the trusted proxies only (never from
+        # 127.0.0.1 by default, as uvicorn would): switchboard.origins.peer_address.
+        "proxy_headers": bool(trusted_proxies),
+        "forwarded_allow_ips": list(trusted_proxies),
         "loop": "uvloop",
         "http": "httptools",
         "ws": "websockets-sansio",
@@ -88,5 +94,5 @@ def run_service(settings_class: type[ServiceSettings], factory_path: str) -> Non
         service.asgi,
         host=settings.host,
         port=settings.port,
-        **uvicorn_options(service.max_message_bytes),
+        **uvicorn_options(service.max_message_bytes, settings.trusted_proxies),
     )

@@ -7,14 +7,50 @@ default and its variable here, where it is declared; docs/configuration.md lists
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def comma_separated(value: Any) -> Any:
+    """A variable's ``a, b,c`` as a list (a BeforeValidator)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    for network in value:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{network!r} is not an address or network like 10.0.0.2 or 172.18.0.0/16"
+            ) from None
+    return value
+
+
+#: Comma-separated IP addresses or networks (CIDR).
+Networks = Annotated[
+    tuple[str, ...], NoDecode, BeforeValidator(comma_separated), AfterValidator(_networks)
+]
+#: TRUSTED_PROXIES: the addresses (or networks) of the proxies in front of the service (the
+#: gateway). Only a connection from one of them may say, in X-Forwarded-For, which client it
+#: carries; unset, nobody may, and a client's address is the connection's own.
+TRUSTED_PROXIES = Field((), validation_alias=AliasChoices("TRUSTED_PROXIES", "trusted_proxies"))
 
 
 class ServiceSettings(BaseSettings):
@@ -35,11 +71,12 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
     #: ALLOWED_ORIGINS: comma-separated origins allowed to open a socket.io connection; unset
     #: means same-origin only. A cross-site origin is refused at the handshake either way.
-    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+    allowed_origins: Annotated[tuple[str, ...], NoDecode, BeforeValidator(comma_separated)] = Field(
         (), validation_alias=AliasChoices("ALLOWED_ORIGINS", "allowed_origins")
     )
     #: LOG_LEVEL: critical, error, warning, info or debug.
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    trusted_proxies: Networks = TRUSTED_PROXIES
     #: REPLICA_TTL: seconds after which a silent replica's names and presence are freed
     #: (its heartbeat refreshes them every third of this).
     replica_ttl: float = Field(
@@ -56,13 +93,6 @@ class ServiceSettings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
-
-    @field_validator("allowed_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("allowed_origins")
