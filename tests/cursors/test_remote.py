@@ -412,3 +412,28 @@ async def test_only_a_trusted_proxy_may_say_which_client_it_carries(
         assert forged == "too_many_attempts"
     finally:
         service.stop()
+
+
+async def test_every_remote_event_is_rate_limited_and_renewing_costs_more(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    # 120 tokens a connection, one back every 1000 s; a renew costs 50.
+    env = {"CURSORS_REMOTE_RATE_PER_SECOND": "0.001", "CURSORS_REMOTE_RATE_BURST": "120"}
+    service = start_cursors(tmp_path, env)
+    try:
+        screen, _ = await desktop(clients, service.url)
+        renewals = [await screen.call("renew") for _ in range(3)]
+        assert [answer["ok"] for answer in renewals] == [True, True, False]
+        assert renewals[2]["error"] == "rate_limited"
+
+        phone = await controller(clients, service.url, token=token_of(renewals[1]))
+        presses = [
+            await phone.call("press", {"button": "a", "down": n % 2 == 0}) for n in range(121)
+        ]
+        assert [p["ok"] for p in presses] == [True] * 120 + [False]
+        assert presses[-1]["error"] == "rate_limited"
+        # What was refused never reached the desktop.
+        await until(lambda: len(screen.received("press")) >= 120, "120 presses")
+        assert len(screen.received("press")) == 120
+    finally:
+        service.stop()

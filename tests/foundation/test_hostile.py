@@ -3,6 +3,7 @@ sent raw to every namespace of every service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -12,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from tests.conftest import CHAT_PATH, Embedded, start_chat
-from tests.harness import PATIENCE, RawSocket
+from tests.harness import PATIENCE, RawSocket, RedisServer, ServiceProcess
 
 pytestmark = pytest.mark.asyncio
 
@@ -173,3 +175,67 @@ async def test_an_event_whose_name_is_not_a_string_is_refused(
     for ack_id, name in enumerate([1, None, ["message"], {"a": 1}, True]):
         (answer,) = await socket.event("/", ack_id, name, "hello")
         assert answer["error"] == "unknown_event", (name, answer)
+
+
+#: Each namespace's rate settings, three events a connection and then one every 1000 s: the
+#: same answers however fast this machine is.
+TINY_RATES = {
+    "chat": {"CHAT_RATE_PER_SECOND": "0.001", "CHAT_RATE_BURST": "3"},
+    "cursors/": {"CURSORS_RATE_PER_SECOND": "0.001", "CURSORS_RATE_BURST": "3"},
+    "cursors/remote": {"CURSORS_REMOTE_RATE_PER_SECOND": "0.001", "CURSORS_REMOTE_RATE_BURST": "3"},
+    "signal": {"SIGNAL_RATE_PER_SECOND": "0.001", "SIGNAL_RATE_BURST": "3"},
+    "ticker": {"TICKER_RATE_PER_SECOND": "0.001", "TICKER_RATE_BURST": "3"},
+}
+PACKAGES = {
+    "chat": "chat_service",
+    "cursors": "cursor_service",
+    "signal": "signalling_service",
+    "ticker": "ticker_service",
+}
+
+
+@pytest.mark.parametrize("space", EVERY_NAMESPACE, ids=lambda s: f"{s.service}{s.namespace}")
+async def test_every_event_of_every_namespace_spends_from_its_rate_limit(
+    log_dir: Path, raw_sockets: list[RawSocket], space: Namespace
+) -> None:
+    rates = TINY_RATES.get(f"{space.service}{space.namespace}") or TINY_RATES[space.service]
+    process = ServiceProcess(PACKAGES[space.service], log_dir, rates)
+    try:
+        # healthz: the ticker is not ready without an upstream, and needs none here.
+        await process.ready(f"/api/{space.service}", path="healthz")
+        socket = await open_raw(raw_sockets, process.url, space.path, process.url)
+        await socket.join(space.namespace, space.auth)
+        # Events nobody handles, and names nobody may send, cost as much as any other.
+        answers = [
+            (await socket.event(space.namespace, ack, name))[0]["error"]
+            for ack, name in enumerate(["nothing", "connect", "nothing", "nothing"])
+        ]
+        assert answers == ["unknown_event", "reserved_event", "unknown_event", "rate_limited"]
+    finally:
+        process.stop()
+
+
+async def test_a_refused_connect_leaves_nothing_behind(
+    log_dir: Path, raw_sockets: list[RawSocket], unique: str
+) -> None:
+    redis = RedisServer(log_dir)
+    service = ServiceProcess(PACKAGES["chat"], log_dir, {"REDIS_URL": redis.url})
+    try:
+        service.wait_ready("/api/chat")
+        admin = Redis.from_url(redis.url, decode_responses=True)
+        # A room whose history Redis cannot read: joining it fails half-way, after the
+        # connection's session was written.
+        await admin.set(f"chat:history:broken-{unique}", "not a stream")
+        socket = await open_raw(raw_sockets, service.url, CHAT_PATH, service.url)
+        with pytest.raises(ConnectionRefusedError) as refused:
+            await socket.join("/", {"room": f"broken-{unique}"})
+        assert refused.value.args[0]["data"]["error"] == "unavailable"
+
+        sessions = [key async for key in admin.scan_iter("chat:sessions:*")]
+        assert [await admin.hlen(key) for key in sessions] in ([], [0])
+        metrics = (await asyncio.to_thread(httpx.get, f"{service.url}/api/chat/metrics")).text
+        assert 'switchboard_connected_clients{service="chat"} 0.0' in metrics
+        await admin.aclose()
+    finally:
+        service.stop()
+        redis.stop()

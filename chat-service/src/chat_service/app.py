@@ -3,7 +3,6 @@ replicas. docs/protocol.md is the contract this module keeps."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 from typing import Any
@@ -18,7 +17,7 @@ from switchboard.validation import connect_auth, one_argument, room_of
 
 from chat_service import validation
 from chat_service.settings import ChatSettings
-from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore
+from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore, Session
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +36,12 @@ class ChatNamespace(ServiceNamespace):
         room = room_of(auth, environ)
         last_id = validation.message_id(auth.get("last_id"))
         proof = validation.name_token(auth.get("name_token"))
-        try:
-            await self.store.join(sid, room, digest(proof) if proof else "")
-            await self.enter_room(sid, room)
-            members = await self.store.members(room)
-            history = await self.store.history(room, last_id)
-        except RedisError:
-            # Forget the half-made session; ServiceNamespace refuses with `unavailable`.
-            with contextlib.suppress(RedisError):
-                await self.store.leave(sid)
-            raise
+        # Should Redis fail on the way, ServiceNamespace refuses with `unavailable` and runs
+        # on_disconnect, which forgets what was begun.
+        await self.store.join(sid, room, digest(proof) if proof else "")
+        await self.enter_room(sid, room)
+        members = await self.store.members(room)
+        history = await self.store.history(room, last_id)
         await self.emit("users", [m.wire() for m in members], to=sid)
         await self.emit(
             "history",
@@ -59,6 +54,8 @@ class ChatNamespace(ServiceNamespace):
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.store.session(sid)
+        if session is None:
+            return  # refused before it joined
         try:
             await self.store.leave(sid)
         except RedisError:
@@ -70,10 +67,9 @@ class ChatNamespace(ServiceNamespace):
             await self.emit("user_left", Member(sid, session.name).wire(), room=session.room)
 
     async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
-        self.throttle(sid)
         name = validation.nickname(one_argument(args))
         key = validation.nickname_key(name)
-        session = self.store.session(sid)
+        session = self._session(sid)
         old = session.name
         if name == old:
             await self.emit("name", name, to=sid)
@@ -92,6 +88,12 @@ class ChatNamespace(ServiceNamespace):
         await self.emit("user_joined", Member(sid, name).wire(), room=session.room)
         return {"ok": True, "name": name, "token": token}
 
+    def _session(self, sid: str) -> Session:
+        session = self.store.session(sid)
+        if session is None:  # an event is only dispatched to a connection that joined
+            raise InputError("internal", "This connection has no session.")
+        return session
+
     async def _replace(self, old_sid: str, name: str) -> None:
         """The client came back on a new connection: its old one goes, on whichever replica."""
         error = InputError("replaced", f"{name!r} is now used from another connection of yours.")
@@ -99,9 +101,8 @@ class ChatNamespace(ServiceNamespace):
         await self.disconnect(old_sid)
 
     async def on_message(self, sid: str, *args: Any) -> dict[str, Any]:
-        self.throttle(sid)
         text = validation.message_text(one_argument(args))
-        session = self.store.session(sid)
+        session = self._session(sid)
         if not session.name:
             raise InputError("no_name", "Pick a name before you send messages.")
         message = await self.store.append(session.room, Member(sid, session.name), text)

@@ -104,7 +104,7 @@ class ChatStore(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def check(self) -> str | None: ...
-    def session(self, sid: str) -> Session:
+    def session(self, sid: str) -> Session | None:
         """A connection of this process that joined and has not left."""
         ...
 
@@ -147,8 +147,8 @@ class MemoryChatStore(Passive):
         self._history: OrderedDict[str, deque[ChatMessage]] = OrderedDict()
         self._clock = _IdClock()
 
-    def session(self, sid: str) -> Session:
-        return self.sessions[sid]
+    def session(self, sid: str) -> Session | None:
+        return self.sessions.get(sid)
 
     async def join(self, sid: str, room: str, proof: str = "") -> None:
         self.sessions[sid] = Session(room, proof=proof)
@@ -385,8 +385,8 @@ class RedisChatStore(ReplicaEntries):
 
     # -- sessions, names, presence ------------------------------------------------------------
 
-    def session(self, sid: str) -> Session:
-        return self.sessions[sid]
+    def session(self, sid: str) -> Session | None:
+        return self.sessions.get(sid)
 
     async def join(self, sid: str, room: str, proof: str = "") -> None:
         await self.redis.hset(self._sessions_key, sid, f"{room}{US}{US}")

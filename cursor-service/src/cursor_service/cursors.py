@@ -211,7 +211,6 @@ class CursorNamespace(ServiceNamespace):
                 del self.rooms[member.room]
 
     async def on_update(self, sid: str, *args: Any) -> dict[str, Any]:
-        self.throttle(sid)
         member = self.members[sid]
         where = one_argument(args)
         # null: the pointer left the page (or the finger lifted): the cursor is hidden.

@@ -13,7 +13,7 @@ from typing import Any
 
 import segno
 from switchboard.errors import InputError
-from switchboard.namespace import ServiceNamespace
+from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.origins import peer_address
 from switchboard.ratelimit import SharedLimit
 from switchboard.service import Service
@@ -65,8 +65,13 @@ def qr_data_uri(url: str) -> str:
     return str(segno.make(url, error="m").svg_data_uri(scale=6, border=2))
 
 
+#: Tokens a desktop's `renew` costs: a new QR code and a new pairing in the store.
+RENEW_COST = 50.0
+
+
 class RemoteNamespace(ServiceNamespace):
     error_event = "remote_error"
+    event_costs = {"renew": RENEW_COST}
 
     def __init__(
         self,
@@ -75,7 +80,8 @@ class RemoteNamespace(ServiceNamespace):
         store: PairingStore,
         attempts: SharedLimit,
     ) -> None:
-        super().__init__(service, "/remote")
+        rate = RateLimit(settings.remote_rate_per_second, settings.remote_rate_burst)
+        super().__init__(service, "/remote", rate=rate)
         self.settings = settings
         self.store = store
         #: Wrong codes a client address may try (CURSORS_CODE_ATTEMPTS a minute).

@@ -25,6 +25,12 @@ class CursorSettings(ServiceSettings):
     rate_per_second: float = Field(60.0, gt=0, le=100_000)
     #: CURSORS_RATE_BURST: pointer updates a client may send at once.
     rate_burst: int = Field(120, ge=1, le=100_000)
+    #: CURSORS_REMOTE_RATE_PER_SECOND: events a remote-control connection may send per second
+    #: on average (a phone sends a move and a turn each frame, 120 a second at 60 Hz); a desktop's
+    #: ``renew`` costs 50 of them (remote.RENEW_COST).
+    remote_rate_per_second: float = Field(250.0, gt=0, le=100_000)
+    #: CURSORS_REMOTE_RATE_BURST: events a remote-control connection may send at once.
+    remote_rate_burst: int = Field(500, ge=1, le=100_000)
     #: CURSORS_MAX_QUEUED: frames waiting for a slow client before it is skipped; it gets one
     #: snapshot once it has caught up, instead of every frame it missed.
     max_queued: int = Field(2, ge=1, le=1000)

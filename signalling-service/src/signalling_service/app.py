@@ -95,7 +95,6 @@ class SignalNamespace(ServiceNamespace):
     async def relay(self, event: str, sid: str, args: tuple[Any, ...]) -> dict[str, Any]:
         """``event(peerId, payload)`` from ``sid`` reaches peerId as
         ``event(peerId, payload, fromId)``, the course's order, with ``fromId`` ours to set."""
-        self.throttle(sid)
         if len(args) != 2:
             raise InputError("bad_arguments", f"{event} takes (peerId, payload), got {len(args)}")
         peer_id = validation.peer_id(args[0])

@@ -70,6 +70,8 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     error_event = "error"
     #: Events whose refusals travel on an event of their own (chat's ``name_error``).
     error_events: dict[str, str] = {}
+    #: Tokens an event costs, when not 1: what is dear to serve (a new pairing code).
+    event_costs: dict[str, float] = {}
 
     def __init__(
         self, service: Service, namespace: str = "/", *, rate: RateLimit | None = None
@@ -82,11 +84,11 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         #: dropped on disconnect.
         self.connections: dict[str, Connection] = {}
 
-    def throttle(self, sid: str) -> None:
-        """Take a token for one event of ``sid``, or refuse the event with ``rate_limited``."""
+    def throttle(self, sid: str, event: str) -> None:
+        """Take the tokens one ``event`` of ``sid`` costs, or refuse it with ``rate_limited``."""
         connection = self.connections.get(sid)
         if connection is not None and connection.bucket is not None:
-            spend(connection.bucket)
+            spend(connection.bucket, self.event_costs.get(event, 1.0))
 
     async def trigger_event(self, event: Any, *args: Any) -> Any:
         sid = args[0]
@@ -102,35 +104,36 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.metrics.connected_clients.dec()
             return await super().trigger_event(event, *args)
         known = isinstance(event, str) and event.isidentifier()
-        if known and event in RESERVED_EVENTS:
-            self.metrics.received("(reserved)")
-            return await self.refuse(
-                sid, event, InputError("reserved_event", f"{event!r} is not an event to send")
-            )
         handler = getattr(self, f"on_{event}", None) if known else None
-        if handler is None:
-            self.metrics.received("(unknown)")
-            name = repr(event)[:40]
-            return await self.refuse(
-                sid, "(unknown)", InputError("unknown_event", f"there is no event {name}")
-            )
-        self.metrics.received(event)
+        # The name refusals carry, and the label the metrics count it under.
+        name, label = (event, event) if known else ("(unknown)", "(unknown)")
+        if known and event in RESERVED_EVENTS:
+            label, handler = "(reserved)", None
+            refusal = InputError("reserved_event", f"{event!r} is not an event to send")
+        elif handler is None:
+            name = label = "(unknown)"
+            refusal = InputError("unknown_event", f"there is no event {repr(event)[:40]}")
+        self.metrics.received(label)
         try:
+            # Every event spends tokens, the refused ones too: a flood is a flood.
+            self.throttle(sid, name)
+            if handler is None:
+                raise refusal
             return await handler(*args)
         except InputError as error:
-            return await self.refuse(sid, event, error)
+            return await self.refuse(sid, name, error)
         except RedisError as exc:
             self.metrics.redis_errors.inc()
-            log.warning("%s: Redis failed while handling %r: %s", self.service.name, event, exc)
+            log.warning("%s: Redis failed while handling %r: %s", self.service.name, name, exc)
             return await self.refuse(
                 sid,
-                event,
+                name,
                 InputError("unavailable", "The service's storage is unavailable; try again."),
             )
         except Exception:
-            log.exception("%s: %r handler failed", self.service.name, event)
+            log.exception("%s: %r handler failed", self.service.name, name)
             return await self.refuse(
-                sid, event, InputError("internal", "Something went wrong on our side.")
+                sid, name, InputError("internal", "Something went wrong on our side.")
             )
 
     async def _connect(self, *args: Any) -> Any:
@@ -140,16 +143,20 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             accepted = await super().trigger_event("connect", *args)
         except InputError as error:
             self.metrics.rejected("connect", error.code)
+            await self._forget(args[0])
             raise refusal(error) from None
         except socketio.exceptions.ConnectionRefusedError:
+            await self._forget(args[0])
             raise
         except RedisError as exc:
             self.metrics.redis_errors.inc()
             log.warning("%s: refusing a connection, Redis failed: %s", self.service.name, exc)
+            await self._forget(args[0])
             unavailable = InputError("unavailable", "The service's storage is unavailable.")
             raise refusal(unavailable) from None
         except Exception:
             log.exception("%s: connect handler failed", self.service.name)
+            await self._forget(args[0])
             raise refusal(InputError("internal", "Something went wrong on our side.")) from None
         if accepted is not False:
             rate = self.rate
@@ -157,6 +164,15 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.connections[args[0]] = Connection(bucket)
             self.metrics.connected_clients.inc()
         return accepted
+
+    async def _forget(self, sid: str) -> None:
+        """Undo what a refused connect had begun: python-socketio runs no disconnect handler
+        for a connection it never accepted, so ours runs here (every one copes with a
+        connection it knows nothing or only part of)."""
+        try:
+            await super().trigger_event("disconnect", sid, "connect refused")
+        except Exception as exc:
+            log.warning("%s: forgetting a refused connection failed: %r", self.service.name, exc)
 
     async def refuse(self, sid: str, event: str, error: InputError) -> dict[str, Any]:
         self.metrics.rejected(event, error.code)

@@ -47,11 +47,11 @@ class TokenBucket:
         return max(0.0, math.ceil((cost - self._tokens) / self.rate * 100) / 100)
 
 
-def spend(bucket: TokenBucket) -> None:
-    """Take a token for one event, or refuse the event with the ``rate_limited`` error every
-    service sends: the connection stays, and ``retry_after`` says how long to wait."""
-    if not bucket.take():
-        wait = bucket.retry_after()
+def spend(bucket: TokenBucket, cost: float = 1.0) -> None:
+    """Take ``cost`` tokens for one event, or refuse the event with the ``rate_limited`` error
+    every service sends: the connection stays, and ``retry_after`` says how long to wait."""
+    if not bucket.take(cost):
+        wait = bucket.retry_after(cost)
         raise InputError(
             "rate_limited",
             f"Too fast: wait {wait:.2f} s before sending again.",

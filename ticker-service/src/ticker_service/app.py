@@ -123,14 +123,12 @@ class TickerNamespace(ServiceNamespace):
         await self.emit("status", await self.ticker.status.look(), to=sid)
 
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        self.throttle(sid)
         pair = self.ticker.pair(one_argument(args))
         await self.enter_room(sid, room(pair))
         trades = await self.ticker.store.recent(pair, RECENT)
         return {"ok": True, "pair": pair, "trades": [trade.wire() for trade in trades]}
 
     async def on_unsubscribe(self, sid: str, *args: Any) -> dict[str, Any]:
-        self.throttle(sid)
         pair = self.ticker.pair(one_argument(args))
         await self.leave_room(sid, room(pair))
         return {"ok": True, "pair": pair}
