@@ -27,6 +27,7 @@ python: .venv/.synced
 .venv/.synced: pyproject.toml uv.lock */pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	@scripts/system-deps.sh build
 	$(UV) sync --frozen
 	@touch $@
 

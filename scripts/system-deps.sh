@@ -3,20 +3,29 @@
 # nginx (the gateway), and for the tests chromium (through Playwright; never a downloaded
 # browser) with fonts for its screenshots. Installed when missing and running as root.
 #
-# make test-stressed also needs stress-ng, the competing CPU load.
+# make test-stressed also needs stress-ng, the competing CPU load. Before the Python packages are
+# installed (make python), what PyICU is built with: ICU's headers, pkg-config and a C++
+# compiler.
 #
-#   system-deps.sh [test|cluster|stressed]   (make test: test; make cluster: cluster)
+#   system-deps.sh [test|cluster|stressed|build]   (make test: test; make cluster: cluster)
 set -euo pipefail
 
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || missing+=("$2"); }
-need redis-server redis-server
-need turnserver coturn
-need nginx nginx-light
-if [ "${1:-test}" = stressed ]; then
+what=${1:-test}
+if [ "$what" = build ]; then
+  need pkg-config pkg-config
+  need g++ g++
+  [ -f /usr/include/unicode/uspoof.h ] || missing+=(libicu-dev)
+else
+  need redis-server redis-server
+  need turnserver coturn
+  need nginx nginx-light
+fi
+if [ "$what" = stressed ]; then
   need stress-ng stress-ng
 fi
-if [ "${1:-test}" != cluster ]; then
+if [ "$what" = test ] || [ "$what" = stressed ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
 fi

@@ -29,6 +29,11 @@ pytestmark = pytest.mark.asyncio
         ("ann\x00", "control_characters"),
         ("a\u0007b", "control_characters"),
         ("line\u2028break", "control_characters"),
+        ("ann\u200b", "invisible_characters"),  # zero-width space
+        ("\u202eann", "invisible_characters"),  # right-to-left override
+        ("an\u2066n", "invisible_characters"),  # left-to-right isolate
+        ("ann\U000e0041", "invisible_characters"),  # a tag character
+        ("\u3164", "invisible_characters"),  # Hangul filler: a letter drawn blank
     ],
 )
 async def test_bad_names_are_refused_with_their_reason(
@@ -43,6 +48,28 @@ async def test_bad_names_are_refused_with_their_reason(
     assert ack["message"]
     (event,) = await client.wait("name_error")
     assert event["error"] == error
+
+
+@pytest.mark.parametrize(
+    ("first", "lookalike"),
+    [
+        ("ann", "\u0430nn"),  # a Cyrillic a
+        ("ann", "ANN"),
+        ("ann", "\uff41\uff4e\uff4e"),  # full-width letters, plain after NFKC
+        ("mia", "rnia"),
+        ("lola", "1ola"),
+    ],
+)
+async def test_a_name_that_looks_like_a_taken_one_is_taken(
+    chat_cluster: Cluster, clients: list[Client], unique: str, first: str, lookalike: str
+) -> None:
+    client = await connect_chat(clients, chat_cluster.a)
+    other = await connect_chat(clients, chat_cluster.b)
+    assert (await client.call("name", f"{first}-{unique}"))["ok"] is True
+
+    ack = await other.call("name", f"{lookalike}-{unique}")
+
+    assert ack["error"] == "taken", ack
 
 
 async def test_a_name_of_exactly_32_characters_is_fine(

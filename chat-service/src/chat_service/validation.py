@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import icu
 from switchboard.errors import InputError
 from switchboard.validation import display_name, has_control
 
 TEXT_MAX = 2000
 MESSAGE_ID_PATTERN = re.compile(r"[0-9]{1,15}-[0-9]{1,10}")
+_SPOOF = icu.SpoofChecker()
 
 
 def nickname(value: Any) -> str:
@@ -22,8 +24,10 @@ def nickname(value: Any) -> str:
 
 
 def nickname_key(name: str) -> str:
-    """What two names must differ in to be different: 'Ann' and 'ANN' are one name."""
-    return name.casefold()
+    """What two names must differ in to be different: their case-folded UTS #39 skeletons
+    (ICU's), so that 'Ann' and 'ANN' are one name, and so are 'ann' and '\\u0430nn' (with
+    a Cyrillic a), 'rn' and 'm', 'l' and '1'."""
+    return str(_SPOOF.getSkeleton(0, name.casefold())).casefold()
 
 
 def message_text(value: Any) -> str:

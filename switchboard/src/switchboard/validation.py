@@ -20,6 +20,10 @@ NAME_MAX = 32
 # Cc are the C0/C1 controls; Zl and Zp are line and paragraph separators, which would let a
 # name or message break the layout of other people's screens.
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+#: Characters that show nothing: format characters (Cf: zero-width spaces and joiners, the
+#: bidi marks, embeddings, overrides and isolates, tags, the soft hyphen) and the letters that
+#: are drawn blank. In a name they make "ann" and "ann\u200b" two people, or turn text around.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def one_argument(args: tuple[Any, ...]) -> Any:
@@ -32,17 +36,28 @@ def has_control(text: str, allowed: str = "") -> bool:
     return any(unicodedata.category(ch) in _CONTROL_CATEGORIES and ch not in allowed for ch in text)
 
 
+def has_invisible(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cf" or ch in _BLANK_LETTERS for ch in text)
+
+
 def display_name(value: Any) -> str:
-    """A name people see: a string of 1 to 32 characters after trimming and NFC, no controls."""
+    """A name people see: a string of 1 to 32 characters after NFKC (full-width, ligatures and
+    other compatibility forms become the plain letters) and trimming; no control characters,
+    nothing invisible, no bidi controls."""
     if not isinstance(value, str):
         raise InputError("invalid_type", "A name must be a string.")
-    name = unicodedata.normalize("NFC", value).strip()
+    name = unicodedata.normalize("NFKC", value).strip()
     if not name:
         raise InputError("empty", "A name needs at least one character.")
     if len(name) > NAME_MAX:
         raise InputError("too_long", f"A name has at most {NAME_MAX} characters.")
     if has_control(name):
         raise InputError("control_characters", "A name cannot contain control characters.")
+    if has_invisible(name):
+        raise InputError(
+            "invisible_characters",
+            "A name cannot contain invisible characters (zero-width, bidi controls, blanks).",
+        )
     return name
 
 
