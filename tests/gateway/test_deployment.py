@@ -117,6 +117,8 @@ def test_each_service_gets_the_settings_it_needs_and_a_real_healthcheck(
     assert int(url.group(1)) == settings.port
     routes = {getattr(route, "path", "") for route in built.http.routes}
     assert url.group(2) == f"/api/{name}/readyz" and url.group(2) in routes
+    # A deployment does not describe its API to the world (API_DOCS defaults to false there).
+    assert f"/api/{name}/docs" not in routes and f"/api/{name}/openapi.json" not in routes
 
 
 def render(env: dict[str, str], output: Path) -> str:
@@ -188,6 +190,17 @@ def test_the_gateway_routes_exactly_our_services() -> None:
     for entry in services().values():
         package = entry.value.split(".")[0]
         assert len(re.findall(rf"-m {package}$", procfile, re.MULTILINE)) == 2
+
+
+def test_redis_is_capped_and_never_evicts() -> None:
+    """Evicting would free names, presence or a replica's liveness key, or the ticker's lock,
+    behind the services' backs; full, Redis refuses writes instead, and clients are told."""
+    command = compose()["services"]["redis"]["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--maxmemory"] == example_env()["REDIS_MAXMEMORY"]
+    assert options["--maxmemory-policy"] == "noeviction"
+    procfile = (ROOT / "Procfile").read_text()
+    assert "--maxmemory $REDIS_MAXMEMORY --maxmemory-policy noeviction" in procfile
 
 
 def test_turn_never_relays_to_private_or_loopback_addresses_in_compose() -> None:

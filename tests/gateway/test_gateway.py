@@ -61,6 +61,12 @@ async def test_every_service_answers_through_the_gateway(cluster: Cluster, servi
     async with httpx.AsyncClient(base_url=cluster.url, verify=False) as http:
         assert (await http.get(f"/api/{service}/healthz")).json()["service"] == service
         assert (await http.get(f"/api/{service}/readyz")).json()["status"] == "ready"
+        # Metrics and API docs are for operators: each replica serves them, the gateway not.
+        for private in ("metrics", "docs", "openapi.json"):
+            answer = await http.get(f"/api/{service}/{private}")
+            assert answer.status_code == 404, private
+            assert answer.json()["error"] == "not_found", private
+    async with httpx.AsyncClient(base_url=cluster.replica(service, "a"), verify=False) as http:
         assert "switchboard_connected_clients" in (await http.get(f"/api/{service}/metrics")).text
 
 

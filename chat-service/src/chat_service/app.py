@@ -136,7 +136,7 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     service = Service(settings)
     size, ttl = settings.history_size, settings.history_ttl
     store: ChatStore = service.store(
-        memory=lambda: MemoryChatStore(size, ttl),
+        memory=lambda: MemoryChatStore(size, ttl, settings.history_rooms),
         redis=lambda redis: RedisChatStore(
             redis, service.replica, Announcements(service.sio), history_size=size, history_ttl=ttl
         ),

@@ -136,9 +136,10 @@ class _IdClock:
 class MemoryChatStore(Passive):
     """One process, no Redis: the embedded default."""
 
-    def __init__(self, history_size: int, history_ttl: float) -> None:
+    def __init__(self, history_size: int, history_ttl: float, history_rooms: int) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self.history_rooms = history_rooms
         self.sessions: dict[str, Session] = {}
         #: Nickname key -> (sid, hash of its name token).
         self._names: dict[str, tuple[str, str]] = {}
@@ -193,6 +194,8 @@ class MemoryChatStore(Passive):
             held = self._history[room] = deque(maxlen=self.history_size + 1)
         held.append(message)
         self._history.move_to_end(room)
+        while len(self._history) > self.history_rooms:
+            self._history.popitem(last=False)  # the room quiet the longest
         return message
 
     def _forget_quiet_rooms(self) -> None:

@@ -83,6 +83,9 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         #: The connections this namespace accepted: made when a connect handler accepts,
         #: dropped on disconnect.
         self.connections: dict[str, Connection] = {}
+        #: This process's rooms and their members, and each member's rooms, for the caps.
+        self.occupants: dict[str, set[str]] = {}
+        self._rooms_of: dict[str, set[str]] = {}
 
     def throttle(self, sid: str, event: str) -> None:
         """Take the tokens one ``event`` of ``sid`` costs, or refuse it with ``rate_limited``."""
@@ -98,6 +101,7 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if event == "connect" and lifecycle:
             return await self._connect(*args)
         if event == "disconnect" and lifecycle:
+            self._vacate(sid)
             if sid not in self.connections:
                 return None  # never accepted: nothing of it to forget
             del self.connections[sid]
@@ -165,10 +169,42 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.metrics.connected_clients.inc()
         return accepted
 
+    async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        """Put ``sid`` in ``room``, within this process's caps (MAX_ROOMS, MAX_ROOM_MEMBERS)."""
+        settings = self.service.settings
+        members = self.occupants.get(room)
+        if members is None:
+            if len(self.occupants) >= settings.max_rooms:
+                raise InputError("too_many_rooms", "The service holds all the rooms it can.")
+            members = self.occupants[room] = set()
+        elif sid not in members and len(members) >= settings.max_room_members:
+            raise InputError("room_full", f"The room {room!r} is full.")
+        members.add(sid)
+        self._rooms_of.setdefault(sid, set()).add(room)
+        await super().enter_room(sid, room, namespace)
+
+    async def leave_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        self._vacate(sid, room)
+        await super().leave_room(sid, room, namespace)
+
+    def _vacate(self, sid: str, room: str | None = None) -> None:
+        """Take ``sid`` out of ``room`` (of every room when None) in the caps' count."""
+        rooms = self._rooms_of.get(sid, set())
+        for left in [room] if room is not None else list(rooms):
+            rooms.discard(left)
+            members = self.occupants.get(left)
+            if members is not None:
+                members.discard(sid)
+                if not members:
+                    del self.occupants[left]
+        if not rooms:
+            self._rooms_of.pop(sid, None)
+
     async def _forget(self, sid: str) -> None:
         """Undo what a refused connect had begun: python-socketio runs no disconnect handler
         for a connection it never accepted, so ours runs here (every one copes with a
         connection it knows nothing or only part of)."""
+        self._vacate(sid)
         try:
             await super().trigger_event("disconnect", sid, "connect refused")
         except Exception as exc:

@@ -120,8 +120,8 @@ class Service:
         self.http = FastAPI(
             title=f"Switchboard {name}",
             lifespan=lambda _app: self.lifespan(),
-            docs_url=f"{self.prefix}/docs",
-            openapi_url=f"{self.prefix}/openapi.json",
+            docs_url=f"{self.prefix}/docs" if settings.api_docs else None,
+            openapi_url=f"{self.prefix}/openapi.json" if settings.api_docs else None,
             redoc_url=None,
         )
         self.http.add_exception_handler(RequestValidationError, _bad_request)

@@ -77,6 +77,22 @@ class ServiceSettings(BaseSettings):
     #: LOG_LEVEL: critical, error, warning, info or debug.
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
     trusted_proxies: Networks = TRUSTED_PROXIES
+    #: MAX_ROOMS: rooms one process may hold in a namespace; a client joining one more is
+    #: refused with ``too_many_rooms``.
+    max_rooms: int = Field(
+        10_000, ge=1, le=10_000_000, validation_alias=AliasChoices("MAX_ROOMS", "max_rooms")
+    )
+    #: MAX_ROOM_MEMBERS: clients one process may hold in one room; one more is refused with
+    #: ``room_full``.
+    max_room_members: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        validation_alias=AliasChoices("MAX_ROOM_MEMBERS", "max_room_members"),
+    )
+    #: API_DOCS: serve the HTTP routes' OpenAPI description and docs page at
+    #: ``/api/<name>/docs`` and ``/openapi.json``; docker compose turns them off.
+    api_docs: bool = Field(True, validation_alias=AliasChoices("API_DOCS", "api_docs"))
     #: REPLICA_TTL: seconds after which a silent replica's names and presence are freed
     #: (its heartbeat refreshes them every third of this).
     replica_ttl: float = Field(
