@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 SIMULATOR_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help setup python web system-deps run run-simulated cluster certs test test-stressed lint typecheck bench clean
+.PHONY: help setup python web system-deps run run-simulated cluster certs test test-stressed fuzz lint typecheck bench clean
 
 help:
 	@echo "make run    start everything in one process at https://localhost:8443"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-stressed   the same, with one busy process per core competing for the CPU"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (see docs/benchmarks.md)"
+	@echo "make fuzz   the packet fuzzer's long run: FUZZ_FRAMES (100000) frames a namespace"
 
 setup: python web
 
@@ -79,6 +80,14 @@ lint: python
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
+
+# The packet fuzzer's long run (by hand): FUZZ_FRAMES random frames to every namespace of every
+# service (make test sends 300); FUZZ_SEED picks the frames. See tests/foundation/test_fuzz.py.
+FUZZ_FRAMES ?= 100000
+FUZZ_SEED ?= 12
+fuzz: setup system-deps
+	FUZZ_FRAMES=$(FUZZ_FRAMES) FUZZ_SEED=$(FUZZ_SEED) $(UV) run --frozen pytest -s \
+		-o addopts="" --timeout=0 tests/foundation/test_fuzz.py
 
 bench: setup system-deps
 	$(UV) run --frozen python bench/chat_fanout.py

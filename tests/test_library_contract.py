@@ -10,6 +10,7 @@ from importlib.metadata import version
 from typing import Any
 
 import socketio
+from engineio.async_drivers import asgi as eio_asgi
 from engineio.async_socket import AsyncSocket
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from switchboard.fanout import INTERNALS, FanoutRedisManager, emit_message, listener, start_listener
@@ -31,6 +32,7 @@ async def specimens() -> dict[str, Any]:
         "engineio.async_socket.AsyncSocket": AsyncSocket(server.eio, "sid"),
         "socketio.AsyncManager": manager,
         "socketio.AsyncRedisManager": manager,
+        "engineio.async_drivers.asgi": eio_asgi,
     }
 
 
@@ -45,6 +47,7 @@ async def test_every_private_part_fanout_uses_is_still_there() -> None:
         ]
         assert not missing, f"{VERSIONS}: gone: {', '.join(missing)} (see switchboard/fanout.py)"
         assert isinstance(found["engineio.AsyncServer"].sockets, dict)
+        assert found["engineio.AsyncServer"]._async["websocket"] is eio_asgi.WebSocket
         assert isinstance(found["socketio.AsyncManager"].rooms, dict)
         assert isinstance(listener(found["socketio.AsyncServer"]), asyncio.Task)
     finally:

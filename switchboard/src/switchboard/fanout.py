@@ -23,6 +23,7 @@ from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
+from engineio.async_drivers import asgi as eio_asgi
 from socketio import packet
 
 from switchboard.redisclient import redis_client
@@ -38,7 +39,8 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "manager_initialized",
         "eio",
     ),
-    "engineio.AsyncServer": ("sockets",),
+    "engineio.AsyncServer": ("sockets", "_async"),
+    "engineio.async_drivers.asgi": ("WebSocket",),
     "engineio.async_socket.AsyncSocket": ("queue", "upgraded"),
     "socketio.AsyncManager": ("rooms", "get_participants", "initialize", "server"),
     "socketio.AsyncRedisManager": (
@@ -227,12 +229,35 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
 
 
+#: The first character of every engine.io packet: its type, 0 (open) to 6 (noop). With
+#: anything else python-engineio's reader raised: a traceback in the log.
+ENGINEIO_TYPES = frozenset(str(kind) for kind in range(len(eio_packet.packet_names)))
+
+
+class GuardedWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
+    """python-engineio's ASGI websocket, but a text frame that is no engine.io packet (empty,
+    or not starting with a packet type) ends the connection as a client's close would: the
+    library then cleans up after it as usual."""
+
+    async def wait(self) -> Any:
+        message = await super().wait()
+        if isinstance(message, str) and message[:1] not in ENGINEIO_TYPES:
+            log.info("closing a websocket: a frame that is no engine.io packet")
+            return None
+        return message
+
+
 class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
     """An AsyncServer that refuses, before the library reads it, what none of our events needs:
     binary data (an attachment count the library would wait for, frames it would keep), and
     closes the connection of a client whose packet it cannot read (bad JSON, an event that is
     not ``[name, ...]``, nesting too deep to parse): one line in the log, never a traceback,
     never a half-read packet kept."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A copy: the driver's table is the module's own, shared by every server.
+        self.eio._async = {**self.eio._async, "websocket": GuardedWebSocket}
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if isinstance(data, bytes) or str(data)[:1] in BINARY_TYPES:
