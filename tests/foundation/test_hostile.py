@@ -155,6 +155,9 @@ async def test_binary_packets_are_refused_and_close_the_connection(
         "x42[]",  # no engine.io packet type
         "9",  # no such engine.io packet type
         "",  # nothing at all
+        "4true",  # engine.io reads it as JSON, and socket.io took True for DISCONNECT
+        "4null",
+        '4{"a": 1}',
     ],
     ids=[
         "cut-short",
@@ -165,6 +168,9 @@ async def test_binary_packets_are_refused_and_close_the_connection(
         "no-type",
         "no-such-type",
         "empty",
+        "json-true",
+        "json-null",
+        "json-object",
     ],
 )
 async def test_unreadable_packets_close_the_connection_without_a_traceback(

@@ -260,8 +260,13 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         self.eio._async = {**self.eio._async, "websocket": GuardedWebSocket}
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        if isinstance(data, bytes) or str(data)[:1] in BINARY_TYPES:
+        if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):
             await self.refuse_packet(eio_sid, "binary", "binary data is not accepted")
+            return
+        if not isinstance(data, str):
+            # python-engineio hands over what parses as JSON parsed ("4true" as True), which
+            # python-socketio then reads as a packet type: True is DISCONNECT.
+            await self.refuse_packet(eio_sid, "bad_packet", "not a socket.io packet")
             return
         try:
             await super()._handle_eio_message(eio_sid, data)
