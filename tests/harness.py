@@ -443,3 +443,21 @@ class RawSocket:
         if self.socket is not None:
             with contextlib.suppress(Exception):
                 await self.socket.close()
+
+
+async def try_code(
+    url: str, code: str, source: str = "127.0.0.1", forwarded: str | None = None
+) -> str:
+    """Connect to the remote control as a controller with a typed ``code``, from the loopback
+    address ``source`` (with ``forwarded`` as X-Forwarded-For): ``paired`` or the refusal's
+    code."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded else None
+    socket = RawSocket(url, "/api/cursors/socket.io", origin=url, source=source, headers=headers)
+    try:
+        await socket.open()
+        await socket.join("/remote", {"role": "controller", "code": code})
+        return "paired"
+    except ConnectionRefusedError as refused:
+        return str(refused.args[0]["data"]["error"])
+    finally:
+        await socket.close()

@@ -14,7 +14,7 @@ import pytest
 import socketio
 
 from tests.conftest import CURSORS_PATH, Cluster, start_cursors
-from tests.harness import Client, RawSocket, RedisServer, until
+from tests.harness import Client, RedisServer, try_code, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -337,22 +337,6 @@ async def test_without_redis_a_desktop_is_refused_clearly(tmp_path: Path) -> Non
     finally:
         service.stop()
         own_redis.stop()
-
-
-async def try_code(
-    url: str, code: str, source: str = "127.0.0.1", forwarded: str | None = None
-) -> str:
-    """Connect as a controller with ``code`` from ``source``: ``paired`` or the refusal's code."""
-    headers = {"X-Forwarded-For": forwarded} if forwarded else None
-    socket = RawSocket(url, CURSORS_PATH, origin=url, source=source, headers=headers)
-    try:
-        await socket.open()
-        await socket.join("/remote", {"role": "controller", "code": code})
-        return "paired"
-    except ConnectionRefusedError as refused:
-        return str(refused.args[0]["data"]["error"])
-    finally:
-        await socket.close()
 
 
 async def test_wrong_codes_are_counted_per_client_address(

@@ -24,7 +24,7 @@ from tests.gateway.conftest import (
     SOCKETS_PER_ADDRESS,
     Cluster,
 )
-from tests.harness import PATIENCE, Client, RawSocket, until
+from tests.harness import PATIENCE, Client, try_code, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -261,27 +261,11 @@ async def test_wrong_pairing_codes_are_counted_per_client_address_across_replica
     """nginx passes each client's address on, the replicas believe it from nginx only, and
     count the tries of an address together (CURSORS_CODE_ATTEMPTS: 2 a minute here)."""
 
-    async def try_code(source: str, forwarded: str | None = None) -> str:
-        headers = {"X-Forwarded-For": forwarded} if forwarded else None
-        socket = RawSocket(
-            cluster.url,
-            "/api/cursors/socket.io",
-            origin=cluster.url,
-            source=source,
-            headers=headers,
-        )
-        try:
-            await socket.open()
-            await socket.join("/remote", {"role": "controller", "code": "ZZZZZZZZ"})
-            return "paired"
-        except ConnectionRefusedError as refused:
-            return str(refused.args[0]["data"]["error"])
-        finally:
-            await socket.close()
-
     # Addresses of their own: no other test spends their tries. Three at once (a try comes
     # back every 30 s), wherever nginx sends each; a forged X-Forwarded-For changes nothing:
     # nginx sets the header itself.
-    answers = await asyncio.gather(*(try_code("127.0.0.7", f"198.51.100.{n}") for n in range(3)))
+    answers = await asyncio.gather(
+        *(try_code(cluster.url, "ZZZZZZZZ", "127.0.0.7", f"198.51.100.{n}") for n in range(3))
+    )
     assert sorted(answers) == ["bad_code", "bad_code", "too_many_attempts"]
-    assert await try_code("127.0.0.8") == "bad_code"
+    assert await try_code(cluster.url, "ZZZZZZZZ", "127.0.0.8") == "bad_code"

@@ -107,15 +107,14 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             del self.connections[sid]
             self.metrics.connected_clients.dec()
             return await super().trigger_event(event, *args)
+        # The name refusals carry, and the label the metrics count the event under.
         known = isinstance(event, str) and event.isidentifier()
-        handler = getattr(self, f"on_{event}", None) if known else None
-        # The name refusals carry, and the label the metrics count it under.
-        name, label = (event, event) if known else ("(unknown)", "(unknown)")
         if known and event in RESERVED_EVENTS:
-            label, handler = "(reserved)", None
+            handler, name, label = None, event, "(reserved)"
             refusal = InputError("reserved_event", f"{event!r} is not an event to send")
-        elif handler is None:
-            name = label = "(unknown)"
+        else:
+            handler = getattr(self, f"on_{event}", None) if known else None
+            name = label = event if handler is not None else "(unknown)"
             refusal = InputError("unknown_event", f"there is no event {repr(event)[:40]}")
         self.metrics.received(label)
         try:
