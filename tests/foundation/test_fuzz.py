@@ -33,6 +33,7 @@ OPEN = {
     "CURSORS_REMOTE_RATE_BURST": "100000",
     "SIGNAL_RATE_PER_SECOND": "100000",
     "SIGNAL_RATE_BURST": "100000",
+    "SIGNAL_ICE_PER_MINUTE": "10000",
     "TICKER_RATE_PER_SECOND": "100000",
     "TICKER_RATE_BURST": "100000",
     "TICKER_UPSTREAM_URL": "ws://127.0.0.1:9",  # nothing there: the feed just retries
@@ -57,7 +58,7 @@ TARGETS = [
         "signalling_service",
         "/",
         {"room": "fuzz"},
-        ["peerOffer", "peerAnswer", "peerIce", "signal"],
+        ["peerOffer", "peerAnswer", "peerIce", "signal", "iceServers"],
         "peerIce",
     ),
     ("ticker", "ticker_service", "/", None, ["subscribe", "unsubscribe"], "subscribe"),

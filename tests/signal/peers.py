@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-import httpx
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -82,13 +81,9 @@ class Peer:
         await self.client.wait("clients")
 
     async def ice_servers(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=PATIENCE) as http:
-            answer = await http.get(
-                f"{self.url}/api/signal/ice-servers", params={"client": self.id}
-            )
-            answer.raise_for_status()
-            found: dict[str, Any] = answer.json()
-            return found
+        found: dict[str, Any] = await self.client.call("iceServers")
+        assert found.get("ok"), found
+        return found
 
     async def _open(self, servers: dict[str, Any] | None = None) -> RTCPeerConnection:
         servers = servers or await self.ice_servers()

@@ -9,6 +9,7 @@ import hmac
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from tests.conftest import Cluster
-from tests.harness import PATIENCE, TurnServer, until
+from tests.harness import PATIENCE, RawSocket, TurnServer, until
 from tests.signal.conftest import PREFIX, signal_env, start_signal
 from tests.signal.peers import Peer
 from tests.signal.test_calls import person
@@ -24,21 +25,27 @@ from tests.signal.test_calls import person
 pytestmark = pytest.mark.asyncio
 
 
-async def ice_servers(url: str, client: str = "") -> dict:
-    async with httpx.AsyncClient(timeout=PATIENCE) as http:
-        answer = await http.get(f"{url}{PREFIX}/ice-servers", params={"client": client})
-        assert answer.status_code == 200
-        return answer.json()
+async def ice_servers(url: str, source: str = "127.0.0.1") -> tuple[str, dict[str, Any]]:
+    """Connect from ``source`` and ask for ICE servers: the socket id and the answer."""
+    socket = RawSocket(url, f"{PREFIX}/socket.io", origin=url, source=source)
+    try:
+        await socket.open()
+        sid = await socket.join("/", {"room": "ice"})
+        (answer,) = await socket.event("/", 1, "iceServers")
+        return sid, answer
+    finally:
+        await socket.close()
 
 
 async def test_with_nothing_configured_no_server_is_handed_out(tmp_path: Path) -> None:
     service = start_signal(tmp_path, {}, "signal-bare")
     try:
-        assert await ice_servers(service.url) == {
-            "iceServers": [],
-            "iceTransportPolicy": "all",
-            "ttl": None,
-        }
+        _, answer = await ice_servers(service.url)
+        assert answer == {"ok": True, "iceServers": [], "iceTransportPolicy": "all", "ttl": None}
+        # The HTTP route that handed credentials to anyone is gone, and says where to ask.
+        async with httpx.AsyncClient(timeout=PATIENCE) as http:
+            gone = await http.get(f"{service.url}{PREFIX}/ice-servers", params={"client": "x"})
+        assert gone.status_code == 410 and "iceServers" in gone.json()["message"]
     finally:
         service.stop()
 
@@ -47,13 +54,40 @@ async def test_turn_credentials_follow_coturns_rest_scheme(signal_cluster: Clust
     # The service reads the same wall clock between these two reads: no second edge can fall
     # outside them, however long the request takes.
     before = int(time.time())
-    answer = await ice_servers(signal_cluster.a, "client-1")
+    sid, answer = await ice_servers(signal_cluster.a)
     [turn] = answer["iceServers"]
     expiry, client = turn["username"].split(":")
-    assert client == "client-1"
+    assert client == sid, "the credential is named after the connection that asked"
     assert before + 600 <= int(expiry) <= int(time.time()) + 600, "at most 10 minutes"
     assert answer["ttl"] == 600 and answer["iceTransportPolicy"] == "relay"
     assert re.fullmatch(r"turn:127\.0\.0\.1:\d+\?transport=udp", turn["urls"][0])
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_credentials_are_limited_per_address_across_replicas(
+    request: pytest.FixtureRequest, tmp_path: Path, turn: TurnServer, store: str
+) -> None:
+    # One set a minute an address: the next comes 60 s later, far beyond these few requests.
+    env = signal_env(turn, SIGNAL_ICE_PER_MINUTE="1")
+    count = 1
+    if store == "redis":
+        env["REDIS_URL"] = request.getfixturevalue("redis_server").url
+        count = 2
+    replicas = [start_signal(tmp_path, env, f"signal-ice-{store}-{n}") for n in range(count)]
+    first, last = replicas[0].url, replicas[-1].url
+    try:
+        _, answer = await ice_servers(first, "127.0.0.2")
+        assert answer["ok"] and answer["iceServers"], answer
+        # The next from that address within the minute: refused, by whichever replica.
+        _, refused = await ice_servers(last, "127.0.0.2")
+        assert refused["error"] == "rate_limited" and 0 < refused["retry_after"] <= 60, refused
+        assert "iceServers" not in refused
+        # Another address has its own allowance.
+        _, answer = await ice_servers(last, "127.0.0.3")
+        assert answer["ok"] and answer["iceServers"], answer
+    finally:
+        for replica in replicas:
+            replica.stop()
 
 
 async def gathered(turn: TurnServer, username: str) -> list[str]:

@@ -1,7 +1,7 @@
 // The call page: a 1:1 video call with someone in the same room, or with the echo peer, in the
 // browser's own RTCPeerConnection. docs/protocol.md ("Signalling") is the contract: the room's
 // `clients`, simple-peer style `signal` objects relayed by the server with fromId set by it, and
-// GET /api/signal/ice-servers for fresh TURN credentials on every call.
+// the `iceServers` event for fresh TURN credentials on every call.
 //
 // A call: the caller makes an offer (with a data channel "control"), trickles its candidates,
 // and waits 30 s for an answer; the callee sees "Incoming call", and Accept answers. The control
@@ -513,23 +513,19 @@ function endCall(state, reason, { notify = true } = {}) {
   setView(state, call.peerId, reason);
 }
 
-/** The ICE servers, asked for every call: TURN credentials are only good for 10 minutes. */
+/** The ICE servers, asked over the signalling connection for every call: TURN credentials
+ * go only to a connected page, and are only good for 10 minutes. */
 async function iceConfig() {
-  const url = `/api/signal/ice-servers?client=${encodeURIComponent(socket.id ?? "")}`;
   let body;
   try {
-    const response = await fetch(url, {
-      headers: { Accept: "application/json" },
-      cache: "no-store",
-    });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    body = await response.json();
-  } catch (err) {
-    throw new Error(`no ICE servers (${err.message})`);
+    body = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("iceServers");
+  } catch {
+    throw new Error("no ICE servers (the signalling service did not answer)");
   }
+  if (!body?.ok) throw new Error(body?.message || "no ICE servers");
   return {
-    iceServers: Array.isArray(body?.iceServers) ? body.iceServers : [],
-    iceTransportPolicy: body?.iceTransportPolicy === "relay" ? "relay" : "all",
+    iceServers: Array.isArray(body.iceServers) ? body.iceServers : [],
+    iceTransportPolicy: body.iceTransportPolicy === "relay" ? "relay" : "all",
   };
 }
 

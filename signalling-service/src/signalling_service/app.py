@@ -5,12 +5,15 @@ replicas. docs/protocol.md is the contract this module keeps."""
 from __future__ import annotations
 
 import logging
-import secrets
+import math
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from socketio import AsyncServer
 from switchboard.errors import InputError
 from switchboard.namespace import RateLimit, ServiceNamespace
+from switchboard.origins import peer_address
+from switchboard.ratelimit import MemoryLimit, RedisLimit, SharedLimit
 from switchboard.service import Service
 from switchboard.validation import connect_auth, room_of
 
@@ -57,12 +60,14 @@ class SignalNamespace(ServiceNamespace):
         roster: Roster,
         rooms: Rooms,
         echo: EchoPeers | None,
+        ice_limit: SharedLimit,
     ) -> None:
         super().__init__(service, rate=RateLimit(settings.rate_per_second, settings.rate_burst))
         self.settings = settings
         self.roster = roster
         self.rooms = rooms
         self.echo = echo
+        self.ice_limit = ice_limit
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         room = room_of(connect_auth(auth), environ)
@@ -79,6 +84,28 @@ class SignalNamespace(ServiceNamespace):
 
     async def announce(self, room: str) -> None:
         await self.rooms.announce(room, await self.roster.members(room))
+
+    async def on_iceServers(self, sid: str, *args: Any) -> dict[str, Any]:
+        """The ``iceServers`` for this connection's next call: TURN credentials go only to a
+        live connection, named after it, and only ``SIGNAL_ICE_PER_MINUTE`` an address."""
+        if args:
+            raise InputError("bad_arguments", f"iceServers takes no arguments, got {len(args)}")
+        wait = await self.ice_limit.spend(
+            peer_address(self.server.get_environ(sid, self.namespace))
+        )
+        if wait:
+            raise InputError(
+                "rate_limited",
+                f"Too many calls from your address; try again in {math.ceil(wait)} s.",
+                details={"retry_after": wait},
+            )
+        settings = self.settings
+        return {
+            "ok": True,
+            "iceServers": ice_servers(settings, sid),
+            "iceTransportPolicy": settings.ice_transport_policy,
+            "ttl": settings.turn_ttl if settings.turn_urls else None,
+        }
 
     async def on_peerOffer(self, sid: str, *args: Any) -> dict[str, Any]:
         return await self.relay("peerOffer", sid, args)
@@ -136,18 +163,20 @@ def create_service(settings: SignalSettings | None = None) -> Service:
         memory=MemoryRoster,
         redis=lambda redis: RedisRoster(redis, service.replica, rooms.announce),
     )
-    service.sio.register_namespace(SignalNamespace(service, settings, roster, rooms, echo))
+    per_minute = settings.ice_per_minute
+    ice_limit: SharedLimit = service.store(
+        memory=lambda: MemoryLimit(per_minute / 60, per_minute),
+        redis=lambda redis: RedisLimit(redis, "signal:ice:", per_minute / 60, per_minute),
+    )
+    service.sio.register_namespace(
+        SignalNamespace(service, settings, roster, rooms, echo, ice_limit)
+    )
 
-    @service.http.get(f"{service.prefix}/ice-servers", tags=["signal"])
-    async def get_ice_servers(client: str = "") -> dict[str, Any]:
-        """The ``iceServers`` (and transport policy) for ``RTCPeerConnection``; TURN
-        credentials are made for ``client`` (your socket id) and expire after TURN_TTL."""
-        client_id = client if 0 < len(client) <= 64 and client.isprintable() else ""
-        client_id = client_id.replace(":", "") or secrets.token_urlsafe(9)
-        return {
-            "iceServers": ice_servers(settings, client_id),
-            "iceTransportPolicy": settings.ice_transport_policy,
-            "ttl": settings.turn_ttl if settings.turn_urls else None,
-        }
+    @service.http.get(f"{service.prefix}/ice-servers", tags=["signal"], status_code=410)
+    async def get_ice_servers() -> JSONResponse:
+        """Gone: TURN credentials go only to a live signalling connection, which asks with
+        the socket.io event ``iceServers``."""
+        message = "Ask for ICE servers over your signalling connection: emit iceServers."
+        return JSONResponse({"ok": False, "error": "gone", "message": message}, 410)
 
     return service

@@ -38,6 +38,9 @@ class SignalSettings(ServiceSettings):
     )
     #: TURN_TTL: seconds a TURN credential is valid (at most 10 minutes).
     turn_ttl: int = Field(600, ge=30, le=600, validation_alias=AliasChoices("TURN_TTL", "turn_ttl"))
+    #: SIGNAL_ICE_PER_MINUTE: ICE server sets (TURN credentials) one address may be given a
+    #: minute, across replicas; a call asks once.
+    ice_per_minute: int = Field(20, ge=1, le=10_000)
     #: SIGNAL_ICE_TRANSPORT_POLICY: "all", or "relay" to send every call through TURN (hides
     #: addresses from peers; what our tests use on a loopback-only machine).
     ice_transport_policy: Literal["all", "relay"] = "all"
