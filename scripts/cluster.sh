@@ -36,8 +36,8 @@ export WEB_ROOT=${WEB_ROOT:-$PWD/web}
 export CERT_DIR=${CERT_DIR:-$PWD/.certs}
 
 # TURN: coturn with a secret of this cluster's own (kept in $CLUSTER_DIR), on this machine's
-# first LAN address so that phones can reach it; loopback and private peers are denied, as in
-# a deployment (TURN_PEER_RULES changes that, for tests only).
+# first LAN address so that phones can reach it; turn/turnserver.conf denies loopback, private
+# and mapped peers, as in a deployment (TURN_PEER_RULES adds rules: for tests only).
 mkdir -p "$CLUSTER_DIR" "$GATEWAY_RUN_DIR"
 if [ -z "${TURN_SECRET:-}" ]; then
   [ -s "$CLUSTER_DIR/turn-secret" ] || .venv/bin/python -c \
@@ -50,7 +50,7 @@ export TURN_MIN_PORT=${TURN_MIN_PORT:-49160} TURN_MAX_PORT=${TURN_MAX_PORT:-4936
 lan=$(.venv/bin/python -c "from switchboard.certs import lan_addresses as a; print(next((str(i) for i in a() if i.version == 4), '127.0.0.1'))")
 export TURN_LISTEN_IP=${TURN_LISTEN_IP:-$lan}
 export TURN_URLS=${TURN_URLS:-turn:$TURN_LISTEN_IP:$TURN_PORT?transport=udp}
-export TURN_PEER_RULES=${TURN_PEER_RULES:---denied-peer-ip=127.0.0.0-127.255.255.255 --denied-peer-ip=10.0.0.0-10.255.255.255 --denied-peer-ip=172.16.0.0-172.31.255.255 --denied-peer-ip=192.168.0.0-192.168.255.255}
+export TURN_PEER_RULES=${TURN_PEER_RULES:-}
 
 # The certificate: yours (TLS_CERT_FILE, TLS_KEY_FILE), or the self-signed one of `make run`.
 if [ -z "${TLS_CERT_FILE:-}" ]; then

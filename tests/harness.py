@@ -163,25 +163,45 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class TurnServer(Process):
-    """Debian's coturn on loopback, with the TURN REST API's shared secret, relaying between
-    loopback peers only: ``--allow-loopback-peers`` is for tests; a deployment denies loopback
-    and private peers."""
+#: coturn's hardening as deployed (docker compose mounts it, `make cluster` reads it).
+TURN_CONF = ROOT / "turn" / "turnserver.conf"
+#: What tests add to it: relaying between loopback peers only, never anywhere else.
+TURN_TEST_PEERS = [
+    "--allow-loopback-peers",
+    "--denied-peer-ip=0.0.0.0-255.255.255.255",
+    "--allowed-peer-ip=127.0.0.1",
+]
 
-    def __init__(self, log_dir: Path, secret: str) -> None:
+
+class TurnServer(Process):
+    """Debian's coturn on loopback, with the TURN REST API's shared secret and the deployment's
+    turn/turnserver.conf, plus ``peers``: by default relaying between loopback peers only
+    (``--allow-loopback-peers`` is for tests; a deployment denies loopback and private peers).
+    ``ipv6`` listens and relays on ::1 as well."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        secret: str,
+        peers: list[str] | None = None,
+        *,
+        ipv6: bool = False,
+    ) -> None:
         binary = shutil.which("turnserver") or "/usr/sbin/turnserver"
         if not Path(binary).exists():
             raise RuntimeError("coturn is missing: run `make system-deps` (as root)")
         self.port = free_udp_port()
         self.secret = secret
         relays = free_udp_port() // 2 * 2
+        addresses = ["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"]
         super().__init__(
             f"coturn-{self.port}",
             [
                 binary,
-                "-n",
-                "--listening-ip=127.0.0.1",
-                "--relay-ip=127.0.0.1",
+                "-c",
+                str(TURN_CONF),
+                *(f"--listening-ip={address}" for address in addresses),
+                *(f"--relay-ip={address}" for address in addresses),
                 f"--listening-port={self.port}",
                 f"--min-port={relays}",
                 f"--max-port={min(relays + 200, 65535)}",
@@ -190,11 +210,7 @@ class TurnServer(Process):
                 "--realm=switchboard.test",
                 "--no-tls",
                 "--no-dtls",
-                "--no-cli",
-                "--no-multicast-peers",
-                "--allow-loopback-peers",
-                "--denied-peer-ip=0.0.0.0-255.255.255.255",
-                "--allowed-peer-ip=127.0.0.1",
+                *(TURN_TEST_PEERS if peers is None else peers),
                 f"--pidfile={log_dir / f'coturn-{self.port}.pid'}",
                 f"--userdb={log_dir / f'coturn-{self.port}.db'}",
                 "--log-file=stdout",

@@ -17,6 +17,7 @@ from tests.harness import (
     ROOT,
     SERVICE_PREFIXES,
     STARTUP,
+    TURN_TEST_PEERS,
     Process,
     free_port,
     free_udp_port,
@@ -61,8 +62,7 @@ def cluster_env(directory: Path) -> dict[str, str]:
             "SIMULATOR_PORT": str(free_port()),
             "TURN_PORT": str(free_udp_port()),
             "TURN_LISTEN_IP": "127.0.0.1",
-            "TURN_PEER_RULES": "--allow-loopback-peers --denied-peer-ip=0.0.0.0-255.255.255.255"
-            " --allowed-peer-ip=127.0.0.1",
+            "TURN_PEER_RULES": " ".join(TURN_TEST_PEERS),
             "SIGNAL_ICE_TRANSPORT_POLICY": "relay",
             # Small enough for a test to reach (the default is 256).
             "GATEWAY_SOCKETS_PER_ADDRESS": str(SOCKETS_PER_ADDRESS),

@@ -18,7 +18,7 @@ import yaml
 from switchboard.certs import ensure_certificate
 from switchboard.service import Service
 
-from tests.harness import ROOT, STARTUP
+from tests.harness import ROOT, STARTUP, TURN_CONF
 
 COMPOSE = ROOT / "docker-compose.yml"
 TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
@@ -203,11 +203,22 @@ def test_redis_is_capped_and_never_evicts() -> None:
     assert "--maxmemory $REDIS_MAXMEMORY --maxmemory-policy noeviction" in procfile
 
 
-def test_turn_never_relays_to_private_or_loopback_addresses_in_compose() -> None:
+def test_turn_runs_the_tested_hardening_in_compose_and_make_cluster() -> None:
+    """turn/turnserver.conf, whose peer rules tests/signal/test_turn_relay.py proves on a real
+    coturn, is what compose mounts and `make cluster` reads, with nothing that lifts them."""
+    conf = TURN_CONF.read_text()
+    options = [line for line in conf.splitlines() if line and not line.startswith("#")]
+    assert not [option for option in options if option.startswith("allow")]
+    for rule in ("127.0.0.0-", "10.0.0.0-", "::ffff:0.0.0.0-", "fe80::-", "fc00::-"):
+        assert f"\ndenied-peer-ip={rule}" in conf
     turn = compose()["services"]["turn"]
     command = json.dumps(turn["command"])
-    assert "--allow-loopback-peers" not in command
-    for network in ("10.0.0.0-", "127.0.0.0-", "172.16.0.0-", "192.168.0.0-", "fc00::-"):
-        assert f"--denied-peer-ip={network}" in command
+    assert "allow" not in command and "-n" not in turn["command"]
+    assert turn["command"][:2] == ["-c", "/etc/coturn/turnserver.conf"]
+    assert "./turn/turnserver.conf:/etc/coturn/turnserver.conf:ro" in turn["volumes"]
+    major, minor = (int(part) for part in turn["image"].split(":")[1].split(".")[:2])
+    assert (major, minor) >= (4, 9), "coturn before 4.9.0 relays to ::ffff:127.0.0.1"
     signal = compose()["services"]["signal"]["environment"]
     assert f"--static-auth-secret={signal['TURN_SECRET']}" in command
+    procfile = (ROOT / "Procfile").read_text()
+    assert "turnserver -c turn/turnserver.conf " in procfile
