@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import socketio
+from redis.asyncio import Redis
 
 from tests.conftest import connect_chat
-from tests.harness import Client, ServiceProcess, until
+from tests.harness import Client, RedisServer, ServiceProcess, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,22 +61,46 @@ async def test_rooms_and_their_members_are_capped(
         process.stop()
 
 
+@pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_the_history_of_the_quietest_rooms_goes_past_the_cap(
-    log_dir: Path, clients: list[Client], unique: str
+    log_dir: Path, clients: list[Client], unique: str, store: str
 ) -> None:
-    process = ServiceProcess("chat_service", log_dir, {"CHAT_HISTORY_ROOMS": "2"})
+    env = {"CHAT_HISTORY_ROOMS": "2"}
+    redis = None
+    if store == "redis":
+        # A Redis of its own: the cap is the cluster's, and would reach other tests' rooms.
+        redis = RedisServer(log_dir)
+        env["REDIS_URL"] = redis.url
+    replicas = [
+        ServiceProcess("chat_service", log_dir, env, name=f"chat-history-{store}-{n}")
+        for n in range(1 + (store == "redis"))
+    ]
     try:
-        process.wait_ready("/api/chat")
-        for n in range(3):  # rooms 0, 1, 2, one message each, in that order
-            client = await connect_chat(clients, process.url, room=f"r{n}-{unique}")
+        for replica in replicas:
+            replica.wait_ready("/api/chat")
+        for n in range(3):  # rooms 0, 1, 2, one message each, in that order, on either replica
+            url = replicas[n % len(replicas)].url
+            client = await connect_chat(clients, url, room=f"r{n}-{unique}")
             await client.call("name", f"ann{n}-{unique}")
             assert (await client.call("message", f"in room {n}"))["ok"] is True
 
         histories = []
-        for n in range(3):
-            late = await connect_chat(clients, process.url, room=f"r{n}-{unique}")
+        for n in range(3):  # read on the other replica
+            url = replicas[(n + 1) % len(replicas)].url
+            late = await connect_chat(clients, url, room=f"r{n}-{unique}")
             (messages, _) = late.received("history")[0]
             histories.append([message["text"] for message in messages])
         assert histories == [[], ["in room 1"], ["in room 2"]]
+        if redis is not None:
+            # Nothing of room 0 is left behind in Redis.
+            async with Redis.from_url(redis.url, decode_responses=True) as client:
+                assert await client.zrange("chat:histories", 0, -1) == [
+                    f"r1-{unique}",
+                    f"r2-{unique}",
+                ]
+                assert not await client.exists(f"chat:history:r0-{unique}")
     finally:
-        process.stop()
+        for replica in replicas:
+            replica.stop()
+        if redis is not None:
+            redis.stop()

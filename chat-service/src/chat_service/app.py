@@ -138,7 +138,12 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     store: ChatStore = service.store(
         memory=lambda: MemoryChatStore(size, ttl, settings.history_rooms),
         redis=lambda redis: RedisChatStore(
-            redis, service.replica, Announcements(service.sio), history_size=size, history_ttl=ttl
+            redis,
+            service.replica,
+            Announcements(service.sio),
+            history_size=size,
+            history_ttl=ttl,
+            history_rooms=settings.history_rooms,
         ),
     )
     service.sio.register_namespace(ChatNamespace(service, store, settings))

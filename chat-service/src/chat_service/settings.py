@@ -23,6 +23,8 @@ class ChatSettings(ServiceSettings):
     history_size: int = Field(50, ge=0, le=1000)
     #: CHAT_HISTORY_TTL: seconds a room's history is kept after its last message (7 days).
     history_ttl: float = Field(604_800, gt=0, le=31_536_000)
-    #: CHAT_HISTORY_ROOMS: rooms whose history one process keeps in memory (without Redis);
-    #: past it, the room with the oldest last message loses its history.
-    history_rooms: int = Field(1000, ge=1, le=1_000_000)
+    #: CHAT_HISTORY_ROOMS: rooms whose history is kept (in memory, or in Redis for the whole
+    #: cluster); past it, the room with the oldest last message loses its history. With the
+    #: defaults, at most ~210 MB of history in Redis even if every message is 2000 four-byte
+    #: characters (about 530 KB a room; a room of short messages takes about 4 KB).
+    history_rooms: int = Field(400, ge=1, le=1_000_000)

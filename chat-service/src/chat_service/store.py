@@ -9,7 +9,10 @@ Redis layout (all keys under ``chat:``):
 - ``room:<room>``: hash, the named members of a room, sid -> rid US name;
 - ``names``: hash, nickname key (casefolded) -> rid US sid;
 - ``history:<room>``: stream of messages (sid, name, text), trimmed to the history size + 1,
-  expiring ``CHAT_HISTORY_TTL`` after its last message.
+  expiring ``CHAT_HISTORY_TTL`` after its last message;
+- ``histories``: sorted set, the rooms with a history by the time of their last message: past
+  ``CHAT_HISTORY_ROOMS`` of them, the quietest room's history is deleted, so that what history
+  holds in Redis is bounded (rooms x size x message).
 
 (US is the unit separator, \\x1f, which no nickname or room can hold.)
 
@@ -235,6 +238,24 @@ def held_history(
 
 # --- Redis ----------------------------------------------------------------------------------
 
+# KEYS[1]: history:<room>, KEYS[2]: histories. ARGV: room, sid, name, text, maxlen, TTL ms,
+# most rooms, key prefix. Appends, and forgets the histories past the most rooms (the quietest
+# first) and those expired: the one key it names itself is a history, under the same prefix.
+_APPEND = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], '*',
+  'sid', ARGV[2], 'name', ARGV[3], 'text', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local now = tonumber(string.match(id, '^(%d+)'))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[6])))
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[7])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], over)  -- room, score, room, score, ...
+  for i = 1, #popped, 2 do redis.call('DEL', ARGV[8] .. 'history:' .. popped[i]) end
+end
+return id
+"""
+
 _CLAIM = """
 local me = ARGV[1] .. '\\31' .. ARGV[2]
 local replaced = ''
@@ -338,12 +359,15 @@ class RedisChatStore(ReplicaEntries):
         *,
         history_size: int,
         history_ttl: float,
+        history_rooms: int,
     ) -> None:
         super().__init__(redis, replica)
         self.announcer = announcer
         self.history_size = history_size
         self.history_ttl_ms = int(history_ttl * 1000)
+        self.history_rooms = history_rooms
         self.sessions: dict[str, Session] = {}
+        self._append = redis.register_script(_APPEND)
         self._claim = redis.register_script(_CLAIM)
         self._leave = redis.register_script(_LEAVE)
         self._members = redis.register_script(_MEMBERS)
@@ -438,17 +462,20 @@ class RedisChatStore(ReplicaEntries):
     # -- history ------------------------------------------------------------------------------
 
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
-        key = self._key("history", room)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            # One more than we show, so that we can tell whether anything was ever trimmed.
-            pipe.xadd(
-                key,
-                {"sid": sender.sid, "name": sender.name, "text": text},
-                maxlen=self.history_size + 1,
-                approximate=False,
-            )
-            pipe.pexpire(key, self.history_ttl_ms)
-            message_id, _ = await pipe.execute()
+        message_id = await self._append(
+            keys=[self._key("history", room), self._key("histories")],
+            args=[
+                room,
+                sender.sid,
+                sender.name,
+                text,
+                # One more than we show, so that we can tell whether anything was ever trimmed.
+                self.history_size + 1,
+                self.history_ttl_ms,
+                self.history_rooms,
+                self.prefix,
+            ],
+        )
         return ChatMessage(str(message_id), sender, text)
 
     async def history(self, room: str, after: str | None) -> History:
