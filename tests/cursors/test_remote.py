@@ -390,6 +390,13 @@ async def test_only_a_trusted_proxy_may_say_which_client_it_carries(
         assert await try_code(service.url, wrong, proxy, "198.51.100.1") == "bad_code"
         assert await try_code(service.url, wrong, proxy, "198.51.100.2") == "bad_code"
         assert await try_code(service.url, wrong, proxy, "198.51.100.1") == "too_many_attempts"
+        # The same IPv4 address written as IPv6 is the same client.
+        mapped = await try_code(service.url, wrong, proxy, "::ffff:198.51.100.1")
+        assert mapped == "too_many_attempts"
+        # An IPv6 client counts by its /64, which it holds whole: a fresh address is no escape.
+        assert await try_code(service.url, wrong, proxy, "2001:db8:1::1") == "bad_code"
+        assert await try_code(service.url, wrong, proxy, "2001:db8:1::2") == "too_many_attempts"
+        assert await try_code(service.url, wrong, proxy, "2001:db8:2::1") == "bad_code"
         # From anywhere else the header is not believed: a client cannot pick a fresh address.
         assert await try_code(service.url, wrong, "127.0.0.6", "198.51.100.3") == "bad_code"
         forged = await try_code(service.url, wrong, "127.0.0.6", "198.51.100.4")

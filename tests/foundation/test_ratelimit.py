@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from switchboard.errors import InputError
+from switchboard.origins import address_key
 from switchboard.ratelimit import TokenBucket, spend
 
 from switchboard import ratelimit
@@ -23,3 +24,12 @@ def test_a_refusal_never_says_retry_after_zero(monkeypatch: pytest.MonkeyPatch) 
     assert refused.value.details["retry_after"] == 0.01
     now[0] += refused.value.details["retry_after"]
     spend(bucket)
+
+
+def test_a_limit_counts_ipv4_by_address_and_ipv6_by_its_64() -> None:
+    assert address_key("198.51.100.7") == "198.51.100.7"
+    assert address_key("::ffff:198.51.100.7") == "198.51.100.7"
+    assert address_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:2::9") == address_key("2001:db8:1:2:ffff::1")
+    assert address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key("unknown") == "unknown"

@@ -14,7 +14,7 @@ from typing import Any
 import segno
 from switchboard.errors import InputError
 from switchboard.namespace import RateLimit, ServiceNamespace
-from switchboard.origins import peer_address
+from switchboard.origins import address_key, peer_address
 from switchboard.ratelimit import SharedLimit
 from switchboard.service import Service
 from switchboard.validation import connect_auth
@@ -145,7 +145,7 @@ class RemoteNamespace(ServiceNamespace):
     async def _claim_code(
         self, sid: str, environ: dict[str, Any], code: str, session: str
     ) -> Claim:
-        address = peer_address(environ)
+        address = address_key(peer_address(environ))
         wait = await self.attempts.spend(address)
         if wait:
             raise InputError(

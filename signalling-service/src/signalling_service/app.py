@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from socketio import AsyncServer
 from switchboard.errors import InputError
 from switchboard.namespace import RateLimit, ServiceNamespace
-from switchboard.origins import peer_address
+from switchboard.origins import address_key, peer_address
 from switchboard.ratelimit import MemoryLimit, RedisLimit, SharedLimit
 from switchboard.service import Service
 from switchboard.validation import connect_auth, room_of
@@ -90,9 +90,8 @@ class SignalNamespace(ServiceNamespace):
         live connection, named after it, and only ``SIGNAL_ICE_PER_MINUTE`` an address."""
         if args:
             raise InputError("bad_arguments", f"iceServers takes no arguments, got {len(args)}")
-        wait = await self.ice_limit.spend(
-            peer_address(self.server.get_environ(sid, self.namespace))
-        )
+        environ = self.server.get_environ(sid, self.namespace)
+        wait = await self.ice_limit.spend(address_key(peer_address(environ)))
         if wait:
             raise InputError(
                 "rate_limited",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 
@@ -27,3 +28,18 @@ def peer_address(environ: dict[str, Any]) -> str:
     X-Forwarded-For only when the connection comes from ``TRUSTED_PROXIES`` (the gateway)."""
     client = environ.get("asgi.scope", {}).get("client")
     return str(client[0]) if client else "unknown"
+
+
+def address_key(address: str) -> str:
+    """What a per-address limit counts by: an IPv4 address (also when written as IPv6,
+    ``::ffff:192.0.2.1``), or an IPv6 address's /64, which one subscriber holds whole and could
+    otherwise spend a fresh address for every try."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
