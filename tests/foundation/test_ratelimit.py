@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from switchboard.errors import InputError
 from switchboard.origins import address_key
-from switchboard.ratelimit import TokenBucket, spend
+from switchboard.ratelimit import MemoryLimit, TokenBucket, spend
 
 from switchboard import ratelimit
 
@@ -33,3 +33,13 @@ def test_a_limit_counts_ipv4_by_address_and_ipv6_by_its_64() -> None:
     assert address_key("2001:db8:1:2::9") == address_key("2001:db8:1:2:ffff::1")
     assert address_key("fe80::1%eth0") == "fe80::/64"
     assert address_key("unknown") == "unknown"
+
+
+async def test_the_bucket_forgotten_past_the_cap_is_the_one_idle_longest() -> None:
+    limit = MemoryLimit(rate=1 / 3600, burst=1, most=2)  # a token an hour: none comes back here
+    assert await limit.spend("busy") == 0.0
+    assert await limit.spend("idle") == 0.0
+    assert await limit.spend("busy") > 0  # refused: touched last
+    assert await limit.spend("new") == 0.0  # a third key: "idle" is forgotten, not "busy"
+    assert await limit.spend("busy") > 0
+    assert list(limit.buckets) == ["new", "busy"]

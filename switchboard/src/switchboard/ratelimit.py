@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -79,20 +80,24 @@ class SharedLimit(Protocol):
 
 
 class MemoryLimit(Passive):
-    """One process: a :class:`TokenBucket` per key, the ``most`` most recently new kept."""
+    """One process: a :class:`TokenBucket` per key, the ``most`` most recently used kept. The
+    one forgotten is the one idle longest, whose tokens have most likely come back: forgetting
+    it gives its key nothing it would not have had."""
 
     def __init__(self, rate: float, burst: float, most: int = 10_000) -> None:
         self.rate = rate
         self.burst = burst
         self.most = most
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def _bucket(self, key: str) -> TokenBucket:
         bucket = self.buckets.get(key)
-        if bucket is None:
-            if len(self.buckets) >= self.most:
-                self.buckets.pop(next(iter(self.buckets)))
-            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst)
+        if bucket is not None:
+            self.buckets.move_to_end(key)
+            return bucket
+        if len(self.buckets) >= self.most:
+            self.buckets.popitem(last=False)
+        bucket = self.buckets[key] = TokenBucket(self.rate, self.burst)
         return bucket
 
     async def spend(self, key: str) -> float:
