@@ -44,16 +44,19 @@ DENIED_IPV6 = [
 ]
 
 
-async def relay_to(turn: TurnServer, peer: str, clients: int = 1, user: str = "") -> str:
+async def relay_to(
+    turn: TurnServer, peer: str, clients: int = 1, user: str = "", messages: int = 1
+) -> str:
     """What coturn's client prints when ``clients`` of it allocate a relay each on ``turn``
     (by the peer's family) and ask for permission to send to ``peer`` (nothing listens at its
-    port): one credential for ``user`` (by default a fresh one), no RTCP, one message each."""
+    port): one credential for ``user`` (by default a fresh one), no RTCP, ``messages`` each.
+    Where permission is given, it waits a few seconds for echoes that never come."""
     client = shutil.which("turnutils_uclient") or "/usr/bin/turnutils_uclient"
     server = "::1" if ":" in peer else "127.0.0.1"
     user = user or secrets.token_hex(4)
     process = await asyncio.create_subprocess_exec(
         client,
-        *("-c", "-n", "1", "-m", str(clients), "-W", turn.secret, "-u", user),
+        *("-c", "-n", str(messages), "-m", str(clients), "-W", turn.secret, "-u", user),
         *("-e", peer, "-r", str(free_udp_port()), "-p", str(turn.port), server),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -75,14 +78,19 @@ async def test_the_deployed_relay_reaches_no_private_loopback_or_mapped_address_
     # The same, with the tests' one allowance: proof that a permitted peer looks otherwise.
     testing = TurnServer(log_dir, secrets.token_hex(16), ipv6=True)
     try:
-        allowed = await relay_to(testing, "127.0.0.1")
-        assert FORBIDDEN not in allowed and "tot_send_msgs=1" in allowed, allowed
-        # One credential (a call's) holds at most user-quota (12) relays at once; each client
-        # of uclient allocates two (the ends it sends between).
-        assert QUOTA not in await relay_to(testing, "127.0.0.1", clients=6, user="ann")
-        assert QUOTA in await relay_to(testing, "127.0.0.1", clients=7, user="bob")
         peers = DENIED_IPV4 + DENIED_IPV6
-        outputs = await asyncio.gather(*(relay_to(deployed, peer) for peer in peers))
+        # All at once: a refusal comes at once, a permitted relay waits for echoes.
+        allowed, under_quota, over_quota, *outputs = await asyncio.gather(
+            relay_to(testing, "127.0.0.1"),
+            # One credential (a call's) holds at most user-quota (12) relays at once; each
+            # client of uclient allocates two (the ends it sends between).
+            relay_to(testing, "127.0.0.1", clients=6, user="ann", messages=0),
+            relay_to(testing, "127.0.0.1", clients=7, user="bob", messages=0),
+            *(relay_to(deployed, peer) for peer in peers),
+        )
+        assert FORBIDDEN not in allowed and "tot_send_msgs=1" in allowed, allowed
+        assert QUOTA not in under_quota and FORBIDDEN not in under_quota, under_quota
+        assert QUOTA in over_quota, over_quota
         let_through = {
             peer: output[-400:]
             for peer, output in zip(peers, outputs, strict=True)
