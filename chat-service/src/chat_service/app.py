@@ -21,6 +21,10 @@ from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStor
 
 log = logging.getLogger(__name__)
 
+#: Seconds before a listener's gap that catching up starts from: room for the clocks of this
+#: replica and of Redis (which dates messages) to differ.
+CATCH_UP_MARGIN = 5.0
+
 
 class ChatNamespace(ServiceNamespace):
     error_event = "chat_error"
@@ -41,16 +45,28 @@ class ChatNamespace(ServiceNamespace):
         await self.store.join(sid, room, digest(proof) if proof else "")
         await self.enter_room(sid, room)
         members = await self.store.members(room)
-        history = await self.store.history(room, last_id)
         await self.emit("users", [m.wire() for m in members], to=sid)
+        await self.send_history(room, last_id, to=sid)
+
+    async def send_history(self, room: str, after: str | None, *, to: str) -> None:
+        """``history``: the room's messages after ``after`` (its last ones when None)."""
+        history = await self.store.history(room, after)
         await self.emit(
             "history",
             (
                 [m.wire() for m in history.messages],
-                {"room": room, "after": last_id, "complete": history.complete},
+                {"room": room, "after": after, "complete": history.complete},
             ),
-            to=sid,
+            to=to,
         )
+
+    async def catch_up(self, since: float) -> None:
+        """This replica heard no broadcast from ``since`` (its Redis listener was cut off):
+        every room it has clients in gets the messages stored from a little before then, as
+        ``history`` (clients drop the ones they hold)."""
+        after = f"{int((since - CATCH_UP_MARGIN) * 1000)}-0"
+        for room in list(self.occupants):
+            await self.send_history(room, after, to=room)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         session = self.store.session(sid)
@@ -146,5 +162,7 @@ def create_service(settings: ChatSettings | None = None) -> Service:
             history_rooms=settings.history_rooms,
         ),
     )
-    service.sio.register_namespace(ChatNamespace(service, store, settings))
+    namespace = ChatNamespace(service, store, settings)
+    service.sio.register_namespace(namespace)
+    service.on_heard_again(namespace.catch_up)
     return service

@@ -18,12 +18,19 @@ Broadcasts with an ack callback keep the library's path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as eio_asgi
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from socketio import packet
 
 from switchboard.redisclient import redis_client
@@ -45,8 +52,12 @@ INTERNALS: dict[str, tuple[str, ...]] = {
     "socketio.AsyncManager": ("rooms", "get_participants", "initialize", "server"),
     "socketio.AsyncRedisManager": (
         "_redis_connect",
+        "_redis_listen_with_retries",
+        "_listen",
         "_handle_emit",
         "_publish",
+        "channel",
+        "pubsub",
         "host_id",
         "redis_url",
         "redis_options",
@@ -169,10 +180,39 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         await deliver_locally(self, event, _arguments(data), namespace, to or room, skip_sid)
 
 
+#: How long the listener waits before subscribing again after losing Redis: not at all the
+#: first time (a connection killed while Redis is up), then this, doubled after each failure up
+#: to the most (with jitter, so that replicas do not move together).
+LISTEN_RETRY_FIRST = 0.5
+LISTEN_RETRY_MOST = 5.0
+#: How a readiness probe starts on the wire (see :meth:`FanoutRedisManager.probe`).
+PROBE_PREFIX = b'{"method":"probe",'
+
+#: Told, once the listener hears Redis again after losing it, the wall-clock time (seconds)
+#: since which broadcasts may have been missed: a service sends its clients what they missed.
+OnHeardAgain = Callable[[float], Awaitable[None]]
+
+
 class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     """The Redis manager, with the fast broadcast for what it delivers in this process, and
     publishing before delivering locally, so that the other replicas start at once instead of
-    after this one has served all its own clients."""
+    after this one has served all its own clients.
+
+    Its listener keeps one Redis client for the life of the process (the library made a new
+    connection pool at every reconnect, and left the old one open), comes back within
+    :data:`LISTEN_RETRY_MOST` of Redis, and then calls :attr:`on_heard_again`. :meth:`probe`
+    proves that it hears: what ``/readyz`` asks."""
+
+    redis: Redis | None
+    pubsub: PubSub | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Called after the listener heard nothing for a while and hears again.
+        self.on_heard_again: list[OnHeardAgain] = []
+        #: When the listener last heard anything (or subscribed): a gap starts there.
+        self.last_heard = time.time()
+        self._probes: dict[str, asyncio.Event] = {}
 
     async def emit(
         self,
@@ -204,12 +244,85 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         await deliver_locally(self, event, args, namespace, room, skip_sid)
 
     def _redis_connect(self) -> None:
-        """As python-socketio's, with the pool every service's Redis client has (one that
+        """One client for the process, on the pool every service's Redis client has (one that
         waits for a free connection instead of failing a publish with "Too many connections"
-        when many clients send at once)."""
-        self.redis = redis_client(self.redis_url, **self.redis_options)
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        when many clients send at once); its connections come back by themselves. The
+        listener makes its own subscription."""
+        self._client()
+
+    def _client(self) -> Redis:
+        if self.redis is None:
+            self.redis = redis_client(self.redis_url, **self.redis_options)
         self.connected = True
+        return self.redis
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
+        wait = 0.0
+        deaf = False
+        while True:
+            pubsub = self.pubsub = self._client().pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                if deaf:
+                    await self._heard_again()
+                deaf, wait = False, 0.0
+                async for message in pubsub.listen():
+                    self.last_heard = time.time()
+                    yield message
+            except Exception as exc:
+                log.warning(
+                    "socket.io listener lost Redis (%s); subscribing again in %.1f s",
+                    exc or type(exc).__name__,
+                    wait,
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            deaf = True  # however the subscription ended: what came meanwhile is missed
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+            wait = min(max(wait * 2, LISTEN_RETRY_FIRST), LISTEN_RETRY_MOST)
+
+    async def _heard_again(self) -> None:
+        since = self.last_heard
+        self.last_heard = time.time()
+        log.info("socket.io listener hears Redis again, after %.1f s", self.last_heard - since)
+        for callback in self.on_heard_again:
+            try:
+                await callback(since)
+            except Exception:
+                log.exception("catching up after the listener's gap failed")
+
+    async def _listen(self) -> AsyncIterator[bytes]:
+        async for data in super()._listen():
+            if isinstance(data, bytes) and data.startswith(PROBE_PREFIX):
+                with contextlib.suppress(ValueError, KeyError):
+                    heard = self._probes.get(self.json.loads(data)["nonce"])
+                    if heard is not None:
+                        heard.set()
+                continue  # a probe is for its sender alone
+            yield data
+
+    async def probe(self, within: float) -> str | None:
+        """Publish a probe and wait for the listener to hear it: None when it does ``within``
+        seconds, else why not. A listener that hears nothing is made to subscribe again,
+        for a connection can die without a word (a network cut)."""
+        nonce = uuid.uuid4().hex
+        heard = self._probes[nonce] = asyncio.Event()
+        message = {"method": "probe", "host_id": self.host_id, "nonce": nonce}
+        try:
+            await self._client().publish(self.channel, self.json.dumps(message))
+            async with asyncio.timeout(within):
+                await heard.wait()
+            return None
+        except TimeoutError:
+            if self.pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            return f"socket.io Redis listener did not hear a probe within {within} s"
+        except Exception as exc:
+            return f"socket.io Redis publish: {exc or type(exc).__name__}"
+        finally:
+            self._probes.pop(nonce, None)
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("callback") is not None or message.get("binary"):

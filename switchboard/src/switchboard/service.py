@@ -26,10 +26,11 @@ from switchboard.fanout import (
     FanoutManager,
     FanoutRedisManager,
     GuardedServer,
+    OnHeardAgain,
     listener,
     start_listener,
 )
-from switchboard.health import add_health_routes, unready
+from switchboard.health import READY_TIMEOUT, add_health_routes, unready
 from switchboard.metrics import ServiceMetrics
 from switchboard.origins import same_origin
 from switchboard.redisclient import RedisComponent, redis_client
@@ -140,6 +141,13 @@ class Service:
         self.add_component(store)
         return store
 
+    def on_heard_again(self, callback: OnHeardAgain) -> None:
+        """Call ``callback(since)`` when this replica's socket.io listener hears Redis again
+        after a gap: broadcasts sent since then (a wall-clock time) may have been missed, and
+        the service sends its clients what they missed. Nothing without Redis."""
+        if isinstance(self.sio.manager, FanoutRedisManager):
+            self.sio.manager.on_heard_again.append(callback)
+
     def background(self, run: Callable[[], Awaitable[None]], what: str) -> asyncio.Task[None]:
         """Start a task whose failure is logged, never lost."""
 
@@ -178,13 +186,18 @@ class Service:
         """Reasons the service cannot serve; empty when ready."""
         if self.draining:
             return ["shutting down"]
-        reasons: list[str] = []
+        manager = self.sio.manager
         task = listener(self.sio)
         if task is not None and task.done():
-            reasons.append("socket.io Redis listener stopped")
-
-        reasons.extend(await unready(self.components))
-        return reasons
+            return ["socket.io Redis listener stopped", *await unready(self.components)]
+        if not isinstance(manager, FanoutRedisManager):
+            return await unready(self.components)
+        # A round trip through pub/sub, beside the components: a replica deaf to the others'
+        # broadcasts is as unready as one without Redis.
+        heard, reasons = await asyncio.gather(
+            manager.probe(READY_TIMEOUT), unready(self.components)
+        )
+        return [heard, *reasons] if heard else reasons
 
 
 async def _bad_request(_request: Request, exc: Exception) -> JSONResponse:

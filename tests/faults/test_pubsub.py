@@ -1,0 +1,139 @@
+"""Issue 13: a replica's socket.io listener cut off from Redis's pub/sub. It notices, subscribes
+again on the one Redis client it keeps (no connection or pool left behind, however often), says
+it is not ready while it hears nothing, and its clients get what they missed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import connect_chat, start_chat
+from tests.harness import PATIENCE, Client, RedisServer, ServiceProcess, until
+
+pytestmark = pytest.mark.asyncio
+
+
+def deafen(control: redis.Redis) -> None:
+    """No replica may subscribe (Redis's ACL), and those subscribed are cut off: every
+    listener hears nothing, while Redis serves everything else (storing, publishing)."""
+    control.acl_setuser("default", enabled=True, reset=False, commands=["-subscribe"])
+    control.client_kill_filter(_type="pubsub")
+
+
+def let_hear(control: redis.Redis) -> None:
+    control.acl_setuser("default", enabled=True, reset=False, commands=["+subscribe"])
+
+
+@pytest.fixture
+def own_redis(log_dir: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own: what it does to pub/sub would reach other tests."""
+    server = RedisServer(log_dir)
+    yield server
+    server.stop()
+
+
+def chat_pair(log_dir: Path, redis_url: str, name: str) -> list[ServiceProcess]:
+    # Clients that send as fast as they are answered: no rate limit in the way.
+    env = {"REDIS_URL": redis_url, "CHAT_RATE_PER_SECOND": "10000", "CHAT_RATE_BURST": "10000"}
+    return [start_chat(log_dir, env, f"{name}-{side}") for side in "ab"]
+
+
+def subscribers(control: redis.Redis) -> int:
+    return int(dict(control.pubsub_numsub("socketio:chat"))[b"socketio:chat"])
+
+
+async def ready(url: str) -> tuple[int, dict]:
+    async with httpx.AsyncClient(timeout=PATIENCE) as http:
+        answer = await http.get(f"{url}/api/chat/readyz")
+        return answer.status_code, answer.json()
+
+
+def texts(client: Client) -> set[str]:
+    """Every message text ``client`` holds, from ``message`` events and ``history``."""
+    held = {args[1] for args in client.received("message")}
+    for messages, _info in client.received("history"):
+        held.update(message["text"] for message in messages)
+    return held
+
+
+async def test_100_listener_reconnects_leave_no_connection_behind(
+    log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
+) -> None:
+    replicas = chat_pair(log_dir, own_redis.url, "chat-relisten")
+    control = redis.Redis(port=own_redis.port)
+    try:
+        room = f"relisten-{unique}"
+        ann = await connect_chat(clients, replicas[0].url, room=room)
+        bob = await connect_chat(clients, replicas[1].url, room=room)
+        await ann.call("name", f"ann-{unique}")
+        await bob.call("name", f"bob-{unique}")
+
+        async def round_trip(n: int) -> None:
+            # Both ways: each replica publishes (on its client's pool) and hears the other.
+            for sender, receiver in ((ann, bob), (bob, ann)):
+                text = f"{n} from {sender.sio.sid}"
+                answer = await sender.call("message", text)
+                assert answer["ok"] is True, answer
+                await receiver.wait("message", lambda _s, t, _m, text=text: t == text)
+
+        await round_trip(0)
+        before = control.info("clients")["connected_clients"]
+        for n in range(1, 101):
+            killed = control.client_kill_filter(_type="pubsub")
+            assert killed == 2, f"round {n}: {killed} subscribers killed"
+            await until(lambda: subscribers(control) == 2, f"round {n}: both subscribe again")
+            await round_trip(n)
+        after = control.info("clients")["connected_clients"]
+        print(f"\n100 listener reconnects: Redis clients {before} -> {after}")
+        # The control connection and the two replicas' pools, as before: nothing piles up.
+        assert after <= before + 2, f"Redis clients grew from {before} to {after}"
+    finally:
+        control.close()
+        for replica in replicas:
+            replica.stop()
+
+
+async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
+    log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
+) -> None:
+    a, b = chat_pair(log_dir, own_redis.url, "chat-deaf")
+    control = redis.Redis(port=own_redis.port)
+    try:
+        room = f"deaf-{unique}"
+        ann = await connect_chat(clients, a.url, room=room)
+        bob = await connect_chat(clients, b.url, room=room)
+        await bob.call("name", f"bob-{unique}")
+        assert (await bob.call("message", "before"))["ok"] is True
+        await ann.wait("message", lambda _s, text, _m: text == "before")
+
+        deafen(control)
+        try:
+            sent = [f"while deaf {n}" for n in range(20)]
+            for text in sent:
+                # Stored, and published: Redis accepts it, only no subscriber hears it.
+                answer = await bob.call("message", text)
+                assert answer["ok"] is True, answer
+            status, body = await ready(a.url)
+            assert status == 503, body
+            assert any("did not hear a probe" in reason for reason in body["reasons"]), body
+        finally:
+            let_hear(control)
+
+        await until(lambda: set(sent) <= texts(ann), "Ann gets every message she missed")
+
+        async def both_ready() -> bool:
+            return (await ready(a.url))[0] == 200 and (await ready(b.url))[0] == 200
+
+        await until(both_ready, "both replicas hear again and say so")
+        missed = [
+            text for text in sent if text not in {args[1] for args in ann.received("message")}
+        ]
+        print(f"\ndeaf replica: {len(sent)} sent, {len(missed)} came to Ann only by catching up")
+    finally:
+        control.close()
+        a.stop()
+        b.stop()
