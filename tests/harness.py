@@ -235,7 +235,10 @@ class ServiceProcess(Process):
         self.port = free_port()
         self.package = package
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_PREFIXES)}
-        full_env.update({"HOST": "127.0.0.1", "PORT": str(self.port), **(env or {})})
+        # No drain before stopping (DRAIN_SECONDS) unless a test asks: tests stop replicas often.
+        full_env.update(
+            {"HOST": "127.0.0.1", "PORT": str(self.port), "DRAIN_SECONDS": "0", **(env or {})}
+        )
         super().__init__(
             name or f"{package}-{self.port}", [sys.executable, "-m", package], log_dir, full_env
         )

@@ -7,7 +7,9 @@ import gc
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -78,6 +80,34 @@ def uvicorn_options(
     }
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first SIGTERM (or Ctrl-C) drains first: the service says it is not
+    ready while it goes on serving for ``drain`` seconds, so that what routes by readiness
+    stops sending it clients; then uvicorn stops as usual: it stops listening, closes every
+    connection (a websocket with 1012, "service restart": socket.io clients reconnect, to
+    another replica), and the lifespan removes the replica's entries from Redis. A second
+    signal stops it at once."""
+
+    def __init__(self, config: uvicorn.Config, service: Service, drain: float) -> None:
+        super().__init__(config)
+        self.service = service
+        self.drain = drain
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_until is None and self.drain > 0:
+            self.service.draining = True
+            self.drain_until = time.monotonic() + self.drain
+            log.info("%s: draining for %.1f s, then stopping", self.service.name, self.drain)
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return bool(await super().on_tick(counter))
+
+
 def run_service(settings_class: type[ServiceSettings], factory_path: str) -> None:
     settings = load_settings(settings_class)
     service = import_factory(factory_path)(settings)
@@ -90,9 +120,10 @@ def run_service(settings_class: type[ServiceSettings], factory_path: str) -> Non
         service.prefix,
         f"Redis at {settings.redis_url}" if settings.redis_url else "in memory, one process",
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         service.asgi,
         host=settings.host,
         port=settings.port,
         **uvicorn_options(service.max_message_bytes, settings.trusted_proxies),
     )
+    DrainingServer(config, service, settings.drain).run()

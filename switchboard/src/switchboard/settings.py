@@ -98,6 +98,19 @@ class ServiceSettings(BaseSettings):
     replica_ttl: float = Field(
         15.0, gt=1, le=300, validation_alias=AliasChoices("REPLICA_TTL", "replica_ttl")
     )
+    #: DRAIN_SECONDS: on SIGTERM, how long a replica says it is not ready (``/readyz`` 503)
+    #: while still serving, before it closes its connections (clients reconnect to another
+    #: replica) and leaves; a second signal ends it at once. Unset: 5 with REDIS_URL, else 0
+    #: (a lone process has no other replica to send clients to).
+    drain_seconds: float | None = Field(
+        None, ge=0, le=300, validation_alias=AliasChoices("DRAIN_SECONDS", "drain_seconds")
+    )
+
+    @property
+    def drain(self) -> float:
+        if self.drain_seconds is not None:
+            return self.drain_seconds
+        return 5.0 if self.redis_url else 0.0
 
     @field_validator("redis_url", mode="before")
     @classmethod
