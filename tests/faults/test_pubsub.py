@@ -137,3 +137,39 @@ async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
         control.close()
         a.stop()
         b.stop()
+
+
+async def test_a_broadcast_redis_will_not_publish_is_acked_delayed_and_arrives_later(
+    log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
+) -> None:
+    a, b = chat_pair(log_dir, own_redis.url, "chat-unpublished")
+    control = redis.Redis(port=own_redis.port)
+    try:
+        room = f"unpublished-{unique}"
+        ann = await connect_chat(clients, a.url, room=room)
+        bob = await connect_chat(clients, b.url, room=room)
+        await ann.call("name", f"ann-{unique}")
+        await bob.call("name", f"bob-{unique}")
+
+        # Redis stores, but will not publish (its ACL): the other replica cannot be told.
+        control.acl_setuser("default", enabled=True, reset=False, commands=["-publish"])
+        try:
+            held = ["held back", "held back too"]
+            for text in held:
+                answer = await ann.call("message", text)
+                assert answer["ok"] is True and answer.get("delayed") is True, answer
+                await ann.wait("message", lambda _s, t, _m, text=text: t == text)
+            assert not set(held) & texts(bob), "Bob cannot have them yet"
+        finally:
+            control.acl_setuser("default", enabled=True, reset=False, commands=["+publish"])
+
+        # Published once Redis takes them again, in the order they were sent.
+        await until(lambda: set(held) <= texts(bob), "Bob gets what was held back")
+        order = [args[1] for args in bob.received("message") if args[1] in held]
+        assert order == held
+        answer = await ann.call("message", "on time")
+        assert answer["ok"] is True and "delayed" not in answer, answer
+    finally:
+        control.close()
+        a.stop()
+        b.stop()

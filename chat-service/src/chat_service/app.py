@@ -10,6 +10,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from socketio import AsyncServer
 from switchboard.errors import InputError
+from switchboard.fanout import delivery
 from switchboard.hashing import digest
 from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
@@ -122,12 +123,15 @@ class ChatNamespace(ServiceNamespace):
         if not session.name:
             raise InputError("no_name", "Pick a name before you send messages.")
         message = await self.store.append(session.room, Member(sid, session.name), text)
-        await self.emit(
-            "message",
-            (message.sender.wire(), message.text, {"id": message.id, "ts": message.ts}),
-            room=session.room,
-        )
-        return {"ok": True, "id": message.id, "ts": message.ts}
+        with delivery() as sent:
+            await self.emit(
+                "message",
+                (message.sender.wire(), message.text, {"id": message.id, "ts": message.ts}),
+                room=session.room,
+            )
+        ack = {"ok": True, "id": message.id, "ts": message.ts}
+        # Stored, and delivered on this replica; the others get it when Redis takes it again.
+        return {**ack, "delayed": True} if sent.delayed else ack
 
 
 class Announcements:

@@ -23,7 +23,10 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import socketio
@@ -33,6 +36,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from socketio import packet
 
+from switchboard.components import cancel
 from switchboard.redisclient import redis_client
 
 log = logging.getLogger(__name__)
@@ -188,6 +192,38 @@ LISTEN_RETRY_MOST = 5.0
 #: How a readiness probe starts on the wire (see :meth:`FanoutRedisManager.probe`).
 PROBE_PREFIX = b'{"method":"probe",'
 
+#: Broadcasts kept, in order, while Redis refuses to publish them; past this, the oldest goes.
+UNPUBLISHED_MOST = 1000
+
+
+@dataclass
+class Delivery:
+    """What became of the broadcasts made inside :func:`delivery`."""
+
+    #: One could not be published: this replica's clients have it, the others' will get it
+    #: when Redis takes it again.
+    delayed: bool = False
+
+
+_DELIVERY: ContextVar[Delivery | None] = ContextVar("switchboard_delivery", default=None)
+
+
+@contextlib.contextmanager
+def delivery() -> Iterator[Delivery]:
+    """Learn whether the broadcasts made in this block reached every replica at once::
+
+    with delivery() as sent:
+        await self.emit("message", ...)
+    if sent.delayed: ...
+    """
+    outcome = Delivery()
+    token = _DELIVERY.set(outcome)
+    try:
+        yield outcome
+    finally:
+        _DELIVERY.reset(token)
+
+
 #: Told, once the listener hears Redis again after losing it, the wall-clock time (seconds)
 #: since which broadcasts may have been missed: a service sends its clients what they missed.
 OnHeardAgain = Callable[[float], Awaitable[None]]
@@ -213,6 +249,9 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         #: When the listener last heard anything (or subscribed): a gap starts there.
         self.last_heard = time.time()
         self._probes: dict[str, asyncio.Event] = {}
+        #: Messages Redis would not take, oldest first, and the task that publishes them.
+        self.unpublished: deque[dict[str, Any]] = deque()
+        self._republisher: asyncio.Task[None] | None = None
 
     async def emit(
         self,
@@ -240,8 +279,55 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             return
         namespace = namespace or "/"
         room = to or room
-        await self._publish(emit_message(event, args, namespace, room, skip_sid, self.host_id))
+        published = await self._publish(
+            emit_message(event, args, namespace, room, skip_sid, self.host_id)
+        )
         await deliver_locally(self, event, args, namespace, room, skip_sid)
+        if not published and (outcome := _DELIVERY.get()) is not None:
+            outcome.delayed = True
+
+    async def _publish(self, data: dict[str, Any]) -> bool:
+        """Publish to the other replicas: true when Redis took it. Otherwise (after a second
+        try: a connection may have been cut) the message waits, in order, behind any already
+        waiting, and is published as soon as Redis takes it again: late, never lost. The
+        library only logged the failure and dropped the message."""
+        if not self.unpublished:
+            for attempt in (1, 2):
+                try:
+                    await self._client().publish(self.channel, self.json.dumps(data))
+                    return True
+                except Exception as exc:
+                    if attempt == 2:
+                        log.warning("Redis would not publish a broadcast (%s): kept", exc)
+        if len(self.unpublished) >= UNPUBLISHED_MOST:
+            self.unpublished.popleft()
+            log.error(
+                "more than %d broadcasts wait for Redis: the oldest dropped", UNPUBLISHED_MOST
+            )
+        self.unpublished.append(data)
+        if self._republisher is None or self._republisher.done():
+            self._republisher = asyncio.get_running_loop().create_task(
+                self._republish(), name="republish"
+            )
+        return False
+
+    async def _republish(self) -> None:
+        wait = LISTEN_RETRY_FIRST
+        while self.unpublished:
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+            try:
+                while self.unpublished:
+                    message = self.json.dumps(self.unpublished[0])
+                    await self._client().publish(self.channel, message)
+                    self.unpublished.popleft()
+                log.info("broadcasts kept while Redis refused them are published")
+            except Exception as exc:
+                log.warning("%d broadcasts still wait for Redis (%s)", len(self.unpublished), exc)
+                wait = min(wait * 2, LISTEN_RETRY_MOST)
+
+    async def stop(self) -> None:
+        """Stop publishing what waits: the service is stopping."""
+        await cancel(self._republisher)
 
     def _redis_connect(self) -> None:
         """One client for the process, on the pool every service's Redis client has (one that

@@ -175,6 +175,9 @@ class Service:
             self.draining = True
             with contextlib.suppress(Exception):
                 await cancel(listener(self.sio))
+            if isinstance(self.sio.manager, FanoutRedisManager):
+                with contextlib.suppress(Exception):
+                    await self.sio.manager.stop()
             for component in reversed(started):
                 try:
                     await component.stop()
