@@ -76,9 +76,8 @@ class ChatNamespace(ServiceNamespace):
         try:
             await self.store.leave(sid)
         except RedisError:
-            # Forgotten here all the same. Our heartbeat keeps the entry until this replica
-            # stops; the claim script also checks that the owner's session still exists, so
-            # the name is not stuck.
+            # Forgotten here all the same; the store removes the name and the presence
+            # after a heartbeat, once Redis answers (no ghost in `users`).
             self.metrics.redis_errors.inc()
         if session.name:
             await self.emit("user_left", Member(sid, session.name).wire(), room=session.room)

@@ -423,10 +423,14 @@ class RedisChatStore(ReplicaEntries):
         session = self.sessions.pop(sid, None)
         if session is None:
             return None
-        await self._leave(
-            keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
-            args=[self.rid, sid, session.key],
-        )
+
+        async def remove() -> None:
+            await self._leave(
+                keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
+                args=[self.rid, sid, session.key],
+            )
+
+        await self.remove_entries(sid, remove)
         return session
 
     async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:

@@ -167,7 +167,15 @@ class RedisBoard(ReplicaEntries):
                 # Readers re-read a room only when its version moved.
                 pipe.incr(f"{self.prefix}version:{room}")
                 pipe.pexpire(f"{self.prefix}version:{room}", ROOM_IDLE_MS)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except BaseException:
+                # Nothing is lost: the next tick writes it all again (a removal lost here
+                # would leave a cursor on every screen).
+                for pending, taken in ((self._moved, moved), (self._removed, removed)):
+                    for room, sids in taken.items():
+                        pending.setdefault(room, set()).update(sids)
+                raise
 
     async def views(self, rooms: Iterable[str]) -> dict[str, View]:
         """Each room's cursors whose replica is alive. A room whose version has not moved

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from socketio import AsyncServer
 from switchboard.errors import InputError
 from switchboard.namespace import RateLimit, ServiceNamespace
@@ -78,9 +79,15 @@ class SignalNamespace(ServiceNamespace):
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         if self.echo:
             await self.echo.hang_up(sid, "the caller left")
-        room = await self.roster.leave(sid)
-        if room is not None:
-            await self.announce(room)
+        try:
+            room = await self.roster.leave(sid)
+            if room is not None:
+                await self.announce(room)
+        except RedisError as exc:
+            # The roster takes the peer off after a heartbeat, once Redis answers, and then
+            # tells the room.
+            self.metrics.redis_errors.inc()
+            log.warning("signal: Redis failed as %s left: %s", sid, exc)
 
     async def announce(self, room: str) -> None:
         await self.rooms.announce(room, await self.roster.members(room))

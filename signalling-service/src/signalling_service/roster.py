@@ -172,10 +172,18 @@ class RedisRoster(ReplicaEntries):
         room = self.rooms_of.pop(sid, None)
         if room is None:
             return None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self._key("room", room), sid)
-            pipe.hdel(self._key("sessions", self.rid), sid)
-            await pipe.execute()
+
+        async def remove() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._key("room", room), sid)
+                pipe.hdel(self._key("sessions", self.rid), sid)
+                await pipe.execute()
+
+        async def remove_and_announce() -> None:
+            await remove()  # when retried, the room is told here; at once, by the caller
+            await self.announce(room, await self.members(room))
+
+        await self.remove_entries(sid, remove, retry=remove_and_announce)
         return room
 
     async def members(self, room: str) -> list[str]:

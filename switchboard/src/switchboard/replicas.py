@@ -148,6 +148,9 @@ class ReplicaEntries:
     def __init__(self, redis: Redis, replica: Replica) -> None:
         self.redis = redis
         self.rid = replica.id
+        #: Removals of a client's entries that Redis did not take (it failed as the client
+        #: left), by sid: tried again after each beat until it does, so that no ghost stays.
+        self.unfinished: dict[str, Callable[[], Awaitable[None]]] = {}
         self.heartbeat = Heartbeat(
             redis,
             prefix=self.prefix,
@@ -173,8 +176,28 @@ class ReplicaEntries:
     async def _after_beat(self, rejoined: bool) -> None:
         if rejoined:
             await self.rejoin()
+        for sid, attempt in list(self.unfinished.items()):
+            await attempt()
+            del self.unfinished[sid]
+            log.info("%s: %s's entries are removed at last", self, sid)
         for rid in await self.heartbeat.dead():
             await self.reap(rid)
+
+    async def remove_entries(
+        self,
+        sid: str,
+        attempt: Callable[[], Awaitable[None]],
+        retry: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run ``attempt``, the removal of ``sid``'s entries. If Redis fails it, ``retry``
+        (by default the same; it may also tell whom it concerns, as the caller would have)
+        runs after each beat until Redis takes it, and the error is raised for the caller to
+        carry on without it."""
+        try:
+            await attempt()
+        except (RedisError, OSError):
+            self.unfinished[sid] = retry or attempt
+            raise
 
     async def rejoin(self) -> None:
         """Redis may have forgotten this replica (restarted, or reaped it while we could not
