@@ -197,3 +197,57 @@ async def test_a_leader_cut_off_from_redis_lets_go_of_upstream_and_one_comes_bac
         for replica in replicas:
             replica.stop()
         own.stop()
+
+
+@pytest.mark.parametrize(
+    ("away", "span", "filled"), [(2 * 3600, "day", True), (2 * 86_400, "day", False)]
+)
+async def test_after_every_replica_was_away_long_the_gap_is_backfilled_as_far_as_rest_allows(
+    tmp_path: Path,
+    fake: FakeBitstamp,
+    redis_server: RedisServer,
+    away: int,
+    span: str,
+    filled: bool,
+) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/{DATABASE}"
+    store = redis.Redis.from_url(url)
+    store.flushdb()
+    env = {"REDIS_URL": url}
+    first = launch(tmp_path, fake, env, name="ticker-before")
+    try:
+        await first.ready(PREFIX)
+        await fake.until(fake.subscribed)
+        await until(lambda: store.get("ticker:heard_at"), "the leader records when it heard")
+    finally:
+        first.stop()
+    # Every replica away for `away` seconds: the status record (60 s) expired long ago, and
+    # upstream was last heard as long ago. (We set the clock's work back by hand.)
+    store.delete("ticker:status")
+    gone_at = time.time() - away
+    store.set("ticker:heard_at", str(gone_at))
+    # A trade made while nobody listened, half an hour ago: the REST API lists it.
+    missed = fake.make_trade(price="90500")
+    missed["timestamp"] = str(int(time.time() - 1800))
+    requests = len(fake.rest_requests)
+
+    second = launch(tmp_path, fake, env, name="ticker-after")
+    try:
+        await second.ready(PREFIX)
+        await fake.until(lambda: len(fake.rest_requests) >= requests + 4, what="backfilled")
+        assert {asked for _pair, asked in fake.rest_requests[requests:]} == {span}
+        async with httpx.AsyncClient(timeout=PATIENCE) as http:
+            answer = await http.get(f"{second.url}{PREFIX}/trades/btcusd", params={"limit": 500})
+            trades = answer.json()
+        ids = {trade["id"] for trade in trades["trades"]}
+        assert missed["id"] in ids, "what REST still lists is backfilled"
+
+        async def gap() -> dict | None:
+            return (await status_of(second.url)).get("gap")
+
+        told = await until(gap, "the status tells of the gap")
+        assert told["filled"] is filled
+        assert abs(told["from"] - gone_at * 1000) < 2000
+    finally:
+        second.stop()
+        store.close()

@@ -102,6 +102,10 @@ class Ticker:
         previous = None
         if isinstance(self.store, RedisTradeStore):
             previous = await self.store.read_status()
+            if previous is None and (heard := await self.store.read_heard_at()) is not None:
+                # Every replica was away for longer than the status record lasts: the gap
+                # still starts where the last leader last heard upstream.
+                previous = {"heard_at": heard}
         feed = Feed(self.settings, self.deliver, self.feed_metrics, on_change=self.status.changed)
         try:
             await feed.run(previous)

@@ -66,6 +66,7 @@ def view(
         "since": _ms(record.get("since")),
         "heard_at": _ms(heard),
         "retry_at": _ms(record.get("retry_at")),
+        "gap": _gap(record.get("gap")),
         "pairs": {
             pair: {
                 "last_trade_at": trade.ts if trade else None,
@@ -179,3 +180,13 @@ class StatusBoard:
                 # Each replica tells its own browsers: every replica reads the same record.
                 self.service.metrics.sent("status")
                 await deliver_locally(self.service.sio.manager, "status", [status], "/", None, None)
+
+
+def _gap(gap: Any) -> dict[str, Any] | None:
+    if not isinstance(gap, dict):
+        return None
+    return {
+        "from": _ms(gap.get("from")),
+        "to": _ms(gap.get("to")),
+        "filled": bool(gap.get("filled")),
+    }

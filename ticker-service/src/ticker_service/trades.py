@@ -226,7 +226,21 @@ class RedisTradeStore(Passive):
         }
 
     async def write_status(self, record: dict[str, Any]) -> None:
-        await self.redis.set(f"{self.prefix}status", orjson.dumps(record), px=STATUS_TTL_MS)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self.prefix}status", orjson.dumps(record), px=STATUS_TTL_MS)
+            if isinstance(record.get("heard_at"), int | float):
+                # Kept until superseded, however long every replica is away: a leader that
+                # comes after the status record expired still knows where the gap begins.
+                pipe.set(f"{self.prefix}heard_at", str(record["heard_at"]))
+            await pipe.execute()
+
+    async def read_heard_at(self) -> float | None:
+        """When a leader last heard upstream, however long ago; None if none ever did."""
+        raw = await self.redis.get(f"{self.prefix}heard_at")
+        try:
+            return float(raw) if raw is not None else None
+        except ValueError:
+            return None
 
     async def read_status(self) -> dict[str, Any] | None:
         raw = await self.redis.get(f"{self.prefix}status")

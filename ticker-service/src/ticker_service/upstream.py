@@ -47,6 +47,9 @@ OFFLINE_AFTER = 3
 #: How long a heartbeat reply may take before the feed is called stale (it is replaced only
 #: after TICKER_SILENCE_TIMEOUT).
 HEARTBEAT_GRACE = 5.0
+#: The spans Bitstamp's REST API lists transactions for, and their seconds: a gap longer than
+#: the last cannot be filled whole.
+SPANS = (("minute", 60), ("hour", 3600), ("day", 86_400))
 #: Seconds the REST backfill may take.
 REST_TIMEOUT = 10.0
 #: Seconds a new connection delivers live before the backfill asks REST: a trade made just
@@ -147,6 +150,9 @@ class FeedState:
     since: float = field(default_factory=time.time)
     heard_at: float | None = None
     retry_at: float | None = None
+    #: The last gap in what upstream sent (it was not heard from ``from`` until ``to``) and
+    #: whether the REST backfill could fill it whole.
+    gap: dict[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -159,6 +165,7 @@ class FeedState:
             "since": self.since,
             "heard_at": self.heard_at,
             "retry_at": self.retry_at,
+            "gap": self.gap,
             "updated_at": time.time(),
         }
 
@@ -494,11 +501,15 @@ class Feed:
         task.add_done_callback(self._backfills.discard)
 
     async def _backfill(self, gap_from: float | None) -> None:
-        """Fetch what Bitstamp's REST API still lists for the gap, for every pair."""
+        """Fetch what Bitstamp's REST API still lists for the gap, for every pair, and say in
+        the status whether that was all of it."""
         await asyncio.sleep(BACKFILL_DELAY)
-        gap = 0.0 if gap_from is None else time.time() - gap_from
-        # The API offers the last minute, hour or day; ask for the smallest that covers it.
-        span = "minute" if gap < 55 else "hour" if gap < 3500 else "day"
+        now = time.time()
+        gap = 0.0 if gap_from is None else now - gap_from
+        # The API offers the last minute, hour or day; ask for the smallest that covers it
+        # (a little short of each, for the time the request takes).
+        span = next((name for name, seconds in SPANS if gap < seconds - 5), "day")
+        filled = gap < SPANS[-1][1] - 5
         for pair in self.settings.pairs:
             url = f"{self.settings.rest_url}/api/v2/transactions/{pair}/"
             try:
@@ -511,6 +522,7 @@ class Feed:
             except (httpx.HTTPError, ValueError) as exc:
                 self.metrics.backfill_failures.inc()
                 log.warning("backfill of %s from %s failed: %s", pair, url, exc)
+                filled = False
                 continue
             trades = []
             for row in rows:
@@ -526,6 +538,11 @@ class Feed:
             added = await self.on_trades(pair, trades)
             if added:
                 log.info("backfilled %d %s trades (gap of %.1f s)", len(added), pair, gap)
+        if gap_from is not None:
+            if not filled:
+                log.warning("the gap of %.0f s since upstream was last heard is not filled", gap)
+            self.state.gap = {"from": gap_from, "to": now, "filled": filled}
+            self._set(self.state.state, self.state.detail)
 
 
 def _subscription(name: str) -> str:
