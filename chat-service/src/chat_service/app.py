@@ -19,12 +19,22 @@ from switchboard.validation import connect_auth, one_argument, room_of
 from chat_service import validation
 from chat_service.settings import ChatSettings
 from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore, Session
+from chat_service.validation import id_order
 
 log = logging.getLogger(__name__)
 
-#: Seconds before a listener's gap that catching up starts from: room for the clocks of this
-#: replica and of Redis (which dates messages) to differ.
-CATCH_UP_MARGIN = 5.0
+#: Seconds of messages sent again before the point a client says it got to: messages from
+#: different replicas reach a client in the order they were published, not always in the order
+#: of their ids (one a replica stored first may arrive after a later one of another replica's),
+#: so "everything after my last id" could miss one; and the clocks of a replica and of Redis
+#: (which dates messages) may differ. Clients drop the ids they hold.
+REORDER_WINDOW = 5.0
+
+
+def rewound(message_id: str) -> str:
+    """The id ``REORDER_WINDOW`` before ``message_id``: where a resumed history starts."""
+    ms = int(message_id.partition("-")[0])
+    return f"{max(0, ms - int(REORDER_WINDOW * 1000))}-0"
 
 
 class ChatNamespace(ServiceNamespace):
@@ -50,12 +60,20 @@ class ChatNamespace(ServiceNamespace):
         await self.send_history(room, last_id, to=sid)
 
     async def send_history(self, room: str, after: str | None, *, to: str) -> None:
-        """``history``: the room's messages after ``after`` (its last ones when None)."""
+        """``history``: the room's messages after ``after`` (its last ones when None), with
+        those of the ``REORDER_WINDOW`` before it, which the client may lack although it
+        holds ``after``; ``complete`` tells of what came after ``after``."""
         history = await self.store.history(room, after)
+        messages = history.messages
+        if after is not None:
+            earlier = await self.store.history(room, rewound(after))
+            held = {message.id for message in messages}
+            window = [m for m in earlier.messages if m.id not in held]
+            messages = sorted([*window, *messages], key=lambda m: id_order(m.id))
         await self.emit(
             "history",
             (
-                [m.wire() for m in history.messages],
+                [m.wire() for m in messages],
                 {"room": room, "after": after, "complete": history.complete},
             ),
             to=to,
@@ -65,7 +83,7 @@ class ChatNamespace(ServiceNamespace):
         """This replica heard no broadcast from ``since`` (its Redis listener was cut off):
         every room it has clients in gets the messages stored from a little before then, as
         ``history`` (clients drop the ones they hold)."""
-        after = f"{int((since - CATCH_UP_MARGIN) * 1000)}-0"
+        after = f"{int(since * 1000)}-0"
         for room in list(self.occupants):
             await self.send_history(room, after, to=room)
 
