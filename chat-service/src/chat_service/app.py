@@ -161,6 +161,9 @@ class Announcements:
         for room, member in departed:
             await self.sio.emit("user_left", member.wire(), room=room)
 
+    async def back(self, member: Member, room: str) -> None:
+        await self.sio.emit("user_joined", member.wire(), room=room)
+
     async def name_lost(self, sid: str, name: str, room: str) -> None:
         error = InputError("taken", f"Your name {name!r} was taken while we were cut off.")
         await self.sio.emit("name_error", {**error.payload(), "event": "name"}, to=sid)

@@ -102,6 +102,10 @@ class Announcer(Protocol):
     async def name_lost(self, sid: str, name: str, room: str) -> None:
         """Our connection ``sid`` lost its name: it was taken while Redis forgot us."""
 
+    async def back(self, member: Member, room: str) -> None:
+        """Our named ``member`` is written back after Redis forgot us: the others may have
+        been told it left (this replica was taken for dead)."""
+
 
 class ChatStore(Protocol):
     async def start(self) -> None: ...
@@ -399,6 +403,8 @@ class RedisChatStore(ReplicaEntries):
                 lost = session.name
                 session.name = session.key = ""
                 await self.announcer.name_lost(sid, lost, session.room)
+            else:
+                await self.announcer.back(Member(sid, session.name), session.room)
 
     async def reap(self, rid: str) -> None:
         flat = await self._reap(

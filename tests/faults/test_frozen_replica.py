@@ -1,0 +1,74 @@
+"""Issue 13, scenario 3: a chat replica frozen (SIGSTOP) for longer than REPLICA_TTL, then let
+go (SIGCONT). Meanwhile the other replica takes it for dead: its people leave the room and their
+names are free, and one is taken. On waking the frozen replica writes its people back, nobody
+twice; the one whose name went to someone else is told, and keeps no name."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import connect_chat, start_chat
+from tests.harness import Client, RedisServer, until
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_frozen_replica_wakes_to_what_the_others_decided(
+    log_dir: Path, redis_server: RedisServer, clients: list[Client], unique: str
+) -> None:
+    env = {"REDIS_URL": redis_server.url, "REPLICA_TTL": "3"}
+    a, b = (start_chat(log_dir, env, f"chat-frozen-{side}") for side in "ab")
+    room = f"frozen-{unique}"
+    ann_name, dave_name = f"ann-{unique}", f"dave-{unique}"
+    try:
+        ann = await connect_chat(clients, a.url, room=room)
+        dave = await connect_chat(clients, a.url, room=room)
+        bob = await connect_chat(clients, b.url, room=room)
+        assert (await ann.call("name", ann_name))["ok"] is True
+        assert (await dave.call("name", dave_name))["ok"] is True
+        await bob.call("name", f"bob-{unique}")
+
+        os.kill(a.pid, signal.SIGSTOP)
+        try:
+            # B takes A for dead after its TTL: A's people leave, and Ann's name is free.
+            for name in (ann_name, dave_name):
+                await bob.wait("user_left", lambda member, name=name: member["name"] == name)
+            carol = await connect_chat(clients, b.url, room=room)
+            assert (await carol.call("name", ann_name))["ok"] is True
+        finally:
+            os.kill(a.pid, signal.SIGCONT)
+
+        # A wakes: Ann lost her name to Carol and is told; Dave is written back, once.
+        (lost,) = await ann.wait("name_error")
+        assert lost["error"] == "taken"
+
+        async def listed() -> list[str]:
+            newcomer = await connect_chat(clients, b.url, room=room)
+            (users,) = newcomer.received("users")[-1]
+            await newcomer.close()
+            return sorted(user["name"] for user in users)
+
+        expected = sorted([ann_name, dave_name, f"bob-{unique}"])  # ann_name is Carol's now
+
+        async def converged() -> bool:
+            return await listed() == expected
+
+        await until(converged, "everyone listed once: Carol as ann, Dave, Bob", every=0.5)
+
+        # Bob, who saw Dave leave, is told he is back (a second user_joined for him).
+        def dave_joined() -> int:
+            return sum(member["id"] == dave.sid for (member,) in bob.received("user_joined"))
+
+        await until(lambda: dave_joined() == 2, "Bob is told Dave is back")
+        # A serves again, across replicas: Dave's message reaches Bob.
+        assert (await dave.call("message", "back"))["ok"] is True
+        await bob.wait("message", lambda _s, text, _m: text == "back")
+        assert ann.sio.connected and dave.sio.connected
+    finally:
+        os.kill(a.pid, signal.SIGCONT) if a.alive() else None
+        a.stop()
+        b.stop()
