@@ -25,7 +25,8 @@ class ChatUser:
     again (to the next of ``urls``: what the gateway does for a dead replica) with ``last_id``
     and its ``name_token``, takes its name back, and keeps every message by id."""
 
-    def __init__(self, urls: list[str], room: str, name: str) -> None:
+    def __init__(self, urls: list[str], room: str, name: str, first: int = 0) -> None:
+        #: The replicas to try, in turn from ``first``; a scenario may update the list.
         self.urls = urls
         self.room = room
         self.name = name
@@ -39,7 +40,7 @@ class ChatUser:
         self.unacked = 0
         self.reconnects = 0
         self.sio: socketio.AsyncClient | None = None
-        self._next = 0
+        self._next = first
         self._closing = False
         self._online = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
