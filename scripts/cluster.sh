@@ -60,6 +60,10 @@ export TLS_CERT_FILE TLS_KEY_FILE
 
 sh gateway/render.sh gateway/nginx.conf.template "$GATEWAY_CONFIG"
 
+# Ctrl-C stops every process at once, and honcho kills what has not stopped after 5 s: a
+# short drain (DRAIN_SECONDS) so that the replicas still leave Redis cleanly.
+export DRAIN_SECONDS=${DRAIN_SECONDS:-1}
+
 processes=(redis chat-a chat-b cursors-a cursors-b signal-a signal-b ticker-a ticker-b gateway turn)
 if [ -n "${SIMULATOR_PORT:-}" ]; then
   # The ticker follows a local simulator instead of Bitstamp (demos offline; the tests).
