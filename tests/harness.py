@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +38,14 @@ PATIENCE = 60.0
 STARTUP = 180.0
 #: Settings of ours a developer's shell may hold; a test states the ones it wants.
 SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "SIGNAL_", "STUN_", "TURN_", "REDIS")
+
+
+def rss_kb(pid: int) -> int:
+    """The resident memory of process ``pid``, in kB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.M)
+    assert found
+    return int(found.group(1))
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from tests.conftest import connect_chat, start_chat
-from tests.harness import PATIENCE, Client, RedisServer, ServiceProcess, until
+from tests.harness import PATIENCE, Client, RedisServer, ServiceProcess, rss_kb, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -81,16 +81,24 @@ async def test_100_listener_reconnects_leave_no_connection_behind(
                 await receiver.wait("message", lambda _s, t, _m, text=text: t == text)
 
         await round_trip(0)
+        for warm_up in range(-5, 0):  # the first reconnects warm up what a reconnect uses
+            control.client_kill_filter(_type="pubsub")
+            await until(lambda: subscribers(control) == 2, "both subscribe again")
+            await round_trip(warm_up)
         before = control.info("clients")["connected_clients"]
+        memory_before = [rss_kb(replica.pid) for replica in replicas]
         for n in range(1, 101):
             killed = control.client_kill_filter(_type="pubsub")
             assert killed == 2, f"round {n}: {killed} subscribers killed"
             await until(lambda: subscribers(control) == 2, f"round {n}: both subscribe again")
             await round_trip(n)
         after = control.info("clients")["connected_clients"]
-        print(f"\n100 listener reconnects: Redis clients {before} -> {after}")
+        grown = [rss_kb(r.pid) - kb for r, kb in zip(replicas, memory_before, strict=True)]
+        print(f"\n100 listener reconnects: Redis clients {before} -> {after}, RSS +{grown} kB")
         # The control connection and the two replicas' pools, as before: nothing piles up.
         assert after <= before + 2, f"Redis clients grew from {before} to {after}"
+        # A pool left behind at each reconnect would be 100 clients and their buffers.
+        assert max(grown) < 8 * 1024, f"RSS grew by {grown} kB"
     finally:
         control.close()
         for replica in replicas:

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from tests.fuzzing import Frames
-from tests.harness import Client, RawSocket, ServiceProcess
+from tests.harness import Client, RawSocket, ServiceProcess, rss_kb
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,13 +65,6 @@ TARGETS = [
 ]
 #: What the log must never hold: a traceback, an error, an exception logged by a library.
 UNHANDLED = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|handler error|exception", re.I)
-
-
-def rss_kb(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.M)
-    assert found
-    return int(found.group(1))
 
 
 @pytest.fixture
