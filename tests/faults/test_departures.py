@@ -5,7 +5,6 @@ test's own; then it is let be, and the other replica must see the client gone.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,6 @@ from tests.signal.conftest import start_signal
 from tests.signal.test_safety import join as join_call
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def own_redis(log_dir: Path) -> Iterator[RedisServer]:
-    server = RedisServer(log_dir)
-    yield server
-    server.stop()
 
 
 class Refusing:

@@ -5,12 +5,12 @@ reaches every person in the room; names and presence converge: nobody twice, no 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import connect_chat, start_chat
+from tests.conftest import connect_chat
+from tests.faults.conftest import chat_env, chat_replicas
 from tests.faults.users import ChatUser, id_order
 from tests.harness import Client, RedisServer, until
 
@@ -20,23 +20,10 @@ PEOPLE = 6
 MESSAGES = 40
 
 
-@pytest.fixture
-def own_redis(log_dir: Path) -> Iterator[RedisServer]:
-    server = RedisServer(log_dir)
-    yield server
-    server.stop()
-
-
 async def test_a_chat_replica_killed_under_load_loses_no_acked_message(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    env = {
-        "REDIS_URL": own_redis.url,
-        "REPLICA_TTL": "3",
-        "CHAT_RATE_PER_SECOND": "10000",
-        "CHAT_RATE_BURST": "10000",
-    }
-    a, b = (start_chat(log_dir, env, f"chat-kill-{side}") for side in "ab")
+    a, b = chat_replicas(log_dir, chat_env(own_redis.url), "chat-kill")
     room = f"kill-{unique}"
     # Half start on A (and fall back to B), half on B.
     people = [

@@ -4,15 +4,15 @@ it is not ready while it hears nothing, and its clients get what they missed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.conftest import connect_chat, start_chat
-from tests.harness import PATIENCE, Client, RedisServer, ServiceProcess, rss_kb, until
+from tests.conftest import connect_chat
+from tests.faults.conftest import chat_env, chat_replicas
+from tests.harness import PATIENCE, Client, RedisServer, rss_kb, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,20 +26,6 @@ def deafen(control: redis.Redis) -> None:
 
 def let_hear(control: redis.Redis) -> None:
     control.acl_setuser("default", enabled=True, reset=False, commands=["+subscribe"])
-
-
-@pytest.fixture
-def own_redis(log_dir: Path) -> Iterator[RedisServer]:
-    """A Redis of the test's own: what it does to pub/sub would reach other tests."""
-    server = RedisServer(log_dir)
-    yield server
-    server.stop()
-
-
-def chat_pair(log_dir: Path, redis_url: str, name: str) -> list[ServiceProcess]:
-    # Clients that send as fast as they are answered: no rate limit in the way.
-    env = {"REDIS_URL": redis_url, "CHAT_RATE_PER_SECOND": "10000", "CHAT_RATE_BURST": "10000"}
-    return [start_chat(log_dir, env, f"{name}-{side}") for side in "ab"]
 
 
 def subscribers(control: redis.Redis) -> int:
@@ -63,7 +49,7 @@ def texts(client: Client) -> set[str]:
 async def test_100_listener_reconnects_leave_no_connection_behind(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    replicas = chat_pair(log_dir, own_redis.url, "chat-relisten")
+    replicas = chat_replicas(log_dir, chat_env(own_redis.url), "chat-relisten")
     control = redis.Redis(port=own_redis.port)
     try:
         room = f"relisten-{unique}"
@@ -108,7 +94,7 @@ async def test_100_listener_reconnects_leave_no_connection_behind(
 async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    a, b = chat_pair(log_dir, own_redis.url, "chat-deaf")
+    a, b = chat_replicas(log_dir, chat_env(own_redis.url), "chat-deaf")
     control = redis.Redis(port=own_redis.port)
     try:
         room = f"deaf-{unique}"
@@ -150,7 +136,7 @@ async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
 async def test_a_broadcast_redis_will_not_publish_is_acked_delayed_and_arrives_later(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    a, b = chat_pair(log_dir, own_redis.url, "chat-unpublished")
+    a, b = chat_replicas(log_dir, chat_env(own_redis.url), "chat-unpublished")
     control = redis.Redis(port=own_redis.port)
     try:
         room = f"unpublished-{unique}"

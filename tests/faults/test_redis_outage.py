@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import connect_chat, start_chat
+from tests.conftest import connect_chat
+from tests.faults.conftest import chat_env, chat_replicas
 from tests.faults.users import ChatUser
 from tests.harness import Client, RedisServer, until
 
@@ -28,13 +29,7 @@ async def test_chat_rides_out_a_redis_outage(
     log_dir: Path, clients: list[Client], unique: str, fault: str
 ) -> None:
     server = RedisServer(log_dir)
-    env = {
-        "REDIS_URL": server.url,
-        "REPLICA_TTL": "3",
-        "CHAT_RATE_PER_SECOND": "10000",
-        "CHAT_RATE_BURST": "10000",
-    }
-    a, b = (start_chat(log_dir, env, f"chat-{fault}-{side}") for side in "ab")
+    a, b = chat_replicas(log_dir, chat_env(server.url), f"chat-{fault}")
     room = f"outage-{unique}"
     people = [
         ChatUser([a.url, b.url] if n % 2 == 0 else [b.url, a.url], room, f"p{n}-{unique}")

@@ -6,12 +6,12 @@ messages by id sees none twice, everyone is connected and listed once at the end
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import connect_chat, start_chat
+from tests.faults.conftest import chat_env, chat_replicas
 from tests.faults.users import ChatUser
 from tests.harness import Client, RedisServer, until
 
@@ -20,24 +20,11 @@ pytestmark = pytest.mark.asyncio
 PEOPLE = 6
 
 
-@pytest.fixture
-def own_redis(log_dir: Path) -> Iterator[RedisServer]:
-    server = RedisServer(log_dir)
-    yield server
-    server.stop()
-
-
 async def test_a_rolling_restart_of_chat_under_load_loses_nothing(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    env = {
-        "REDIS_URL": own_redis.url,
-        "REPLICA_TTL": "3",
-        "DRAIN_SECONDS": "1",
-        "CHAT_RATE_PER_SECOND": "10000",
-        "CHAT_RATE_BURST": "10000",
-    }
-    replicas = [start_chat(log_dir, env, f"chat-roll-{n}") for n in range(2)]
+    env = chat_env(own_redis.url, DRAIN_SECONDS="1")
+    replicas = chat_replicas(log_dir, env, "chat-roll")
     # Where people connect: the replicas in service, as the gateway would route (kept current).
     urls = [replica.url for replica in replicas]
     room = f"roll-{unique}"
