@@ -5,6 +5,8 @@ test's own; then it is let be, and the other replica must see the client gone.""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,15 @@ class Refusing:
     def allow(self, *commands: str) -> None:
         self.refuse(*(f"+{command[1:]}" for command in commands))
 
+    @contextlib.contextmanager
+    def refusing(self, command: str) -> Iterator[None]:
+        """``command`` (``-hdel``, ``-@scripting``) refused inside the block, allowed after."""
+        self.refuse(command)
+        try:
+            yield
+        finally:
+            self.allow(command)
+
 
 def pair(
     start: object, log_dir: Path, redis_url: str, name: str
@@ -59,12 +70,9 @@ async def test_chat_a_name_and_presence_go_once_redis_answers(
         assert (await ann.call("name", f"ann-{unique}"))["ok"] is True
         await bob.call("name", f"bob-{unique}")
 
-        redis_acl.refuse("-@scripting")  # the leave script among them
-        try:
+        with redis_acl.refusing("-@scripting"):  # the leave script among them
             await ann.close()
             await bob.wait("user_left", lambda member: member["name"] == f"ann-{unique}")
-        finally:
-            redis_acl.allow("-@scripting")
 
         async def gone() -> bool:
             newcomer = await connect_chat(clients, b.url, room=room)
@@ -91,12 +99,9 @@ async def test_signalling_a_peer_is_off_the_list_once_redis_answers(
         ann_id = ann.sid
         await bob.wait("clients", lambda listed: ann_id in listed)
 
-        redis_acl.refuse("-hdel")
-        try:
+        with redis_acl.refusing("-hdel"):
             await ann.close()
             await until(lambda: redis_acl.refused("hdel"), "her removal refused")
-        finally:
-            redis_acl.allow("-hdel")
 
         # Told by the replica that retried, after a beat; and for good.
         await bob.wait("clients", lambda listed: ann_id not in listed and bob.sid in listed)
@@ -121,13 +126,10 @@ async def test_cursors_a_cursor_leaves_every_screen_once_redis_answers(
         ann_id = ann.sid
         seen = await sees_at(bob, ann_id, 0.5, 0.5)
 
-        redis_acl.refuse("-hdel")
-        try:
+        with redis_acl.refusing("-hdel"):
             await ann.close()
             # A's ticks try to write her removal, and fail, until Redis takes it.
             await until(lambda: redis_acl.refused("hdel"), "her removal refused")
-        finally:
-            redis_acl.allow("-hdel")
 
         await bob.wait("delta", lambda f: f["seq"] > seen["seq"] and ann_id in f["left"])
         assert ann_id not in (await bob.call("snapshot"))["cursors"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import connect_chat, start_chat
+from tests.faults.users import until_listed
 from tests.harness import Client, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -46,18 +47,8 @@ async def test_a_frozen_replica_wakes_to_what_the_others_decided(
         (lost,) = await ann.wait("name_error")
         assert lost["error"] == "taken"
 
-        async def listed() -> list[str]:
-            newcomer = await connect_chat(clients, b.url, room=room)
-            (users,) = newcomer.received("users")[-1]
-            await newcomer.close()
-            return sorted(user["name"] for user in users)
-
-        expected = sorted([ann_name, dave_name, f"bob-{unique}"])  # ann_name is Carol's now
-
-        async def converged() -> bool:
-            return await listed() == expected
-
-        await until(converged, "everyone listed once: Carol as ann, Dave, Bob", every=0.5)
+        # Carol holds ann_name now.
+        await until_listed(clients, b.url, room, [ann_name, dave_name, f"bob-{unique}"])
 
         # Bob, who saw Dave leave, is told he is back (a second user_joined for him).
         def dave_joined() -> int:

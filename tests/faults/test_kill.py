@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import connect_chat
 from tests.faults.conftest import chat_env, chat_replicas
-from tests.faults.users import ChatUser, id_order
+from tests.faults.users import (
+    ChatUser,
+    duplicates,
+    everyone_gets_every_acked,
+    until_listed,
+)
 from tests.harness import Client, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -46,30 +50,10 @@ async def test_a_chat_replica_killed_under_load_loses_no_acked_message(
         a.kill()
         await talking
 
-        acked = {mid for person in people for mid in person.acked}
-
-        def missing() -> dict[str, list[str]]:
-            return {
-                p.name: sorted(acked - p.received.keys(), key=id_order)
-                for p in people
-                if not acked <= p.received.keys()
-            }
-
-        try:
-            await until(lambda: not missing(), "every acked message reaches everyone")
-        except AssertionError:
-            raise AssertionError(
-                f"missing: {missing()}; last ids {[p.last_id for p in people]}"
-            ) from None
+        acked = await everyone_gets_every_acked(people)
         # Names and presence: each person once, under the connection they hold now.
-        newcomer = await connect_chat(clients, b.url, room=room)
-
-        async def present() -> bool:
-            (users,) = newcomer.received("users")[-1]
-            return sorted(u["name"] for u in users) == sorted(p.name for p in people)
-
-        await until(present, "the room lists everyone once", every=0.5)
-        raw_duplicates = sum(n - 1 for p in people for n in p.received.values())
+        await until_listed(clients, b.url, room, [p.name for p in people])
+        raw_duplicates = duplicates(people)
         print(
             f"\nchat replica killed: {PEOPLE} people, {sum(p.reconnects for p in people)} "
             f"reconnects, {len(acked)} acked, {sum(p.unacked for p in people)} unacked, "

@@ -16,7 +16,7 @@ import redis
 
 from tests.conftest import connect_chat
 from tests.faults.conftest import chat_env, chat_replicas
-from tests.faults.users import ChatUser
+from tests.faults.users import ChatUser, everyone_gets_every_acked, until_listed
 from tests.harness import Client, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -64,11 +64,7 @@ async def test_chat_rides_out_a_redis_outage(
 
         for person in people:
             await until(lambda person=person: talks_again(person), f"{person.name} talks again")
-        acked = {mid for person in people for mid in person.acked}
-        await until(
-            lambda: all(acked <= person.received.keys() for person in people),
-            "every acked message reaches everyone",
-        )
+        acked = await everyone_gets_every_acked(people)
         if fault == "freeze":
             # Nothing was lost: every acked message is stored.
             with redis.Redis(port=server.port, decode_responses=True) as control:
@@ -77,15 +73,9 @@ async def test_chat_rides_out_a_redis_outage(
 
         # Names and presence as they were (the replicas write them again after a heartbeat):
         # everyone listed once to a newcomer, no name up for grabs.
-        async def present() -> bool:
-            newcomer = await connect_chat(clients, b.url, room=room)
-            (users,) = newcomer.received("users")[-1]
-            taken = await newcomer.call("name", people[0].name)
-            await newcomer.close()
-            listed = sorted(u["name"] for u in users) == sorted(p.name for p in people)
-            return listed and taken.get("error") == "taken"
-
-        await until(present, "the room lists everyone once, as before", every=0.5)
+        await until_listed(clients, b.url, room, [p.name for p in people])
+        newcomer = await connect_chat(clients, b.url, room=room)
+        assert (await newcomer.call("name", people[0].name))["error"] == "taken"
         print(
             f"\nRedis {fault}: {len(acked)} acked, {refused_while_down} refused while down, "
             f"0 lost, {sum(p.reconnects for p in people)} reconnects"

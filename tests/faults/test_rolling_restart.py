@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import connect_chat, start_chat
+from tests.conftest import start_chat
 from tests.faults.conftest import chat_env, chat_replicas
-from tests.faults.users import ChatUser
+from tests.faults.users import (
+    ChatUser,
+    duplicates,
+    everyone_gets_every_acked,
+    until_listed,
+)
 from tests.harness import Client, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -54,21 +59,10 @@ async def test_a_rolling_restart_of_chat_under_load_loses_nothing(
         talking = False
         await chatter
 
-        acked = {mid for person in people for mid in person.acked}
-        await until(
-            lambda: all(acked <= person.received.keys() for person in people),
-            "every acked message reaches everyone",
-        )
+        acked = await everyone_gets_every_acked(people)
         assert all(person.sio is not None and person.sio.connected for person in people)
-
-        async def listed_once() -> bool:
-            newcomer = await connect_chat(clients, replicas[0].url, room=room)
-            (users,) = newcomer.received("users")[-1]
-            await newcomer.close()
-            return sorted(u["name"] for u in users) == sorted(p.name for p in people)
-
-        await until(listed_once, "everyone listed once", every=0.5)
-        raw_duplicates = sum(n - 1 for p in people for n in p.received.values())
+        await until_listed(clients, replicas[0].url, room, [p.name for p in people])
+        raw_duplicates = duplicates(people)
         print(
             f"\nrolling restart: {PEOPLE} people, {sum(p.reconnects for p in people)} reconnects, "
             f"{len(acked)} acked, {sum(p.unacked for p in people)} unacked, 0 lost, "

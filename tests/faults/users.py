@@ -10,14 +10,10 @@ from collections import Counter
 from typing import Any
 
 import socketio
+from chat_service.validation import id_order
 
-from tests.conftest import CHAT_PATH
-from tests.harness import PATIENCE
-
-
-def id_order(message_id: str) -> tuple[int, int]:
-    ms, _, seq = message_id.partition("-")
-    return int(ms), int(seq)
+from tests.conftest import CHAT_PATH, connect_chat
+from tests.harness import PATIENCE, Client, until
 
 
 class ChatUser:
@@ -133,3 +129,46 @@ class ChatUser:
         if self.sio is not None:
             with contextlib.suppress(Exception):
                 await self.sio.disconnect()
+
+
+async def everyone_gets_every_acked(people: list[ChatUser]) -> set[str]:
+    """Until every person holds every message any of them got acked; those ids."""
+    acked = {mid for person in people for mid in person.acked}
+
+    def missing() -> dict[str, list[str]]:
+        return {
+            p.name: sorted(acked - p.received.keys(), key=id_order)
+            for p in people
+            if not acked <= p.received.keys()
+        }
+
+    try:
+        await until(lambda: not missing(), "every acked message reaches everyone")
+    except AssertionError:
+        raise AssertionError(
+            f"missing: {missing()}; last ids {[p.last_id for p in people]}"
+        ) from None
+    return acked
+
+
+async def listed(clients: list[Client], url: str, room: str) -> list[str]:
+    """The names a newcomer to ``room`` is shown (a fresh connection each time: the list comes
+    once, on connecting)."""
+    newcomer = await connect_chat(clients, url, room=room)
+    (users,) = newcomer.received("users")[-1]
+    await newcomer.close()
+    return sorted(user["name"] for user in users)
+
+
+async def until_listed(clients: list[Client], url: str, room: str, names: list[str]) -> None:
+    """Until a newcomer to ``room`` is shown exactly ``names``, each once."""
+
+    async def shown() -> bool:
+        return await listed(clients, url, room) == sorted(names)
+
+    await until(shown, f"the room lists {sorted(names)} once", every=0.5)
+
+
+def duplicates(people: list[ChatUser]) -> int:
+    """Deliveries of an id a person already held (each dropped by id)."""
+    return sum(n - 1 for person in people for n in person.received.values())

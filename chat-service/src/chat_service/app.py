@@ -33,7 +33,7 @@ REORDER_WINDOW = 5.0
 
 def rewound(message_id: str) -> str:
     """The id ``REORDER_WINDOW`` before ``message_id``: where a resumed history starts."""
-    ms = int(message_id.partition("-")[0])
+    ms, _ = id_order(message_id)
     return f"{max(0, ms - int(REORDER_WINDOW * 1000))}-0"
 
 

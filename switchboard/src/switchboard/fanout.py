@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections import deque
@@ -38,6 +37,7 @@ from socketio import packet
 
 from switchboard.components import cancel
 from switchboard.redisclient import redis_client
+from switchboard.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,9 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         await deliver_locally(self, event, _arguments(data), namespace, to or room, skip_sid)
 
 
-#: How long the listener waits before subscribing again after losing Redis: not at all the
-#: first time (a connection killed while Redis is up), then this, doubled after each failure up
-#: to the most (with jitter, so that replicas do not move together).
+#: How long the listener (or the republisher) waits before trying Redis again: up to the first
+#: after one failure (a connection killed while Redis is up comes back at once), doubled after
+#: each further failure up to the most (:func:`switchboard.retry.backoff_delay`).
 LISTEN_RETRY_FIRST = 0.5
 LISTEN_RETRY_MOST = 5.0
 #: How a readiness probe starts on the wire (see :meth:`FanoutRedisManager.probe`).
@@ -312,9 +312,9 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         return False
 
     async def _republish(self) -> None:
-        wait = LISTEN_RETRY_FIRST
+        failures = 1  # the publish that kept the first message
         while self.unpublished:
-            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+            await asyncio.sleep(backoff_delay(failures, LISTEN_RETRY_FIRST, LISTEN_RETRY_MOST))
             try:
                 while self.unpublished:
                     message = self.json.dumps(self.unpublished[0])
@@ -323,7 +323,7 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 log.info("broadcasts kept while Redis refused them are published")
             except Exception as exc:
                 log.warning("%d broadcasts still wait for Redis (%s)", len(self.unpublished), exc)
-                wait = min(wait * 2, LISTEN_RETRY_MOST)
+                failures += 1
 
     async def stop(self) -> None:
         """Stop publishing what waits: the service is stopping."""
@@ -343,7 +343,7 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         return self.redis
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[dict[str, Any]]:
-        wait = 0.0
+        failures = 0
         deaf = False
         while True:
             pubsub = self.pubsub = self._client().pubsub(ignore_subscribe_messages=True)
@@ -351,22 +351,18 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 await pubsub.subscribe(self.channel)
                 if deaf:
                     await self._heard_again()
-                deaf, wait = False, 0.0
+                deaf, failures = False, 0
                 async for message in pubsub.listen():
                     self.last_heard = time.time()
                     yield message
             except Exception as exc:
-                log.warning(
-                    "socket.io listener lost Redis (%s); subscribing again in %.1f s",
-                    exc or type(exc).__name__,
-                    wait,
-                )
+                log.warning("socket.io listener lost Redis (%s)", exc or type(exc).__name__)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             deaf = True  # however the subscription ended: what came meanwhile is missed
-            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
-            wait = min(max(wait * 2, LISTEN_RETRY_FIRST), LISTEN_RETRY_MOST)
+            failures += 1
+            await asyncio.sleep(backoff_delay(failures, LISTEN_RETRY_FIRST, LISTEN_RETRY_MOST))
 
     async def _heard_again(self) -> None:
         since = self.last_heard

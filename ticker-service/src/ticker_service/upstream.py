@@ -34,6 +34,7 @@ import httpx
 import orjson
 import websockets
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from switchboard.retry import backoff_delay
 from websockets.asyncio.client import ClientConnection
 
 from ticker_service.settings import TickerSettings
@@ -60,14 +61,6 @@ CHANNEL_PREFIX = "live_trades_"
 
 #: Delivers trades to the store and the browsers; returns the ones that were new.
 OnTrades = Callable[[str, list[Trade]], Awaitable[list[Trade]]]
-
-
-def backoff_delay(
-    failures: int, base: float, cap: float, rng: random.Random | None = None
-) -> float:
-    """Seconds to wait after the ``failures``-th failed attempt in a row ("full jitter")."""
-    ceiling = min(cap, base * 2 ** min(failures - 1, 32))
-    return (rng or random).uniform(0, ceiling)
 
 
 def channel(pair: str) -> str:
