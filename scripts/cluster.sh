@@ -30,6 +30,9 @@ export GATEWAY_SOCKETS_PER_ADDRESS=${GATEWAY_SOCKETS_PER_ADDRESS:-256}
 export GATEWAY_HANDSHAKES_PER_SECOND=${GATEWAY_HANDSHAKES_PER_SECOND:-20}
 export GATEWAY_HANDSHAKE_BURST=${GATEWAY_HANDSHAKE_BURST:-100}
 export GATEWAY_RUN_DIR=$CLUSTER_DIR/nginx
+# nginx's workers run as whoever starts the cluster (as root they would otherwise be "nobody",
+# who cannot read web/ in a checkout only its owner may enter, such as one made by mktemp -d).
+export GATEWAY_USER=${GATEWAY_USER:-$(id -un)}
 export GATEWAY_CONFIG=$GATEWAY_RUN_DIR/nginx.conf
 export NGINX_MIME_TYPES=${NGINX_MIME_TYPES:-/etc/nginx/mime.types}
 export WEB_ROOT=${WEB_ROOT:-$PWD/web}
