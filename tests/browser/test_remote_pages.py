@@ -1,5 +1,5 @@
 """A phone opens the desktop's pairing link; a touch on its pad moves the desktop's ball, and a
-button press shows on the desktop."""
+button press shows on the desktop; the desktop page reloads and the pairing goes on."""
 
 from __future__ import annotations
 
@@ -54,3 +54,12 @@ async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
     await expect(desktop.locator("#ball")).to_have_attribute("data-pressed", "a")
     await phone.locator("#button-a").dispatch_event("pointerup")
     await expect(desktop.locator("#last-press")).to_contain_text("A")
+
+    # The desktop page reloads (or loses its connection): it resumes its pairing with the
+    # session this tab keeps, and the phone, told the screen was away, steers it again.
+    await desktop.reload()
+    await expect(desktop.locator("#pairing-state")).to_have_attribute("data-state", "paired")
+    await expect(phone.locator("#pairing-state")).to_have_attribute("data-state", "paired")
+    await phone.locator("#button-b").dispatch_event("pointerdown")
+    await expect(desktop.locator("#ball")).to_have_attribute("data-pressed", "b")
+    await phone.locator("#button-b").dispatch_event("pointerup")

@@ -210,13 +210,82 @@ async def test_the_desktop_can_unpair_its_controller(
     await controller(clients, cursor_cluster.b, token=token_of(fresh))
 
 
-async def test_a_desktop_that_leaves_ends_the_pairing(
+async def test_a_desktop_that_drops_resumes_its_pairing_with_its_session(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
     phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    assert pairing["session"] != token_of(pairing)
+
+    await screen.close()  # the page reloaded, or its replica went away
+    (away,) = await phone.wait("desktop_left")
+    assert away["grace"] > 0
+    refused_press = await phone.call("press", {"button": "a", "down": True})
+    assert refused_press["error"] == "desktop_away"
+
+    back = Client(cursor_cluster.b, CURSORS_PATH, namespace="/remote")
+    clients.append(back)
+    await back.connect(auth={"role": "desktop", "session": pairing["session"]})
+    (joined,) = await back.wait("controller_joined")
+    assert joined == {"controller": phone.sid, "resumed": True}
+    await phone.wait("desktop_back")
+    await phone.call("press", {"button": "b", "down": True})
+    assert (await back.wait("press"))[0] == {"button": "b", "down": True}
+    assert not back.received("pairing"), "the pairing goes on: no new code"
+
+    stranger = Client(cursor_cluster.a, CURSORS_PATH, namespace="/remote")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await stranger.connect(auth={"role": "desktop", "session": "made-up"})
+    assert stranger.connect_error["data"]["error"] == "bad_session"
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_a_desktop_that_does_not_come_back_ends_the_pairing_after_its_grace(
+    tmp_path: Path, redis_server: RedisServer, clients: list[Client], replicas: int
+) -> None:
+    env = {"CURSORS_RESUME_GRACE": "1"}
+    if replicas == 2:
+        env["REDIS_URL"] = redis_server.url
+    services = [start_cursors(tmp_path, env, name=f"grace-{n}") for n in range(replicas)]
+    try:
+        screen, pairing = await desktop(clients, services[0].url)
+        phone = await controller(clients, services[-1].url, token=token_of(pairing))
+        await screen.close()
+        assert (await phone.wait("desktop_left"))[0] == {"grace": 1.0}
+        assert (await phone.wait("unpaired"))[0] == {"reason": "desktop_left"}
+        await until(lambda: not phone.sio.connected, "the unpaired phone is still connected")
+        late = Client(services[0].url, CURSORS_PATH, namespace="/remote")
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await late.connect(auth={"role": "desktop", "session": pairing["session"]})
+        assert late.connect_error["data"]["error"] == "bad_session"
+    finally:
+        for service in services:
+            service.stop()
+
+
+async def test_a_desktop_left_alone_is_forgotten_at_once(
+    cursor_cluster: Cluster, clients: list[Client]
+) -> None:
+    """No controller to keep: nothing waits for the page; a new page pairs anew."""
+    screen, pairing = await desktop(clients, cursor_cluster.a)
     await screen.close()
-    assert (await phone.wait("unpaired"))[0] == {"reason": "desktop_left"}
+    again = Client(cursor_cluster.b, CURSORS_PATH, namespace="/remote")
+    await until_refused(again, {"role": "desktop", "session": pairing["session"]}, "bad_session")
+    assert (await refused(cursor_cluster.b, token=token_of(pairing)))["error"] == "bad_token"
+
+
+async def until_refused(client: Client, auth: dict[str, Any], error: str) -> None:
+    """Connecting is refused with ``error``, once the server has seen the last one leave."""
+
+    async def refused_now() -> bool:
+        try:
+            await client.connect(auth=auth)
+        except socketio.exceptions.ConnectionError:
+            return bool(client.connect_error["data"]["error"] == error)
+        await client.close()
+        return False
+
+    await until(refused_now, f"connecting with {auth} refused with {error}")
 
 
 async def test_renewing_replaces_the_token_and_the_code(

@@ -17,6 +17,7 @@ const MOTION_PROBE_MS = 1_500;
 
 const PAIRING_TEXT = {
   paired: "Paired",
+  away: "Screen away",
   unpaired: "Not paired",
   failed: "Pairing failed",
 };
@@ -53,7 +54,7 @@ const ctl = {
   code: null,
   /** The secret to resume our pairing with. */
   session: loadSession(),
-  /** connecting | paired | unpaired | failed */
+  /** connecting | paired | away (the screen lost its connection) | unpaired | failed */
   pairing: "unpaired",
   /** Paired at least once since the page was opened. */
   everPaired: false,
@@ -92,6 +93,8 @@ function start() {
   socket.on("connect_error", onConnectError);
   socket.on("paired", onPaired);
   socket.on("unpaired", onUnpaired);
+  socket.on("desktop_left", onDesktopLeft);
+  socket.on("desktop_back", onDesktopBack);
   socket.on("remote_error", onRemoteError);
 
   ui.codeForm.addEventListener("submit", onCodeSubmit);
@@ -271,6 +274,20 @@ function onPaired(event) {
 }
 
 
+/** The screen lost its connection (or its server): it may come back within `grace` seconds. */
+function onDesktopLeft(event) {
+  releaseAll({ send: false });
+  setPairing("away");
+  const grace = Math.round(Number(event && event.grace));
+  const within = Number.isFinite(grace) && grace > 0 ? ` within ${grace} s` : "";
+  showMessage(`The screen lost its connection. Waiting for it to come back${within}…`, "info");
+}
+
+function onDesktopBack() {
+  setPairing("paired");
+  showMessage("");
+}
+
 function onUnpaired(event) {
   // The server disconnects us right after this; socket.io will not reconnect by itself.
   ctl.ended = true;
@@ -290,6 +307,11 @@ function fail(text) {
 
 function onRemoteError(refusal) {
   if (!refusal) return;
+  if (refusal.error === "desktop_away") {
+    // Sent before we heard the screen was away: say so once.
+    if (ctl.pairing === "paired") onDesktopLeft({});
+    return;
+  }
   // A refused move or press: worth a word, but it changes nothing else.
   showMessage(refusal.message || "The server refused a request.");
 }
@@ -329,8 +351,9 @@ function setPairing(state) {
   ui.pairingText.textContent = text;
   ui.padOverlayText.textContent = text;
 
-  // The pad while paired, or while resuming a pairing; the code form otherwise.
-  const control = state === "paired" || (state === "connecting" && !ctl.code);
+  // The pad while paired (its screen there or away), or while resuming a pairing; the code
+  // form otherwise.
+  const control = state === "paired" || state === "away" || (state === "connecting" && !ctl.code);
   ui.controlScreen.hidden = !control;
   ui.pairScreen.hidden = control;
   document.body.dataset.screen = control ? "control" : "pair";

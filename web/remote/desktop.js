@@ -5,6 +5,8 @@ import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element, reasonOf, refusalOf } from "/shared/connection.js";
 import { NAMESPACE, SOCKET_PATH } from "/remote/shared.js";
 
+/** Where this tab keeps its desktop session, to resume its pairing after a drop or a reload. */
+const SESSION_KEY = "switchboard.remote.desktop";
 /** How long we wait for the server's ack of `renew` or `unpair`. */
 const ACK_TIMEOUT_MS = 10_000;
 
@@ -47,8 +49,10 @@ const ui = {
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 
 const desk = {
-  /** The desktop id of the current pairing; a new connection gets a new one. */
+  /** The desktop id of the current pairing; kept while we resume it. */
   desktop: null,
+  /** The secret that resumes this desktop's pairing on a new connection. */
+  session: loadSession(),
   /** waiting | paired | away | unpaired */
   state: "waiting",
   /** Local time (ms) the shown token and code expire at, and how long they lived. */
@@ -79,7 +83,8 @@ const ball = {
 const socket = io(NAMESPACE, {
   path: SOCKET_PATH,
   transports: ["websocket"],
-  auth: { role: "desktop" },
+  // Called at every (re)connection: a desktop that has a session resumes its pairing.
+  auth: (cb) => cb(desk.session ? { role: "desktop", session: desk.session } : { role: "desktop" }),
 });
 
 /** #status; renew and unpair wait while we are not connected. */
@@ -128,12 +133,10 @@ function onConnect() {
 }
 
 function onDisconnect(reason) {
-  // The server ends a desktop's pairing with its connection: the shown code is dead, and a
-  // paired controller was told `desktop_left`. The next connection brings a new pairing.
-  desk.desktop = null;
+  // The pairing waits for us (CURSORS_RESUME_GRACE): the next connection resumes it with our
+  // session, and the controller is told meanwhile that the screen is away.
   desk.busy = false;
   releaseAll();
-  if (desk.state === "paired" || desk.state === "away") setPairingState("unpaired");
   tick();
   connection.disconnected(reason);
 }
@@ -143,16 +146,51 @@ function onConnectError(err) {
     connection.set(connection.retrying());
     return;
   }
+  const refusal = refusalOf(err);
+  if (refusal.error === "bad_session") {
+    // Our pairing ended while we were away: start afresh, with a new code.
+    forgetSession();
+    desk.desktop = null;
+    if (desk.state === "paired" || desk.state === "away") setPairingState("unpaired");
+    socket.connect();
+    return;
+  }
   // Unlike the other pages, a refusal without an error code is retried too.
   connection.set("disconnected", reasonOf(err));
-  const refusal = refusalOf(err);
   if (refusal.error === "unavailable" || !refusal.error) connection.retryLater();
+}
+
+function loadSession() {
+  try {
+    return sessionStorage.getItem(SESSION_KEY);
+  } catch {
+    return null; // storage disabled: a reload starts a new pairing
+  }
+}
+
+function saveSession(session) {
+  desk.session = session;
+  try {
+    sessionStorage.setItem(SESSION_KEY, session);
+  } catch {
+    // storage disabled or full: resuming works until the page is reloaded
+  }
+}
+
+function forgetSession() {
+  desk.session = null;
+  try {
+    sessionStorage.removeItem(SESSION_KEY);
+  } catch {
+    // nothing stored
+  }
 }
 
 // --- Pairing ---------------------------------------------------------------------------------
 
 /** A new token and code: on connecting, after renew/unpair, or when the server replaced it. */
 function onPairing(pairing) {
+  if (pairing && typeof pairing.session === "string") saveSession(pairing.session);
   const fresh = pairing.desktop !== desk.desktop;
   showPairing(pairing);
   // A new desktop id is a new connection: whatever was paired before is gone.

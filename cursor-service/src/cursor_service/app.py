@@ -35,5 +35,7 @@ def create_service(settings: CursorSettings | None = None) -> Service:
     cursors = CursorNamespace(service, board, settings)
     service.add_component(cursors)
     service.sio.register_namespace(cursors)
-    service.sio.register_namespace(RemoteNamespace(service, settings, pairings, attempts))
+    remote = RemoteNamespace(service, settings, pairings, attempts)
+    service.add_component(remote)
+    service.sio.register_namespace(remote)
     return service

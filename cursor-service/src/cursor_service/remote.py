@@ -1,10 +1,16 @@
 """The remote control (namespace ``/remote``): a desktop page shows a link and its QR code; the
 phone that opens it becomes that desktop's controller, and its input reaches that desktop only.
+
+Either side may lose its connection, or its replica, and resume with its session secret within
+the grace: the controller's input goes to the desktop's room (``desktop:<id>``), which the
+desktop re-enters on whichever replica it resumes, and each replica watches the desktops of its
+controllers to tell them when theirs is away, back, or gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 import time
@@ -12,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import segno
+from redis.exceptions import RedisError
+from switchboard.components import cancel
 from switchboard.errors import InputError
 from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.origins import address_key, peer_address
@@ -19,18 +27,35 @@ from switchboard.ratelimit import SharedLimit
 from switchboard.service import Service
 from switchboard.validation import connect_auth
 
-from cursor_service.pairing import Claim, Outcome, Pairing, PairingStore, normalise_code
+from cursor_service.pairing import (
+    Claim,
+    Outcome,
+    Pairing,
+    PairingStore,
+    Presence,
+    normalise_code,
+)
 from cursor_service.settings import CursorSettings
 from cursor_service.validation import orientation, position, press
 
+log = logging.getLogger(__name__)
+
 #: Moves and orientation go out at most this often per controller; the latest always goes.
 COALESCE_S = 0.016
+#: How often a replica looks where its controllers' desktops are.
+WATCH_S = 1.0
+
+
+def desktop_room(desktop: str) -> str:
+    """Where a desktop's connection is, on whichever replica: what its controller sends to."""
+    return f"desktop:{desktop}"
 
 
 @dataclass(slots=True)
 class Controller:
     desktop: str
-    desktop_sid: str
+    #: Its desktop's connection ended (or its replica died): it may come back within the grace.
+    away: bool = False
     #: The latest move and orientation not sent yet, by event.
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_sent: float = 0.0
@@ -89,13 +114,59 @@ class RemoteNamespace(ServiceNamespace):
         #: This replica's desktops: sid -> desktop id (random, never the sid).
         self.desktops: dict[str, str] = {}
         self.controllers: dict[str, Controller] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- a service component: the watch over the controllers' desktops ----------------------
+
+    async def start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="remote")
+
+    async def stop(self) -> None:
+        await cancel(self._watcher)
+
+    async def check(self) -> str | None:
+        return None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                await self.watch()
+            except (RedisError, OSError) as exc:
+                self.metrics.redis_errors.inc()
+                log.warning("remote: could not look where the desktops are: %s", exc)
+            except Exception:
+                log.exception("remote: watching the desktops failed")
+
+    async def watch(self) -> None:
+        """Tell each controller of this replica whether its desktop went away, came back or
+        is gone (away longer than the grace: the pairing ends)."""
+        grace = self.settings.resume_grace
+        self.store.sweep(grace)
+        watched = list(self.controllers.items())
+        if not watched:
+            return
+        found = await self.store.presence([c.desktop for _, c in watched], grace)
+        for (sid, controller), presence in zip(watched, found, strict=True):
+            if self.controllers.get(sid) is not controller:
+                continue  # it left meanwhile
+            if presence is Presence.GONE:
+                await self._end_controller(sid, "desktop_left")
+            elif (presence is Presence.AWAY) != controller.away:
+                controller.away = presence is Presence.AWAY
+                if controller.away:
+                    await self.emit("desktop_left", {"grace": grace}, to=sid)
+                else:
+                    await self.emit("desktop_back", {}, to=sid)
 
     # -- connecting ---------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         auth = connect_auth(auth)
         role = auth.get("role")
-        if role == "desktop":
+        if role == "desktop" and isinstance(auth.get("session"), str) and auth["session"]:
+            await self._resume_desktop(sid, auth["session"])
+        elif role == "desktop":
             await self._connect_desktop(sid, environ)
         elif role == "controller":
             await self._connect_controller(sid, environ, auth)
@@ -103,13 +174,44 @@ class RemoteNamespace(ServiceNamespace):
             raise InputError("bad_role", "auth.role must be 'desktop' or 'controller'.")
 
     async def _connect_desktop(self, sid: str, environ: dict[str, Any]) -> None:
-        desktop = self.desktops[sid] = secrets.token_urlsafe(9)
+        desktop = secrets.token_urlsafe(9)
+        session = secrets.token_urlsafe(16)
         base = page_base(environ, self.settings.public_url)
-        await self.emit("pairing", await self._open(desktop, sid, base), to=sid)
+        pairing = await self._open(desktop, sid, base, session)
+        await self._enter_desktop(sid, desktop)
+        await self.emit("pairing", {**pairing, "session": session}, to=sid)
 
-    async def _open(self, desktop: str, sid: str, base: str | None = None) -> dict[str, Any]:
+    async def _enter_desktop(self, sid: str, desktop: str) -> None:
+        self.desktops[sid] = desktop
+        await self.enter_room(sid, desktop_room(desktop))
+
+    async def _resume_desktop(self, sid: str, session: str) -> None:
+        """A desktop that lost its connection (or its replica) takes its pairing back: its
+        controller, connected or within its grace, goes on steering it."""
+        claim = await self.store.resume_desktop(session, sid, self.settings.resume_grace)
+        if claim.outcome is not Outcome.PAIRED:
+            raise InputError("bad_session", "This screen's pairing has ended; it gets a new one.")
+        await self._enter_desktop(sid, claim.desktop)
+        if claim.replaced_sid:
+            await self.disconnect(claim.replaced_sid)
+        if claim.controller:
+            await self.emit(
+                "controller_joined", {"controller": claim.controller, "resumed": True}, to=sid
+            )
+        elif claim.session:
+            # Its controller left too and may still resume: the desktop waits as before.
+            left_ago = max(0.0, time.time() - claim.controller_left / 1000)
+            grace = max(0.0, self.settings.resume_grace - left_ago)
+            await self.emit("controller_left", {"controller": "", "grace": grace}, to=sid)
+        else:
+            # Nothing paired: a fresh token and code (the old token is not kept in clear).
+            await self.emit("pairing", await self._open(claim.desktop, sid), to=sid)
+
+    async def _open(
+        self, desktop: str, sid: str, base: str | None = None, session: str = ""
+    ) -> dict[str, Any]:
         """A new token and code for ``desktop``; ``base`` defaults to the one it had."""
-        pairing = await self.store.open(desktop, sid, self.settings.pairing_ttl, base)
+        pairing = await self.store.open(desktop, sid, self.settings.pairing_ttl, base, session)
         return {**pairing_wire(pairing), "ttl": self.settings.pairing_ttl}
 
     async def _connect_controller(
@@ -131,7 +233,7 @@ class RemoteNamespace(ServiceNamespace):
             resumed = True
         else:
             raise InputError("bad_auth", "A controller needs a token, a code or a session.")
-        self.controllers[sid] = Controller(claim.desktop, claim.desktop_sid)
+        self.controllers[sid] = Controller(claim.desktop)
         if claim.replaced_sid:
             await self._end_controller(claim.replaced_sid, "replaced")
         grace = self.settings.resume_grace
@@ -139,7 +241,9 @@ class RemoteNamespace(ServiceNamespace):
             "paired", {"desktop": claim.desktop, "session": session, "grace": grace}, to=sid
         )
         await self.emit(
-            "controller_joined", {"controller": sid, "resumed": resumed}, to=claim.desktop_sid
+            "controller_joined",
+            {"controller": sid, "resumed": resumed},
+            to=desktop_room(claim.desktop),
         )
 
     async def _claim_code(
@@ -162,14 +266,15 @@ class RemoteNamespace(ServiceNamespace):
             # Too many wrong guesses while this code was valid: the desktop gets a new one,
             # on whichever replica it is.
             renewed = await self._open(claim.desktop, claim.desktop_sid)
-            await self.emit("pairing", renewed, to=claim.desktop_sid)
+            await self.emit("pairing", renewed, to=desktop_room(claim.desktop))
         raise InputError("bad_code", "That code is wrong or has expired.")
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         if (desktop := self.desktops.pop(sid, None)) is not None:
-            controller = await self.store.close(desktop)
-            if controller:
-                await self._end_controller(controller, "desktop_left")
+            # Closed, reloaded, a lost connection or this replica stopping: all look alike
+            # here. A paired desktop may resume within the grace; its controller is told it
+            # is away, and unpaired once the grace is over.
+            await self.store.desktop_gone(desktop, sid, self.settings.resume_grace)
         elif (controller_state := self.controllers.pop(sid, None)) is not None:
             if controller_state.flusher:
                 controller_state.flusher.cancel()
@@ -177,7 +282,7 @@ class RemoteNamespace(ServiceNamespace):
                 await self.emit(
                     "controller_left",
                     {"controller": sid, "grace": self.settings.resume_grace},
-                    to=controller_state.desktop_sid,
+                    to=desktop_room(controller_state.desktop),
                 )
 
     async def _end_controller(self, sid: str, reason: str) -> None:
@@ -213,6 +318,8 @@ class RemoteNamespace(ServiceNamespace):
         controller = self.controllers.get(sid)
         if controller is None:
             raise InputError("wrong_role", "Only a paired controller can do this.")
+        if controller.away:
+            raise InputError("desktop_away", "The screen lost its connection; wait for it.")
         return controller
 
     async def on_update(self, sid: str, *args: Any) -> dict[str, Any]:
@@ -242,7 +349,7 @@ class RemoteNamespace(ServiceNamespace):
         event = press(args[0])
         # Never coalesced, never dropped; the move waiting to go goes first, to keep order.
         await self._flush(controller)
-        await self.emit("press", event, to=controller.desktop_sid)
+        await self.emit("press", event, to=desktop_room(controller.desktop))
         return {"ok": True}
 
     async def _coalesced(
@@ -266,4 +373,4 @@ class RemoteNamespace(ServiceNamespace):
         if pending:
             controller.last_sent = time.monotonic()
         for event, payload in pending.items():
-            await self.emit(event, payload, to=controller.desktop_sid)
+            await self.emit(event, payload, to=desktop_room(controller.desktop))
