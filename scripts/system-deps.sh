@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages driven for real: redis-server (the replicas' shared state), coturn (TURN),
 # nginx (the gateway), and for the tests chromium (through Playwright; never a downloaded
-# browser) with fonts for its screenshots. Installed when missing and running as root.
+# browser) with fonts for its screenshots, and iproute2 and nftables (a replica in a network
+# namespace of a test's own, cut off from Redis: tests/faults/netns.py). Installed when missing
+# and running as root.
 #
 # make test-stressed also needs stress-ng, the competing CPU load. Before the Python packages are
 # installed (make python), what PyICU is built with: ICU's headers, pkg-config and a C++
@@ -28,6 +30,8 @@ fi
 if [ "$what" = test ] || [ "$what" = stressed ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+  need ip iproute2
+  need nft nftables
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

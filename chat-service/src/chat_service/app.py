@@ -10,8 +10,9 @@ from typing import Any
 from redis.exceptions import RedisError
 from socketio import AsyncServer
 from switchboard.errors import InputError
-from switchboard.fanout import delivery
+from switchboard.fanout import FanoutRedisManager, delivery
 from switchboard.hashing import digest
+from switchboard.health import READY_TIMEOUT
 from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
 from switchboard.validation import connect_auth, one_argument, room_of
@@ -163,6 +164,10 @@ class Announcements:
 
     async def back(self, member: Member, room: str) -> None:
         await self.sio.emit("user_joined", member.wire(), room=room)
+
+    async def heard_up_to_now(self) -> None:
+        if isinstance(self.sio.manager, FanoutRedisManager):
+            await self.sio.manager.hear_up_to_now(READY_TIMEOUT)
 
     async def name_lost(self, sid: str, name: str, room: str) -> None:
         error = InputError("taken", f"Your name {name!r} was taken while we were cut off.")

@@ -106,6 +106,10 @@ class Announcer(Protocol):
         """Our named ``member`` is written back after Redis forgot us: the others may have
         been told it left (this replica was taken for dead)."""
 
+    async def heard_up_to_now(self) -> None:
+        """Until what the other replicas broadcast before now has reached our clients (or
+        never will): before we tell them anything after Redis forgot us."""
+
 
 class ChatStore(Protocol):
     async def start(self) -> None: ...
@@ -394,17 +398,27 @@ class RedisChatStore(ReplicaEntries):
     async def rejoin(self) -> None:
         # Write our sessions again and find out which names we lost.
         log.warning("chat: re-registering %d sessions in Redis", len(self.sessions))
+        lost: list[tuple[str, str, str]] = []
+        back: list[tuple[Session, Member]] = []
         for sid, session in list(self.sessions.items()):
             await self.redis.hset(self._sessions_key, sid, f"{session.room}{US}{US}")
             if not session.key:
                 continue
             held = await self._claim_for(sid, session, session.name, session.key, session.token)
             if not held.ok:
-                lost = session.name
+                lost.append((sid, session.name, session.room))
                 session.name = session.key = ""
-                await self.announcer.name_lost(sid, lost, session.room)
             else:
-                await self.announcer.back(Member(sid, session.name), session.room)
+                back.append((session, Member(sid, session.name)))
+        # If the others took us for dead, they told the rooms our people left, and that may
+        # still be on its way to our listener (a network cut holds it back): our clients must
+        # hear it before they hear that our people are back, not after (issue 13, scenario 7).
+        await self.announcer.heard_up_to_now()
+        for sid, name, room in lost:
+            await self.announcer.name_lost(sid, name, room)
+        for session, member in back:
+            if self.sessions.get(member.sid) is session and session.name == member.name:
+                await self.announcer.back(member, session.room)
 
     async def reap(self, rid: str) -> None:
         flat = await self._reap(

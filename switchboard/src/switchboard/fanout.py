@@ -406,6 +406,18 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         finally:
             self._probes.pop(nonce, None)
 
+    async def hear_up_to_now(self, within: float) -> None:
+        """Until every broadcast the others published before now has been delivered here, or
+        never can be: the listener hears a probe published now (Redis sends a subscriber what
+        is published in order), or, not within ``within`` s, its subscription is ended (what
+        was on its way on it is dropped) and made anew, and the service sends its clients what
+        they missed (:attr:`on_heard_again`). What this replica broadcasts next then reaches
+        its own clients after what the others said before it: a network cut holds back what
+        Redis sends a subscriber, until TCP sends it again, seconds after the cut ends."""
+        why = await self.probe(within)
+        if why is not None:
+            log.info("the listener subscribes again to hear up to now (%s)", why)
+
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("callback") is not None or message.get("binary"):
             await super()._handle_emit(message)

@@ -72,12 +72,15 @@ class Heartbeat:
         self._task: asyncio.Task[None] | None = None
         self._beats = 0
         self._last = 0.0
+        #: When the last beat began, successful or not (monotonic seconds).
+        self._began = 0.0
         self._error: str | None = None
 
     def key(self, replica_id: str) -> str:
         return f"{self.prefix}replica:{replica_id}"
 
     async def start(self) -> None:
+        self._began = time.monotonic()
         with contextlib.suppress(RedisError, OSError):
             await self.beat()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeat")
@@ -92,7 +95,11 @@ class Heartbeat:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
+            # A third of the TTL after the last beat began, however long it and the work after
+            # it took (writing this replica's entries back waits for its listener, up to
+            # seconds): the liveness key must not lapse while the replica is busy with it.
+            await asyncio.sleep(max(0.0, self._began + self.ttl_ms / 3000 - time.monotonic()))
+            self._began = time.monotonic()
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
