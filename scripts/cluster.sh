@@ -73,5 +73,14 @@ if [ -n "${SIMULATOR_PORT:-}" ]; then
   export TICKER_UPSTREAM_URL=ws://127.0.0.1:$SIMULATOR_PORT TICKER_REST_URL=http://127.0.0.1:$SIMULATOR_PORT
   processes+=(simulator)
 fi
+# CLUSTER_PROCESSES: only these of the Procfile's processes (the fault tests start the replicas
+# themselves, to stop and start them one at a time, which honcho cannot); CLUSTER_ENV_FILE: where
+# to write the environment every process gets (NUL-separated), for whoever starts the others.
+if [ -n "${CLUSTER_PROCESSES:-}" ]; then
+  read -r -a processes <<< "$CLUSTER_PROCESSES"
+fi
+if [ -n "${CLUSTER_ENV_FILE:-}" ]; then
+  env -0 > "$CLUSTER_ENV_FILE.tmp" && mv "$CLUSTER_ENV_FILE.tmp" "$CLUSTER_ENV_FILE"
+fi
 echo "cluster: https://localhost:$GATEWAY_PUBLIC_HTTPS_PORT/ (Ctrl-C stops everything)"
 exec .venv/bin/honcho start --no-colour -f Procfile "${processes[@]}"

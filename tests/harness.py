@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -136,11 +137,18 @@ class Process:
 
 
 class RedisServer(Process):
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+    """redis-server on loopback, with nothing saved. ``also_bind``: addresses to listen on as
+    well (a veth of a test's own network namespace); Redis's protected mode refuses clients
+    from there without a password, so the server then has one, in :attr:`url`."""
+
+    def __init__(
+        self, log_dir: Path, port: int | None = None, *, also_bind: tuple[str, ...] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is missing: run `make system-deps` (as root)")
         self.port = port or free_port()
+        self.password = secrets.token_hex(16) if also_bind else ""
         super().__init__(
             f"redis-{self.port}",
             [
@@ -149,21 +157,28 @@ class RedisServer(Process):
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                *also_bind,
                 "--save",
                 "",
                 "--appendonly",
                 "no",
                 "--protected-mode",
                 "yes",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             log_dir,
             dict(os.environ),
         )
         wait_for_port(self.port, process=self)
 
+    def url_at(self, host: str) -> str:
+        """The URL of this server at ``host``, one of the addresses it listens on."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{host}:{self.port}/0"
+
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_at("127.0.0.1")
 
 
 def free_udp_port() -> int:
@@ -236,30 +251,45 @@ class TurnServer(Process):
 
 
 class ServiceProcess(Process):
-    """``python -m <package>``, configured by environment variables, as in production."""
+    """``python -m <package>``, configured by environment variables, as in production.
+
+    ``host``: the address it listens on and is reached at (a network namespace's veth);
+    ``wrapper``: a command it runs under (``ip netns exec <namespace>``), which must exec it,
+    so that :attr:`pid` stays the service's own; ``port``: where it listens (a free one by
+    default; a gateway's upstream has its own)."""
 
     def __init__(
-        self, package: str, log_dir: Path, env: dict[str, str] | None = None, name: str = ""
+        self,
+        package: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        name: str = "",
+        *,
+        host: str = "127.0.0.1",
+        wrapper: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.package = package
+        self.host = host
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_PREFIXES)}
         # No drain before stopping (DRAIN_SECONDS) unless a test asks: tests stop replicas often.
-        full_env.update(
-            {"HOST": "127.0.0.1", "PORT": str(self.port), "DRAIN_SECONDS": "0", **(env or {})}
-        )
+        full_env.update({"HOST": host, "PORT": str(self.port), "DRAIN_SECONDS": "0", **(env or {})})
         super().__init__(
-            name or f"{package}-{self.port}", [sys.executable, "-m", package], log_dir, full_env
+            name or f"{package}-{self.port}",
+            [*(wrapper or []), sys.executable, "-m", package],
+            log_dir,
+            full_env,
         )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def wait_ready(self, prefix: str, timeout: float = STARTUP, scheme: str = "http") -> None:
         """Until the service's ``/readyz`` says 200; at once an error if the process exits."""
         deadline = time.monotonic() + timeout
-        url = f"{scheme}://127.0.0.1:{self.port}{prefix}/readyz"
+        url = f"{scheme}://{self.host}:{self.port}{prefix}/readyz"
         last = "no answer"
         while time.monotonic() < deadline:
             if not self.alive():
@@ -287,7 +317,7 @@ class ServiceProcess(Process):
                 if not self.alive():
                     raise RuntimeError(self.exited())
                 try:
-                    answer = await http.get(f"{scheme}://127.0.0.1:{self.port}{prefix}/{path}")
+                    answer = await http.get(f"{scheme}://{self.host}:{self.port}{prefix}/{path}")
                 except httpx.HTTPError as exc:
                     last = repr(exc)
                 else:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
 
 from tests.browser.conftest import CHROMIUM, FLAGS, PATIENCE_MS, Site, new_context
 from tests.harness import ServiceProcess, TurnServer
@@ -202,6 +202,47 @@ async def test_two_people_call_see_each_other_and_hang_up(
     await expect(bob.locator(f'#peers li[data-id="{ann_id}"]')).to_have_count(1)
     await expect(ann.locator("#call-button")).to_be_enabled()
     await bob.screenshot(path=str(tmp_path / "call-ended-phone.png"))
+
+
+@pytest.mark.parametrize("server", ["embedded"], indirect=True)
+async def test_a_call_goes_on_when_one_side_loses_the_signalling_server(
+    media_browser: Browser, server: Site, unique: str
+) -> None:
+    """Only signalling died (its replica, or the page's connection to it): the media flows
+    peer to peer, so neither side ends the call; the page reconnects under a new id."""
+    room = f"call-{unique}"
+    ann = await open_call(media_browser, server, room)
+    # Bob's signalling goes through a socket the test can cut: a real close, seen by both ends.
+    bob_context = await new_context(media_browser, viewport={"width": 1280, "height": 800})
+    bob = await bob_context.new_page()
+    sockets: list[WebSocketRoute] = []
+
+    def through(route: WebSocketRoute) -> None:
+        sockets.append(route.connect_to_server())
+
+    await bob.route_web_socket(re.compile(r"/api/signal/socket\.io/"), through)
+    await bob.goto(f"{server.url}/call/?room={room}")
+    await expect(bob.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(bob.locator("#cam-toggle")).to_be_enabled()
+    bob_id = await my_id(bob)
+
+    await ann.locator(f'#peers li[data-id="{bob_id}"]').click()
+    await ann.locator("#call-button").click()
+    await bob.locator("#accept").click()
+    for page in (ann, bob):
+        await expect(page.locator("#call-state")).to_have_attribute("data-state", "connected")
+
+    await sockets[-1].close()  # the server's side: Bob's connection ends
+    await expect(ann.locator(f'#peers li[data-id="{bob_id}"]')).to_have_count(0)
+    await expect(bob.locator("#my-id")).not_to_have_text(bob_id)  # back, under a new id
+    await expect(bob.locator("#status")).to_have_attribute("data-state", "connected")
+    for page in (ann, bob):
+        await expect(page.locator("#call-state")).to_have_attribute("data-state", "connected")
+        await assert_playing(page, "#remote-video")
+    # Bob hangs up: the closing reaches Ann peer to peer.
+    await bob.locator("#hangup").click()
+    await expect(ann.locator("#call-state")).to_have_attribute("data-state", "ended")
+    await expect(ann.locator("#call-reason")).to_have_text("The other side hung up.")
 
 
 async def test_the_echo_peer_sends_your_own_video_back(

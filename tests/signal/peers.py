@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from typing import Any
 
+import socketio
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
@@ -59,11 +61,19 @@ class Peer:
     """One person: a socket.io connection to the signalling service and, once calling or
     called, a peer connection sending a test video and holding a data channel."""
 
-    def __init__(self, url: str, style: str = "course") -> None:
+    def __init__(self, url: str, style: str = "course", urls: list[str] | None = None) -> None:
         assert style in ("course", "signal")
         self.url = url
         self.style = style
         self.client = Client(url, SIGNAL_PATH)
+        #: Where to connect again when the connection drops: the next of these after ``url``,
+        #: in turn (the gateway sends a client whose replica died to a live one). None: the
+        #: peer stays disconnected.
+        self.urls = urls
+        self.reconnects = 0
+        self._room: str | None = None
+        self._closing = False
+        self._reconnecting: asyncio.Task[None] | None = None
         self.connection: RTCPeerConnection | None = None
         self.tracks: list[MediaStreamTrack] = []
         self.channel: RTCDataChannel | None = None
@@ -77,8 +87,37 @@ class Peer:
         return self.client.sid
 
     async def connect(self, room: str | None = None) -> None:
+        self._room = room
+        if self.urls is not None:
+            self.client.sio.on("disconnect", self._on_disconnect)
         await self.client.connect(auth={"room": room} if room else None)
         await self.client.wait("clients")
+
+    async def _on_disconnect(self, *_reason: Any) -> None:
+        if not self._closing and (self._reconnecting is None or self._reconnecting.done()):
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Connect again, to the next of ``urls`` in turn, until one takes us (bounded): a new
+        connection, with a new id and a :attr:`client` of its own (the old one's events stay
+        with it). The call is not touched: its media and data go peer to peer."""
+        assert self.urls
+        start = self.urls.index(self.url) + 1 if self.url in self.urls else 0
+        async with asyncio.timeout(PATIENCE):
+            for turn in itertools.count(start):
+                url = self.urls[turn % len(self.urls)]
+                client = Client(url, SIGNAL_PATH)
+                client.sio.on("disconnect", self._on_disconnect)
+                try:
+                    await client.connect(auth={"room": self._room} if self._room else None)
+                    await client.wait("clients")
+                except (socketio.exceptions.SocketIOError, OSError, TimeoutError):
+                    await client.close()
+                    await asyncio.sleep(0.2)
+                    continue
+                self.url, self.client = url, client
+                self.reconnects += 1
+                return
 
     async def ice_servers(self) -> dict[str, Any]:
         found: dict[str, Any] = await self.client.call("iceServers")
@@ -248,7 +287,26 @@ class Peer:
             await asyncio.sleep(0.05)
         self.channel.send(text)
 
+    async def hang_up(self) -> None:
+        """End the call on our side and forget it (its tracks, data channel and messages), so
+        that the next call starts afresh."""
+        for task in self._trickling:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._trickling = []
+        if self.connection is not None:
+            await self.connection.close()
+        self.connection, self.channel = None, None
+        self.tracks, self.messages = [], []
+        self._message.clear()
+
     async def close(self) -> None:
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnecting
         for task in self._trickling:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

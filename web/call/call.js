@@ -179,9 +179,11 @@ function onClients(clients) {
   }
   page.peers = peers;
 
-  // Whoever we talk to has left: the call (or the offer) is over on our side too.
+  // Whoever we were calling has left: the offer is over on our side too. A call under way
+  // goes on peer to peer: the other side may only have lost its server (it reconnects under a
+  // new id), and its hanging up reaches us as the control channel or the connection closing.
   const call = page.call;
-  if (call && !peers.has(call.peerId)) {
+  if (call && !call.connected && !peers.has(call.peerId)) {
     endCall("ended", `${sideAtStart(call.peerId)} left the room.`);
   }
   if (page.incoming && !peers.has(page.incoming.from)) {
