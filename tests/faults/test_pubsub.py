@@ -104,6 +104,10 @@ async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
         assert (await bob.call("message", "before"))["ok"] is True
         await ann.wait("message", lambda _s, text, _m: text == "before")
 
+        leaving = await connect_chat(clients, b.url, room=room)
+        await leaving.call("name", f"leaving-{unique}")
+        await ann.wait("user_joined", lambda user: user["name"] == f"leaving-{unique}")
+
         deafen(control)
         try:
             sent = [f"while deaf {n}" for n in range(20)]
@@ -111,6 +115,10 @@ async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
                 # Stored, and published: Redis accepts it, only no subscriber hears it.
                 answer = await bob.call("message", text)
                 assert answer["ok"] is True, answer
+            # Someone comes and someone goes while Ann's replica hears nothing.
+            coming = await connect_chat(clients, b.url, room=room)
+            await coming.call("name", f"coming-{unique}")
+            await leaving.close()
             status, body = await ready(a.url)
             assert status == 503, body
             assert any("did not hear a probe" in reason for reason in body["reasons"]), body
@@ -118,6 +126,11 @@ async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
             let_hear(control)
 
         await until(lambda: set(sent) <= texts(ann), "Ann gets every message she missed")
+        # And who is there now: the newcomer, without the one who left (`users`, the whole list).
+        await ann.wait(
+            "users",
+            lambda users: {u["name"] for u in users} == {f"bob-{unique}", f"coming-{unique}"},
+        )
 
         async def both_ready() -> bool:
             return (await ready(a.url))[0] == 200 and (await ready(b.url))[0] == 200

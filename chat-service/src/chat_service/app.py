@@ -82,10 +82,13 @@ class ChatNamespace(ServiceNamespace):
 
     async def catch_up(self, since: float) -> None:
         """This replica heard no broadcast from ``since`` (its Redis listener was cut off):
-        every room it has clients in gets the messages stored from a little before then, as
-        ``history`` (clients drop the ones they hold)."""
+        every room it has clients in gets who is there now (``users``: the joins and leaves it
+        missed) and the messages stored from a little before then, as ``history`` (clients
+        drop the ones they hold)."""
         after = f"{int(since * 1000)}-0"
         for room in list(self.occupants):
+            members = await self.store.members(room)
+            await self.emit("users", [m.wire() for m in members], to=room)
             await self.send_history(room, after, to=room)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
