@@ -442,10 +442,12 @@ class Side:
                 return
 
     def _recorder(self, event: str) -> Any:
-        async def record(data: Any = None) -> None:
+        async def record(data: Any = None) -> Any:
             self.events.append((event, data))
             if event in ("pairing", "paired") and isinstance(data, dict) and "session" in data:
                 self.session = data["session"]
+            # As the desktop page does: a press is confirmed, the phone's ack waits for it.
+            return {"ok": True} if event == "press" else None
 
         return record
 

@@ -14,6 +14,10 @@ const SESSION_KEY = "switchboard.remote.session";
 const CODE_PATTERN = /^[BCDFGHJKLMNPQRSTVWXZ]{8}$/;
 /** After this long without a real reading, we say the device has no motion sensor. */
 const MOTION_PROBE_MS = 1_500;
+/** How long a press waits for the server's ack (which waits for the screen's), and how many
+ * times a press the screen did not confirm is sent. */
+const PRESS_ACK_MS = 10_000;
+const PRESS_TRIES = 3;
 
 const PAIRING_TEXT = {
   paired: "Paired",
@@ -66,6 +70,8 @@ const ctl = {
 
 /** What waits for the next animation frame: at most one move and one orientation per frame. */
 const outbox = { move: null, orientation: null, frame: 0 };
+/** Each button's latest state sent: only that one is sent again. */
+const latestPress = new Map();
 /** The pointer steering on the pad (touch or pen; a mouse steers by hovering too). */
 const pad = { pointer: null, rect: null };
 /** Buttons held down: name -> the pointer id holding it ("key" for the keyboard). */
@@ -307,6 +313,7 @@ function fail(text) {
 
 function onRemoteError(refusal) {
   if (!refusal) return;
+  if (refusal.error === "not_delivered") return; // sendPress sends it again
   if (refusal.error === "desktop_away") {
     // Sent before we heard the screen was away: say so once.
     if (ctl.pairing === "paired") onDesktopLeft({});
@@ -421,10 +428,18 @@ function sendMove() {
   outbox.move = null;
 }
 
-function sendPress(button, down) {
+function sendPress(button, down, tries = PRESS_TRIES) {
   // The move waiting for its frame goes first, so the desktop sees them in order.
   sendMove();
-  if (canSend()) socket.emit("press", { button, down });
+  if (!canSend()) return;
+  latestPress.set(button, down);
+  socket.timeout(PRESS_ACK_MS).emit("press", { button, down }, (err, answer) => {
+    if (answer?.ok) return;
+    // Not confirmed by the screen (it was moving between servers): again, unless a newer
+    // state of this button went meanwhile.
+    const again = err || answer?.error === "not_delivered";
+    if (again && tries > 1 && latestPress.get(button) === down) sendPress(button, down, tries - 1);
+  });
 }
 
 // --- The pad -----------------------------------------------------------------------------------

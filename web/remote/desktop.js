@@ -429,7 +429,9 @@ function placeBall() {
   ui.ball.style.transform = `translate3d(${px.toFixed(1)}px, ${py.toFixed(1)}px, 0)`;
 }
 
-function onPress(event) {
+/** A press, confirmed to the server (`ack`): the phone's press is acknowledged only then. */
+function onPress(event, ack) {
+  if (typeof ack === "function") ack({ ok: true });
   if (!event || typeof event.button !== "string") return;
   const { button, down } = event;
   desk.pressed = desk.pressed.filter((name) => name !== button);

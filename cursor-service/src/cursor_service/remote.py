@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 COALESCE_S = 0.016
 #: How often a replica looks where its controllers' desktops are.
 WATCH_S = 1.0
+#: How long a press waits for its desktop to confirm it before it is refused `not_delivered`.
+PRESS_ACK_S = 5.0
 
 
 def desktop_room(desktop: str) -> str:
@@ -349,7 +351,22 @@ class RemoteNamespace(ServiceNamespace):
         event = press(args[0])
         # Never coalesced, never dropped; the move waiting to go goes first, to keep order.
         await self._flush(controller)
-        await self.emit("press", event, to=desktop_room(controller.desktop))
+        # Acknowledged once the desktop has it: a desktop moving between replicas (or one
+        # whose replica just died) leaves its room empty for a moment, and a press sent then
+        # must not be taken for delivered. Presses are states (down, up): sent again, the same.
+        confirmed = asyncio.get_running_loop().create_future()
+
+        def confirm(*_answer: Any) -> None:
+            if not confirmed.done():
+                confirmed.set_result(True)
+
+        await self.emit("press", event, to=desktop_room(controller.desktop), callback=confirm)
+        try:
+            await asyncio.wait_for(confirmed, PRESS_ACK_S)
+        except TimeoutError:
+            raise InputError(
+                "not_delivered", "The screen did not confirm this press; send it again."
+            ) from None
         return {"ok": True}
 
     async def _coalesced(
