@@ -1,4 +1,4 @@
-"""Issue 13, scenario 3: a chat replica frozen (SIGSTOP) for longer than REPLICA_TTL, then let
+"""Issue 13, scenario 3: a replica frozen (SIGSTOP) for longer than REPLICA_TTL, then let
 go (SIGCONT). Meanwhile the other replica takes it for dead: its people leave the room and their
 names are free, and one is taken. On waking the frozen replica writes its people back, nobody
 twice; the one whose name went to someone else is told, and keeps no name."""
@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import connect_chat, start_chat
+from tests.conftest import connect_chat, start_chat, start_cursors
+from tests.cursors.test_cursors import join as join_cursors
+from tests.cursors.test_cursors import sees_at, where
 from tests.faults.users import until_listed
 from tests.harness import Client, RedisServer, until
+from tests.signal.conftest import start_signal
+from tests.signal.peers import SIGNAL_PATH
 
 pytestmark = pytest.mark.asyncio
 
@@ -63,3 +67,57 @@ async def test_a_frozen_replica_wakes_to_what_the_others_decided(
         os.kill(a.pid, signal.SIGCONT) if a.alive() else None
         a.stop()
         b.stop()
+
+
+async def test_frozen_cursor_and_signalling_replicas_wake_without_doubles(
+    log_dir: Path, redis_server: RedisServer, clients: list[Client], unique: str
+) -> None:
+    """The same for the cursors and a call room: while A is frozen its cursors leave B's
+    screens and its people leave B's ``clients``; on waking it writes them back, each once,
+    and everyone is shown again."""
+    env = {"REDIS_URL": redis_server.url, "REPLICA_TTL": "3"}
+    cursors = [start_cursors(log_dir, env, f"cursors-frozen-{side}") for side in "ab"]
+    signals = [start_signal(log_dir, env, f"signal-frozen-{side}") for side in "ab"]
+    room = f"frozen-{unique}"
+    frozen = [cursors[0], signals[0]]
+    try:
+        ann = await join_cursors(clients, cursors[0].url, room, "ann")
+        bob = await join_cursors(clients, cursors[1].url, room, "bob")
+        await ann.call("update", {"x": 0.1, "y": 0.2})
+        await sees_at(bob, ann.sid, 0.1, 0.2)
+        callers = []
+        for replica in signals:
+            caller = Client(replica.url, SIGNAL_PATH)
+            clients.append(caller)
+            await caller.connect(auth={"room": room})
+            callers.append(caller)
+        both = {caller.sid for caller in callers}
+        await callers[1].wait("clients", lambda c: c.keys() - {"echo"} == both)
+
+        for replica in frozen:
+            os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            # B takes A for dead: Ann's cursor leaves Bob's screen, A's caller B's room.
+            await bob.wait("delta", lambda frame: ann.sid in frame["left"])
+            await callers[1].wait("clients", lambda c: c.keys() - {"echo"} == {callers[1].sid})
+        finally:
+            for replica in frozen:
+                os.kill(replica.pid, signal.SIGCONT)
+
+        # A wakes and writes its people back, once each: shown again everywhere.
+        await bob.wait("delta", lambda frame: ann.sid in frame["joined"])
+        await ann.call("update", {"x": 0.3, "y": 0.4})
+        await bob.wait("delta", lambda frame: where(frame, ann.sid) == [0.3, 0.4])
+        assert (await bob.call("snapshot"))["cursors"].keys() == {ann.sid, bob.sid}
+        await callers[1].wait("clients", lambda c: c.keys() - {"echo"} == both)
+        newcomer = Client(signals[1].url, SIGNAL_PATH)
+        clients.append(newcomer)
+        await newcomer.connect(auth={"room": room})
+        (listed,) = await newcomer.wait("clients", lambda c: newcomer.sid in c)
+        assert listed.keys() - {"echo"} == both | {newcomer.sid}
+    finally:
+        for replica in frozen:
+            if replica.alive():
+                os.kill(replica.pid, signal.SIGCONT)
+        for replica in [*cursors, *signals]:
+            replica.stop()
