@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 SIMULATOR_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help setup python web system-deps run run-simulated cluster certs test test-stressed fuzz lint typecheck bench clean
+.PHONY: help setup python web system-deps run run-simulated cluster certs test test-stressed fuzz faults lint typecheck bench clean
 
 help:
 	@echo "make run    start everything in one process at https://localhost:8443"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks (see docs/benchmarks.md)"
 	@echo "make fuzz   the packet fuzzer's long run: FUZZ_FRAMES (100000) frames a namespace"
+	@echo "make faults the rolling restart's long run: FAULT_ROUNDS (10) rounds of all eight replicas"
 
 setup: python web
 
@@ -88,6 +89,13 @@ FUZZ_SEED ?= 12
 fuzz: setup system-deps
 	FUZZ_FRAMES=$(FUZZ_FRAMES) FUZZ_SEED=$(FUZZ_SEED) $(UV) run --frozen pytest -s \
 		-o addopts="" --timeout=0 tests/foundation/test_fuzz.py
+
+# The rolling restart's long run (by hand): FAULT_ROUNDS rounds of restarting all eight
+# replicas behind the gateway while every app is in use (make test does 1). docs/faults.md.
+FAULT_ROUNDS ?= 10
+faults: setup system-deps
+	FAULT_ROUNDS=$(FAULT_ROUNDS) $(UV) run --frozen pytest -s -o addopts="" --timeout=0 \
+		tests/faults/test_rolling_cluster.py
 
 bench: setup system-deps
 	$(UV) run --frozen python bench/chat_fanout.py

@@ -81,8 +81,10 @@ async def test_100_listener_reconnects_leave_no_connection_behind(
         after = control.info("clients")["connected_clients"]
         grown = [rss_kb(r.pid) - kb for r, kb in zip(replicas, memory_before, strict=True)]
         print(f"\n100 listener reconnects: Redis clients {before} -> {after}, RSS +{grown} kB")
-        # The control connection and the two replicas' pools, as before: nothing piles up.
-        assert after <= before + 2, f"Redis clients grew from {before} to {after}"
+        # The control connection and the two replicas' pools: nothing piles up. A pool opens
+        # a connection more when more commands run at once than before (on a busy machine,
+        # a few); a pool left behind at each reconnect would be 100 more.
+        assert after <= before + 10, f"Redis clients grew from {before} to {after}"
         # A pool left behind at each reconnect would be 100 clients and their buffers.
         assert max(grown) < 8 * 1024, f"RSS grew by {grown} kB"
     finally:

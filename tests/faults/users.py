@@ -35,6 +35,9 @@ class ChatUser:
         #: Messages sent that got no ack (the connection died under them).
         self.unacked = 0
         self.reconnects = 0
+        #: Resumed histories that said they could not hold all we missed (``complete``
+        #: false: more was said while we were away than the room's history keeps).
+        self.incomplete = 0
         self.sio: socketio.AsyncClient | None = None
         self._next = first
         self._closing = False
@@ -97,9 +100,11 @@ class ChatUser:
     async def _on_message(self, _sender: Any, _text: str, meta: dict[str, Any]) -> None:
         self._hold(meta["id"])
 
-    async def _on_history(self, messages: list[dict[str, Any]], _info: Any) -> None:
+    async def _on_history(self, messages: list[dict[str, Any]], info: dict[str, Any]) -> None:
         for message in messages:
             self._hold(message["id"])
+        if info.get("after") is not None and not info.get("complete"):
+            self.incomplete += 1
 
     async def _on_disconnect(self, *_reason: Any) -> None:
         self._online.clear()
@@ -146,8 +151,11 @@ async def everyone_gets_every_acked(people: list[ChatUser]) -> set[str]:
     try:
         await until(lambda: not missing(), "every acked message reaches everyone")
     except AssertionError:
+        shown = {name: ids[:5] + ["..."] * (len(ids) > 5) for name, ids in missing().items()}
         raise AssertionError(
-            f"missing: {missing()}; last ids {[p.last_id for p in people]}"
+            f"missing: {shown} ({sum(map(len, missing().values()))} in all); histories that "
+            f"could not hold what was missed: {[p.incomplete for p in people]}; last ids "
+            f"{[p.last_id for p in people]}"
         ) from None
     return acked
 

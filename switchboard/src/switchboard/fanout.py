@@ -279,6 +279,11 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             return
         namespace = namespace or "/"
         room = to or room
+        if isinstance(room, str) and skip_sid is None and self.is_connected(room, namespace):
+            # To one of this replica's own clients (an ack's event, a refusal): no other
+            # replica has it to deliver, and Redis, slow or gone, must not hold it up.
+            await deliver_locally(self, event, args, namespace, room, skip_sid)
+            return
         published = await self._publish(
             emit_message(event, args, namespace, room, skip_sid, self.host_id)
         )
