@@ -18,6 +18,7 @@ from tests.faults.users import until_listed
 from tests.harness import Client, RedisServer, until
 from tests.signal.conftest import start_signal
 from tests.signal.peers import SIGNAL_PATH
+from tests.signal.test_safety import join as join_call
 
 pytestmark = pytest.mark.asyncio
 
@@ -85,12 +86,7 @@ async def test_frozen_cursor_and_signalling_replicas_wake_without_doubles(
         bob = await join_cursors(clients, cursors[1].url, room, "bob")
         await ann.call("update", {"x": 0.1, "y": 0.2})
         await sees_at(bob, ann.sid, 0.1, 0.2)
-        callers = []
-        for replica in signals:
-            caller = Client(replica.url, SIGNAL_PATH)
-            clients.append(caller)
-            await caller.connect(auth={"room": room})
-            callers.append(caller)
+        callers = [await join_call(clients, replica.url, room) for replica in signals]
         both = {caller.sid for caller in callers}
         await callers[1].wait("clients", lambda c: c.keys() - {"echo"} == both)
 

@@ -18,6 +18,7 @@ from tests.cursors.test_cursors import sees_at
 from tests.harness import Client, RedisServer, until
 from tests.signal.conftest import start_signal
 from tests.signal.peers import SIGNAL_PATH
+from tests.signal.test_safety import join as join_call
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,12 +55,7 @@ async def test_cursors_remote_and_signalling_ride_out_a_redis_restart(
     try:
         ann = await join_cursors(clients, cursors[0].url, room, "ann")
         bob = await join_cursors(clients, cursors[1].url, room, "bob")
-        callers = []
-        for replica in signals:
-            caller = Client(replica.url, SIGNAL_PATH)
-            clients.append(caller)
-            await caller.connect(auth={"room": room})
-            callers.append(caller)
+        callers = [await join_call(clients, replica.url, room) for replica in signals]
         ids = {caller.sid for caller in callers}
         await callers[0].wait("clients", lambda c: ids <= c.keys())
 

@@ -7,9 +7,10 @@
 // own reconnections, a reload, the phone waking up.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, refusalOf } from "/shared/connection.js";
-import { NAMESPACE, SOCKET_PATH } from "/remote/shared.js";
+import { NAMESPACE, SOCKET_PATH, tabStore } from "/remote/shared.js";
 
-const SESSION_KEY = "switchboard.remote.session";
+/** Our pairing's session, to resume it after a drop or a reload. */
+const stored = tabStore("switchboard.remote.session");
 /** The protocol's code alphabet (no vowels, no look-alikes) and length. */
 const CODE_PATTERN = /^[BCDFGHJKLMNPQRSTVWXZ]{8}$/;
 /** After this long without a real reading, we say the device has no motion sensor. */
@@ -57,7 +58,7 @@ const ctl = {
   /** The typed code, until it is used (or refused). */
   code: null,
   /** The secret to resume our pairing with. */
-  session: loadSession(),
+  session: stored.load(),
   /** connecting | paired | away (the screen lost its connection) | unpaired | failed */
   pairing: "unpaired",
   /** Paired at least once since the page was opened. */
@@ -376,29 +377,13 @@ function showMessage(text, kind = "error") {
   ui.error.hidden = !text;
 }
 
-function loadSession() {
-  try {
-    return sessionStorage.getItem(SESSION_KEY);
-  } catch {
-    return null; // storage disabled: we simply cannot resume after a reload
-  }
-}
-
 function saveSession(session) {
-  try {
-    sessionStorage.setItem(SESSION_KEY, session);
-  } catch {
-    // storage disabled or full: resuming works until the page is reloaded
-  }
+  stored.save(session);
 }
 
 function forgetSession() {
   ctl.session = null;
-  try {
-    sessionStorage.removeItem(SESSION_KEY);
-  } catch {
-    // nothing stored
-  }
+  stored.forget();
 }
 
 // --- Sending -----------------------------------------------------------------------------------

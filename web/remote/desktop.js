@@ -3,10 +3,10 @@
 // the contract. Server data goes into the page with textContent and attributes, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element, reasonOf, refusalOf } from "/shared/connection.js";
-import { NAMESPACE, SOCKET_PATH } from "/remote/shared.js";
+import { NAMESPACE, SOCKET_PATH, tabStore } from "/remote/shared.js";
 
-/** Where this tab keeps its desktop session, to resume its pairing after a drop or a reload. */
-const SESSION_KEY = "switchboard.remote.desktop";
+/** This desktop's session, to resume its pairing after a drop or a reload. */
+const stored = tabStore("switchboard.remote.desktop");
 /** How long we wait for the server's ack of `renew` or `unpair`. */
 const ACK_TIMEOUT_MS = 10_000;
 
@@ -52,7 +52,7 @@ const desk = {
   /** The desktop id of the current pairing; kept while we resume it. */
   desktop: null,
   /** The secret that resumes this desktop's pairing on a new connection. */
-  session: loadSession(),
+  session: stored.load(),
   /** waiting | paired | away | unpaired */
   state: "waiting",
   /** Local time (ms) the shown token and code expire at, and how long they lived. */
@@ -160,30 +160,14 @@ function onConnectError(err) {
   if (refusal.error === "unavailable" || !refusal.error) connection.retryLater();
 }
 
-function loadSession() {
-  try {
-    return sessionStorage.getItem(SESSION_KEY);
-  } catch {
-    return null; // storage disabled: a reload starts a new pairing
-  }
-}
-
 function saveSession(session) {
   desk.session = session;
-  try {
-    sessionStorage.setItem(SESSION_KEY, session);
-  } catch {
-    // storage disabled or full: resuming works until the page is reloaded
-  }
+  stored.save(session);
 }
 
 function forgetSession() {
   desk.session = null;
-  try {
-    sessionStorage.removeItem(SESSION_KEY);
-  } catch {
-    // nothing stored
-  }
+  stored.forget();
 }
 
 // --- Pairing ---------------------------------------------------------------------------------
