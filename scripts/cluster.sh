@@ -12,6 +12,16 @@ export HOST=127.0.0.1
 # a connection carries.
 export TRUSTED_PROXIES=${TRUSTED_PROXIES:-127.0.0.1}
 export REDIS_PORT=${REDIS_PORT:-6390}
+# REDIS_HA=1: no single Redis to lose. A replica and three sentinels beside the first primary,
+# and every service reaching the primary through the sentinels.
+export REDIS_HA=${REDIS_HA:-}
+export REDIS_REPLICA_PORT=${REDIS_REPLICA_PORT:-6391}
+export SENTINEL_PORT_1=${SENTINEL_PORT_1:-26391} SENTINEL_PORT_2=${SENTINEL_PORT_2:-26392}
+export SENTINEL_PORT_3=${SENTINEL_PORT_3:-26393}
+if [ "$REDIS_HA" = 1 ]; then
+  sentinels=127.0.0.1:$SENTINEL_PORT_1,127.0.0.1:$SENTINEL_PORT_2,127.0.0.1:$SENTINEL_PORT_3
+  export REDIS_URL=${REDIS_URL:-redis+sentinel://$sentinels/0/switchboard}
+fi
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 export REDIS_MAXMEMORY=${REDIS_MAXMEMORY:-256mb}
 export CHAT_PORT_A=${CHAT_PORT_A:-8101} CHAT_PORT_B=${CHAT_PORT_B:-8102}
@@ -68,6 +78,9 @@ sh gateway/render.sh gateway/nginx.conf.template "$GATEWAY_CONFIG"
 export DRAIN_SECONDS=${DRAIN_SECONDS:-1}
 
 processes=(redis chat-a chat-b cursors-a cursors-b signal-a signal-b ticker-a ticker-b gateway turn)
+if [ "$REDIS_HA" = 1 ]; then
+  processes+=(redis-replica sentinel-1 sentinel-2 sentinel-3)
+fi
 if [ -n "${SIMULATOR_PORT:-}" ]; then
   # The ticker follows a local simulator instead of Bitstamp (demos offline; the tests).
   export TICKER_UPSTREAM_URL=ws://127.0.0.1:$SIMULATOR_PORT TICKER_REST_URL=http://127.0.0.1:$SIMULATOR_PORT

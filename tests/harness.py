@@ -181,6 +181,26 @@ class RedisServer(Process):
         return self.url_at("127.0.0.1")
 
 
+def procfile_line(name: str) -> str:
+    """The command of process ``name`` in the Procfile (`make cluster`'s processes)."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        label, colon, command = line.partition(":")
+        if colon and label == name:
+            return command.strip()
+    raise KeyError(f"no process {name!r} in the Procfile")
+
+
+class ProcfileProcess(Process):
+    """One process of the Procfile, run as honcho runs it (by a shell, with ``env``), but alone:
+    a test may stop, kill or start it again, where honcho would stop them all. The shell
+    ``exec``s the command, so :attr:`pid` is the command's own."""
+
+    def __init__(
+        self, name: str, log_dir: Path, env: dict[str, str], *, label: str | None = None
+    ) -> None:
+        super().__init__(label or name, ["sh", "-c", f"exec {procfile_line(name)}"], log_dir, env)
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ from typing import Any
 import socketio
 from engineio.async_drivers import asgi as eio_asgi
 from engineio.async_socket import AsyncSocket
+from socketio import redis_manager
 from socketio.async_pubsub_manager import AsyncPubSubManager
 from switchboard.fanout import INTERNALS, FanoutRedisManager, emit_message, listener, start_listener
 
@@ -33,6 +34,7 @@ async def specimens() -> dict[str, Any]:
         "socketio.AsyncManager": manager,
         "socketio.AsyncRedisManager": manager,
         "engineio.async_drivers.asgi": eio_asgi,
+        "socketio.redis_manager": redis_manager,
     }
 
 

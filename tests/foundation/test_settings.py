@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from chat_service.settings import ChatSettings
 from pydantic import ValidationError
+from switchboard.redisclient import shown
 
 from tests.conftest import start_chat
 from tests.harness import ROOT, STARTUP
@@ -34,6 +35,18 @@ def run_chat(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("CHAT_HISTORY_SIZE", "lots", "CHAT_HISTORY_SIZE: Input should be a valid integer"),
         ("PORT", "99999", "PORT: Input should be less than or equal to 65535"),
         ("REDIS_URL", "localhost:6379", "REDIS_URL: Value error, must start with redis://"),
+        (
+            "REDIS_URL",
+            "redis+sentinel://s1:26379,s2/0/switchboard",
+            "REDIS_URL: Value error, a redis+sentinel:// URL lists host:port pairs",
+        ),
+        (
+            "REDIS_URL",
+            "redis+sentinel://s1:26379,s2:26379/0",
+            "REDIS_URL: Value error, a redis+sentinel:// URL is redis+sentinel://host:port",
+        ),
+        ("REDIS_WAIT_REPLICAS", "-1", "REDIS_WAIT_REPLICAS: Input should be greater than"),
+        ("REDIS_WAIT_TIMEOUT", "0", "REDIS_WAIT_TIMEOUT: Input should be greater than 0"),
         ("ALLOWED_ORIGINS", "*", "ALLOWED_ORIGINS: Value error, '*' is not an origin"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL: Value error, must be one of"),
         ("TRUSTED_PROXIES", "gateway", "TRUSTED_PROXIES: Value error, 'gateway' is not an address"),
@@ -87,3 +100,15 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.trusted_proxies == ()  # nobody's X-Forwarded-For is believed
     with pytest.raises(ValidationError):
         ChatSettings(rate_burst=0)
+
+
+def test_redis_through_sentinels_waits_for_a_replica_by_default() -> None:
+    """The sentinel form of REDIS_URL: acked writes wait for one replica unless told otherwise;
+    one Redis has none to wait for. A password never reaches the log."""
+    sentinels = "redis+sentinel://:secret@s1:26379,s2:26379,s3:26379/0/switchboard"
+    assert ChatSettings(redis_url=sentinels).wait_replicas == 1
+    assert ChatSettings(redis_url=sentinels, redis_wait_replicas=0).wait_replicas == 0
+    assert ChatSettings(redis_url="redis://r:6379/0").wait_replicas == 0
+    assert shown(sentinels) == "redis+sentinel://:***@s1:26379,s2:26379,s3:26379/0/switchboard"
+    assert shown("redis://user:secret@r:6379/0") == "redis://user:***@r:6379/0"
+    assert shown("redis://r:6379/0") == "redis://r:6379/0"

@@ -21,7 +21,10 @@ from switchboard.service import Service
 from tests.harness import ROOT, STARTUP, TURN_CONF
 
 COMPOSE = ROOT / "docker-compose.yml"
+#: The override that adds a Redis replica and three sentinels (docs/operations.md).
+COMPOSE_HA = ROOT / "docker-compose.ha.yml"
 TEMPLATE = ROOT / "gateway" / "nginx.conf.template"
+SENTINEL_URL = "redis+sentinel://sentinel-1:26379,sentinel-2:26379,sentinel-3:26379/0/switchboard"
 #: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
 INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
@@ -51,8 +54,24 @@ def interpolate(text: str, env: dict[str, str]) -> str:
     return INTERPOLATION.sub(one, text)
 
 
-def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE.read_text(), env or example_env()))
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base`` as docker compose merges files: mappings key by key, the
+    rest (a command, for one) replaced."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            result[key] = merged(base[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def compose(env: dict[str, str] | None = None, *, ha: bool = False) -> dict[str, Any]:
+    """docker-compose.yml as compose reads it; ``ha``: with docker-compose.ha.yml over it."""
+    env = env or example_env()
+    loaded: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE.read_text(), env))
+    if ha:
+        loaded = merged(loaded, yaml.safe_load(interpolate(COMPOSE_HA.read_text(), env)))
     return loaded
 
 
@@ -61,13 +80,14 @@ def services() -> dict[str, Any]:
     return {entry.name: entry for entry in entry_points(group="switchboard.services")}
 
 
-def test_compose_follows_the_compose_specification() -> None:
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_HA], ids=lambda path: path.name)
+def test_compose_follows_the_compose_specification(path: Path) -> None:
     result = subprocess.run(
         [
             str(ROOT / ".venv" / "bin" / "check-jsonschema"),
             "--builtin-schema",
             "vendor.compose-spec",
-            str(COMPOSE),
+            str(path),
         ],
         capture_output=True,
         text=True,
@@ -77,18 +97,20 @@ def test_compose_follows_the_compose_specification() -> None:
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
-    used = {match[0] for match in INTERPOLATION.findall(COMPOSE.read_text())}
+    text = COMPOSE.read_text() + COMPOSE_HA.read_text()
+    used = {match[0] for match in INTERPOLATION.findall(text)}
     documented = set(example_env())
     assert used == documented, (used - documented, documented - used)
     with pytest.raises(AssertionError, match="TURN_SECRET is required"):
         compose({**example_env(), "TURN_SECRET": ""})
 
 
+@pytest.mark.parametrize("ha", [False, True], ids=["one-redis", "ha"])
 @pytest.mark.parametrize("name", sorted(services()))
 def test_each_service_gets_the_settings_it_needs_and_a_real_healthcheck(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, ha: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = compose()["services"][name]
+    service = compose(ha=ha)["services"][name]
     assert service["deploy"]["replicas"] >= 2
     assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     dockerfile = (ROOT / service["build"]["dockerfile"]).read_text()
@@ -104,7 +126,15 @@ def test_each_service_gets_the_settings_it_needs_and_a_real_healthcheck(
     built: Service = factory()  # settings from this environment: a bad one raises here
     settings = built.settings
     assert type(settings).unknown_variables() == [], "no variable the service ignores"
-    assert settings.redis_url == "redis://redis:6379/0" and settings.host == "0.0.0.0"
+    assert settings.host == "0.0.0.0"
+    if ha:
+        # Through the three sentinels, to the primary they watch; each message and name
+        # acknowledged once the replica holds it too.
+        for sentinel in ("sentinel-1", "sentinel-2", "sentinel-3"):
+            assert service["depends_on"][sentinel]["condition"] == "service_healthy"
+        assert settings.redis_url == SENTINEL_URL and settings.wait_replicas == 1
+    else:
+        assert settings.redis_url == "redis://redis:6379/0" and settings.wait_replicas == 0
     # Only the gateway may tell a service which client a connection carries.
     gateway = compose()["services"]["gateway"]["networks"]["default"]["ipv4_address"]
     assert settings.trusted_proxies == (gateway,)
@@ -192,15 +222,67 @@ def test_the_gateway_routes_exactly_our_services() -> None:
         assert len(re.findall(rf"-m {package}$", procfile, re.MULTILINE)) == 2
 
 
-def test_redis_is_capped_and_never_evicts() -> None:
-    """Evicting would free names, presence or a replica's liveness key, or the ticker's lock,
-    behind the services' backs; full, Redis refuses writes instead, and clients are told."""
-    command = compose()["services"]["redis"]["command"]
-    options = dict(zip(command[1::2], command[2::2], strict=True))
-    assert options["--maxmemory"] == example_env()["REDIS_MAXMEMORY"]
-    assert options["--maxmemory-policy"] == "noeviction"
+def options_of(command: list[str], skip: int) -> dict[str, str]:
+    """``--name value`` pairs of a command line, after its first ``skip`` words."""
+    rest = command[skip:]
+    assert all(word.startswith("--") for word in rest[::2]), rest
+    return dict(zip(rest[::2], rest[1::2], strict=True))
+
+
+def test_redis_runs_redis_node_sh_in_compose_and_make_cluster() -> None:
+    """Every Redis data node is redis/node.sh, which the persistence and failover tests run
+    from the Procfile: an append-only file written to disk every second, on a volume; capped,
+    never evicting (evicting would free names, presence, a replica's liveness key or the
+    ticker's lock behind the services' backs: full, Redis refuses writes instead, and clients
+    are told)."""
+    node = (ROOT / "redis" / "node.sh").read_text()
+    for option in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
+        assert option in node
+    for ha in (False, True):
+        redis = compose(ha=ha)["services"]["redis"]
+        assert redis["command"][:3] == ["sh", "/etc/switchboard/redis/node.sh", "/data"]
+        assert options_of(redis["command"], 3)["--maxmemory"] == example_env()["REDIS_MAXMEMORY"]
+        assert "redis-data:/data" in redis["volumes"]
+        assert "./redis:/etc/switchboard/redis:ro" in redis["volumes"]
+        assert redis["user"] == "redis"
     procfile = (ROOT / "Procfile").read_text()
-    assert "--maxmemory $REDIS_MAXMEMORY --maxmemory-policy noeviction" in procfile
+    assert (
+        "redis: sh redis/node.sh $CLUSTER_DIR/redis --port $REDIS_PORT --bind 127.0.0.1 "
+        "--maxmemory $REDIS_MAXMEMORY\n" in procfile
+    )
+
+
+def test_the_ha_override_runs_the_sentinel_topology_of_make_cluster() -> None:
+    """docker-compose.ha.yml: the replica and the three sentinels as `make cluster REDIS_HA=1`
+    runs them (redis/node.sh, redis/sentinel.sh and redis/sentinel.conf), watching the same
+    primary name that every service's REDIS_URL asks for."""
+    found = compose(ha=True)["services"]
+    replica = found["redis-replica"]
+    assert replica["environment"]["REDIS_PRIMARY"] == "redis 6379"
+    assert replica["command"][:3] == ["sh", "/etc/switchboard/redis/node.sh", "/data"]
+    assert options_of(replica["command"], 3)["--replica-announce-ip"] == "redis-replica"
+    assert options_of(found["redis"]["command"], 3)["--replica-announce-ip"] == "redis"
+    assert "redis-replica-data:/data" in replica["volumes"]
+    conf = (ROOT / "redis" / "sentinel.conf").read_text()
+    assert "sentinel monitor switchboard @PRIMARY@ 2\n" in conf
+    for n in (1, 2, 3):
+        sentinel = found[f"sentinel-{n}"]
+        assert sentinel["command"][:4] == [
+            "sh",
+            "/etc/switchboard/redis/sentinel.sh",
+            "/data",
+            "redis 6379",
+        ]
+        assert f"sentinel-{n}:/data" in sentinel["volumes"]
+        assert f"sentinel-{n}:26379" in SENTINEL_URL
+    procfile = (ROOT / "Procfile").read_text()
+    assert 'env REDIS_PRIMARY="127.0.0.1 $REDIS_PORT" sh redis/node.sh' in procfile
+    for n in (1, 2, 3):
+        assert (
+            f'sentinel-{n}: sh redis/sentinel.sh $CLUSTER_DIR/sentinel-{n} "127.0.0.1 $REDIS_PORT"'
+            in procfile
+        )
+    assert "/0/switchboard}" in (ROOT / "scripts" / "cluster.sh").read_text()
 
 
 def test_turn_runs_the_tested_hardening_in_compose_and_make_cluster() -> None:

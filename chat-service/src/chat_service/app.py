@@ -189,6 +189,7 @@ def create_service(settings: ChatSettings | None = None) -> Service:
             redis,
             service.replica,
             Announcements(service.sio),
+            acked=service.acked_writes,
             history_size=size,
             history_ttl=ttl,
             history_rooms=settings.history_rooms,

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from switchboard.components import Passive
+from switchboard.redisclient import AckedWrites
 from switchboard.replicas import Replica, ReplicaEntries
 
 from chat_service.validation import id_order
@@ -365,12 +366,15 @@ class RedisChatStore(ReplicaEntries):
         replica: Replica,
         announcer: Announcer,
         *,
+        acked: AckedWrites,
         history_size: int,
         history_ttl: float,
         history_rooms: int,
     ) -> None:
         super().__init__(redis, replica)
         self.announcer = announcer
+        #: Messages and names: a client is told they are stored once a replica has them too.
+        self.acked = acked
         self.history_size = history_size
         self.history_ttl_ms = int(history_ttl * 1000)
         self.history_rooms = history_rooms
@@ -463,7 +467,8 @@ class RedisChatStore(ReplicaEntries):
     async def _claim_for(
         self, sid: str, session: Session, name: str, key: str, token: str
     ) -> Claimed:
-        ok, replaced = await self._claim(
+        ok, replaced = await self.acked.run(
+            self._claim,
             keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
             args=[
                 self.rid,
@@ -486,7 +491,8 @@ class RedisChatStore(ReplicaEntries):
     # -- history ------------------------------------------------------------------------------
 
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
-        message_id = await self._append(
+        message_id = await self.acked.run(
+            self._append,
             keys=[self._key("history", room), self._key("histories")],
             args=[
                 room,

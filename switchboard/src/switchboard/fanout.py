@@ -67,6 +67,8 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "redis_options",
         "thread",
     ),
+    # Read by switchboard.redisclient, for REDIS_URL's redis+sentinel:// form.
+    "socketio.redis_manager": ("parse_redis_sentinel_url",),
 }
 
 

@@ -44,6 +44,13 @@ class ServiceMetrics:
             ["service"],
             registry=self.registry,
         ).labels(service=service)
+        self.unreplicated_writes = Counter(
+            "switchboard_redis_unreplicated_writes",
+            "acknowledged writes no Redis replica had confirmed when they were answered "
+            "(REDIS_WAIT_REPLICAS): a failover then could lose them",
+            ["service"],
+            registry=self.registry,
+        ).labels(service=service)
         self._service = service
 
     def received(self, event: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from switchboard.logs import configure_logging
+from switchboard.redisclient import shown
 from switchboard.service import MAX_MESSAGE_BYTES, Service
 from switchboard.settings import ServiceSettings, SettingsError
 
@@ -118,7 +119,7 @@ def run_service(settings_class: type[ServiceSettings], factory_path: str) -> Non
         settings.host,
         settings.port,
         service.prefix,
-        f"Redis at {settings.redis_url}" if settings.redis_url else "in memory, one process",
+        f"Redis at {shown(settings.redis_url)}" if settings.redis_url else "in memory, one process",
     )
     config = uvicorn.Config(
         service.asgi,

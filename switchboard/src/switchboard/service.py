@@ -33,7 +33,7 @@ from switchboard.fanout import (
 from switchboard.health import READY_TIMEOUT, add_health_routes, unready
 from switchboard.metrics import ServiceMetrics
 from switchboard.origins import same_origin
-from switchboard.redisclient import RedisComponent, redis_client
+from switchboard.redisclient import AckedWrites, RedisComponent, redis_client
 from switchboard.replicas import Replica
 from switchboard.settings import ServiceSettings
 
@@ -90,9 +90,16 @@ class Service:
         self.redis: Redis | None = None
         self.draining = False
         manager: socketio.AsyncManager = FanoutManager()
+        self._acked_writes: AckedWrites | None = None
         if settings.redis_url:
             self.redis = redis_client(settings.redis_url)
             self.add_component(RedisComponent(self.redis, self.metrics))
+            self._acked_writes = AckedWrites(
+                self.redis,
+                self.metrics,
+                replicas=settings.wait_replicas,
+                timeout=settings.redis_wait_timeout,
+            )
             manager = FanoutRedisManager(
                 settings.redis_url,
                 channel=f"socketio:{name}",
@@ -130,6 +137,13 @@ class Service:
         self.asgi = socketio.ASGIApp(
             self.sio, other_asgi_app=self.http, socketio_path=f"{self.prefix}/socket.io"
         )
+
+    @property
+    def acked_writes(self) -> AckedWrites:
+        """How a write the client is told is done reaches Redis (only with ``REDIS_URL``)."""
+        if self._acked_writes is None:
+            raise RuntimeError(f"{self.name} has no Redis")
+        return self._acked_writes
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)

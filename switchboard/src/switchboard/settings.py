@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from switchboard.redisclient import SENTINEL_SCHEME, check_redis_url
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -67,8 +69,27 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
     #: PORT: the port to listen on when the service runs alone (0 picks a free one).
     port: int = Field(0, ge=0, le=65535, validation_alias=AliasChoices("PORT", "port"))
-    #: REDIS_URL: ``redis://`` or ``rediss://`` URL; unset means one process, state in memory.
+    #: REDIS_URL: ``redis://`` or ``rediss://`` URL of one Redis, or
+    #: ``redis+sentinel://host:port,host:port/db/name`` for the primary the sentinels call
+    #: ``name``; unset means one process, state in memory.
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    #: REDIS_WAIT_REPLICAS: Redis replicas an acknowledged write (a chat message, a name) must
+    #: reach before the client is told it is done (Redis's WAIT). Unset: 1 with a
+    #: ``redis+sentinel://`` URL, else 0 (one Redis has no replica to wait for).
+    redis_wait_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        validation_alias=AliasChoices("REDIS_WAIT_REPLICAS", "redis_wait_replicas"),
+    )
+    #: REDIS_WAIT_TIMEOUT: seconds such a write waits for its replicas before it is answered
+    #: anyway (and counted in ``switchboard_redis_unreplicated_writes``).
+    redis_wait_timeout: float = Field(
+        1.0,
+        gt=0,
+        le=30,
+        validation_alias=AliasChoices("REDIS_WAIT_TIMEOUT", "redis_wait_timeout"),
+    )
     #: ALLOWED_ORIGINS: comma-separated origins allowed to open a socket.io connection; unset
     #: means same-origin only. A cross-site origin is refused at the handshake either way.
     allowed_origins: Annotated[tuple[str, ...], NoDecode, BeforeValidator(comma_separated)] = Field(
@@ -120,9 +141,13 @@ class ServiceSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+        return None if value is None else check_redis_url(value)
+
+    @property
+    def wait_replicas(self) -> int:
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_url and self.redis_url.startswith(SENTINEL_SCHEME) else 0
 
     @field_validator("allowed_origins")
     @classmethod
