@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 import time
 import urllib.parse
 from pathlib import Path
@@ -12,9 +14,11 @@ from typing import Any
 
 import pytest
 import socketio
+from cursor_service.settings import CursorSettings
+from switchboard.settings import SettingsError
 
 from tests.conftest import CURSORS_PATH, Cluster, start_cursors
-from tests.harness import Client, RedisServer, try_code, until
+from tests.harness import Client, RawSocket, RedisServer, try_code, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -145,6 +149,59 @@ async def test_presses_are_never_dropped_while_moves_are_coalesced(
     # not one per move (201), however long the 201 moves took to arrive.
     moves = len(screen.received("update"))
     assert moves <= elapsed / COALESCE + 1 + len(presses), (moves, elapsed)
+
+
+async def test_a_press_the_desktop_does_not_confirm_is_refused_not_delivered(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    service = start_cursors(tmp_path, {"CURSORS_PRESS_ACK_SECONDS": "0.5"})
+    confirming = asyncio.Event()
+    try:
+        screen, pairing = await desktop(clients, service.url)
+        held: list[dict[str, Any]] = []
+
+        async def hold(event: dict[str, Any]) -> dict[str, Any]:
+            # The page gets the press but does not answer it (a frozen tab, say) until told to.
+            held.append(event)
+            await confirming.wait()
+            return {"ok": True}
+
+        screen.sio.on("press", hold, namespace="/remote")
+        phone = await controller(clients, service.url, token=token_of(pairing))
+
+        answer = await phone.call("press", {"button": "a", "down": True})
+        assert answer["error"] == "not_delivered"
+        # Several at once: each is refused in turn (one connection's events are handled in
+        # order), none is left waiting.
+        buttons = [f"b{n}" for n in range(8)]
+        answers = await asyncio.gather(
+            *(phone.call("press", {"button": button, "down": True}) for button in buttons)
+        )
+        assert [answer["error"] for answer in answers] == ["not_delivered"] * len(buttons)
+        # Every press reached the page: only its confirmation was missing.
+        await until(lambda: len(held) == 1 + len(buttons), "every press reached the page")
+        assert sorted(event["button"] for event in held) == sorted(["a", *buttons])
+
+        confirming.set()  # the page answers again: so does the phone's next press
+        assert await phone.call("press", {"button": "a", "down": False}) == {"ok": True}
+    finally:
+        confirming.set()
+        service.stop()
+
+
+async def test_the_wait_for_a_press_confirmation_is_a_bounded_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in list(os.environ):
+        if key.startswith("CURSORS_"):
+            monkeypatch.delenv(key)
+    assert CursorSettings.from_env().press_ack_seconds == 5.0
+    monkeypatch.setenv("CURSORS_PRESS_ACK_SECONDS", "0.5")
+    assert CursorSettings.from_env().press_ack_seconds == 0.5
+    for value in ("0", "11", "soon"):
+        monkeypatch.setenv("CURSORS_PRESS_ACK_SECONDS", value)
+        with pytest.raises(SettingsError, match=f"CURSORS_PRESS_ACK_SECONDS: .*'{value}'"):
+            CursorSettings.from_env()
 
 
 @pytest.mark.parametrize(
@@ -310,6 +367,76 @@ async def test_only_a_desktop_renews_and_only_a_controller_steers(
     with pytest.raises(socketio.exceptions.ConnectionError):
         await stranger.connect(auth={"role": "admin"})
     assert stranger.connect_error["data"]["error"] == "bad_role"
+
+
+#: What a client may send where a secret belongs: another type, nothing, too much, or what no
+#: secret of ours looks like. 60 000 characters still fit in a frame (64 KiB).
+MALFORMED = [7, 1.5, True, ["secret"], {"secret": "x"}, "", "x" * 65, "not a secret!", "x" * 60_000]
+
+
+@pytest.mark.parametrize("value", MALFORMED, ids=lambda value: repr(value)[:16])
+@pytest.mark.parametrize(
+    ("role", "field", "error"),
+    [
+        ("desktop", "session", "bad_session"),
+        ("controller", "session", "bad_session"),
+        ("controller", "token", "bad_token"),
+    ],
+)
+async def test_a_malformed_secret_is_refused_before_it_is_looked_up(
+    cursor_cluster: Cluster, role: str, field: str, error: str, value: Any
+) -> None:
+    client = Client(cursor_cluster.a, CURSORS_PATH, namespace="/remote")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(auth={"role": role, field: value})
+    refusal = client.connect_error
+    assert refusal["data"]["error"] == error
+    assert refusal["data"]["ok"] is False
+    assert refusal["message"] == refusal["data"]["message"]
+    # Refused for its shape, not after looking for a pairing ("This pairing has ended").
+    assert f"auth.{field}" in refusal["message"]
+    assert not client.received("pairing"), "a desktop with a bad session got a new pairing"
+
+
+async def test_a_malformed_code_is_refused_and_not_counted_as_a_wrong_one(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    # One wrong code a minute: had any of these been counted, even the right code would then
+    # be refused (too_many_attempts).
+    service = start_cursors(tmp_path, {"CURSORS_CODE_ATTEMPTS": "1"})
+    try:
+        _, pairing = await desktop(clients, service.url)
+        for value in [12345678, True, [pairing["code"]], {}, "", "B" * 33, "x" * 60_000]:
+            refusal = await refused(service.url, code=value)
+            assert refusal["error"] == "bad_code", value
+            assert "auth.code" in refusal["message"], value
+        await controller(clients, service.url, code=pairing["code"])
+    finally:
+        service.stop()
+
+
+async def test_a_null_session_is_no_session(cursor_cluster: Cluster, clients: list[Client]) -> None:
+    screen = Client(cursor_cluster.a, CURSORS_PATH, namespace="/remote")
+    clients.append(screen)
+    await screen.connect(auth={"role": "desktop", "session": None})
+    await screen.wait("pairing")
+    assert (await refused(cursor_cluster.a, session=None))["error"] == "bad_auth"
+
+
+@pytest.mark.parametrize("role", ["desktop", "controller"])
+async def test_a_session_bigger_than_a_frame_closes_the_connection_and_nothing_else(
+    cursor_cluster: Cluster, clients: list[Client], role: str
+) -> None:
+    socket = RawSocket(cursor_cluster.a, CURSORS_PATH, origin=cursor_cluster.a)
+    try:
+        await socket.open()
+        auth = {"role": role, "session": "x" * 100_000}
+        await socket.send(f"40/remote,{json.dumps(auth)}")
+        # Over the 64 KiB frame limit, the service never reads it: the socket is closed.
+        assert await socket.closed()
+    finally:
+        await socket.close()
+    await desktop(clients, cursor_cluster.a)  # and the service goes on
 
 
 async def test_tokens_expire_unused(tmp_path: Path, clients: list[Client]) -> None:

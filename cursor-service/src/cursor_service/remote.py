@@ -36,7 +36,14 @@ from cursor_service.pairing import (
     normalise_code,
 )
 from cursor_service.settings import CursorSettings
-from cursor_service.validation import orientation, position, press
+from cursor_service.validation import (
+    orientation,
+    pairing_code,
+    pairing_token,
+    position,
+    press,
+    session_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +51,6 @@ log = logging.getLogger(__name__)
 COALESCE_S = 0.016
 #: How often a replica looks where its controllers' desktops are.
 WATCH_S = 1.0
-#: How long a press waits for its desktop to confirm it before it is refused `not_delivered`.
-PRESS_ACK_S = 5.0
 
 
 def desktop_room(desktop: str) -> str:
@@ -166,10 +171,12 @@ class RemoteNamespace(ServiceNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         auth = connect_auth(auth)
         role = auth.get("role")
-        if role == "desktop" and isinstance(auth.get("session"), str) and auth["session"]:
-            await self._resume_desktop(sid, auth["session"])
-        elif role == "desktop":
-            await self._connect_desktop(sid, environ)
+        if role == "desktop":
+            session = session_secret(auth.get("session"))
+            if session is not None:
+                await self._resume_desktop(sid, session)
+            else:
+                await self._connect_desktop(sid, environ)
         elif role == "controller":
             await self._connect_controller(sid, environ, auth)
         else:
@@ -219,16 +226,21 @@ class RemoteNamespace(ServiceNamespace):
     async def _connect_controller(
         self, sid: str, environ: dict[str, Any], auth: dict[str, Any]
     ) -> None:
+        # Whatever the client sent is checked before any of it is used: a number, an empty or
+        # a huge string is refused here, and never reaches the store.
+        token = pairing_token(auth.get("token"))
+        code = pairing_code(auth.get("code"))
+        resuming = session_secret(auth.get("session"))
         session = secrets.token_urlsafe(16)
         resumed = False
-        if isinstance(auth.get("token"), str) and auth["token"]:
-            claim = await self.store.claim_token(auth["token"], sid, session)
+        if token is not None:
+            claim = await self.store.claim_token(token, sid, session)
             if claim.outcome is not Outcome.PAIRED:
                 raise InputError("bad_token", "This pairing link was used or has expired.")
-        elif isinstance(auth.get("code"), str) and auth["code"]:
-            claim = await self._claim_code(sid, environ, normalise_code(auth["code"]), session)
-        elif isinstance(auth.get("session"), str) and auth["session"]:
-            session = auth["session"]
+        elif code is not None:
+            claim = await self._claim_code(sid, environ, normalise_code(code), session)
+        elif resuming is not None:
+            session = resuming
             claim = await self.store.resume(session, sid, self.settings.resume_grace)
             if claim.outcome is not Outcome.PAIRED:
                 raise InputError("bad_session", "This pairing has ended; scan the code again.")
@@ -362,7 +374,7 @@ class RemoteNamespace(ServiceNamespace):
 
         await self.emit("press", event, to=desktop_room(controller.desktop), callback=confirm)
         try:
-            await asyncio.wait_for(confirmed, PRESS_ACK_S)
+            await asyncio.wait_for(confirmed, self.settings.press_ack_seconds)
         except TimeoutError:
             raise InputError(
                 "not_delivered", "The screen did not confirm this press; send it again."

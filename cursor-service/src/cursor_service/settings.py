@@ -38,6 +38,12 @@ class CursorSettings(ServiceSettings):
     pairing_ttl: float = Field(300.0, gt=0, le=86_400)
     #: CURSORS_RESUME_GRACE: seconds a controller that lost its connection may resume its pairing.
     resume_grace: float = Field(60.0, ge=0, le=86_400)
+    #: CURSORS_PRESS_ACK_SECONDS: how long a controller's press waits for its desktop to confirm
+    #: it before it is refused ``not_delivered`` (the desktop may be moving between replicas).
+    #: At most 10 s: the controller page waits that long for the answer (web/remote/controller.js
+    #: PRESS_ACK_MS); and the connection's next events, its pongs too, wait behind the press (a
+    #: client's events are handled in order), so a long wait would outlast the ping timeout.
+    press_ack_seconds: float = Field(5.0, ge=0.1, le=10)
     #: CURSORS_CODE_ATTEMPTS: wrong short codes a client may try per minute.
     code_attempts: int = Field(5, ge=1, le=1000)
     #: CURSORS_CODE_GUESSES: wrong short codes the cluster may see while a code is valid before

@@ -10,6 +10,11 @@ from typing import Any
 from switchboard.errors import InputError
 
 BUTTON_PATTERN = re.compile(r"[a-z0-9_-]{1,16}")
+#: The secrets the service hands out (a pairing link's token, a session) are
+#: ``secrets.token_urlsafe(16)``, 22 characters of base64url; this leaves room for longer ones.
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: A typed code: 8 letters, with whatever spaces or dashes a person puts between them.
+CODE_TYPED_MAX = 32
 #: Positions are sent to 1/10000 of the viewport: a tenth of a pixel on a 1000 px screen.
 PRECISION = 4
 
@@ -56,3 +61,42 @@ def orientation(value: Any) -> dict[str, Any]:
         ):
             raise InputError("bad_orientation", "Each angle is a finite number or null.")
     return {key: value[key] for key in ("alpha", "beta", "gamma")}
+
+
+def _secret(value: Any, code: str, message: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SECRET_PATTERN.fullmatch(value):
+        raise InputError(code, message)
+    return value
+
+
+def session_secret(value: Any) -> str | None:
+    """``auth.session``: a session secret the service gave, or nothing (absent or null)."""
+    return _secret(
+        value,
+        "bad_session",
+        "auth.session must be the session secret the service gave: 1 to 64 of A-Z a-z 0-9 _ -.",
+    )
+
+
+def pairing_token(value: Any) -> str | None:
+    """``auth.token``: the token of a pairing link, or nothing (absent or null)."""
+    return _secret(
+        value,
+        "bad_token",
+        "auth.token must be the token of a pairing link: 1 to 64 of A-Z a-z 0-9 _ -.",
+    )
+
+
+def pairing_code(value: Any) -> str | None:
+    """``auth.code``: a code as a person typed it, or nothing (absent or null). Only its type and
+    size are checked here: a code that cannot be right is a wrong code, counted as one."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= CODE_TYPED_MAX:
+        raise InputError(
+            "bad_code",
+            f"auth.code must be the code shown on the screen: 1 to {CODE_TYPED_MAX} characters.",
+        )
+    return value
