@@ -21,7 +21,7 @@ async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
     desktop = await desktop_context.new_page()
     await desktop.goto(f"{site.url}/remote/")
     await expect(desktop.locator("#pairing-state")).to_have_attribute("data-state", "waiting")
-    await expect(desktop.locator("#link")).to_have_attribute("href", re.compile("#token="))
+    await expect(desktop.locator("#link")).to_have_attribute("href", re.compile("#pair="))
     link = await desktop.locator("#link").get_attribute("href")
     assert link
     await expect(desktop.locator("#qr")).to_have_attribute("src", re.compile("^data:image/svg"))
@@ -36,6 +36,8 @@ async def test_a_touch_on_the_controller_moves_the_ball_on_the_desktop(
     await phone.goto(link)
     await expect(phone.locator("#pairing-state")).to_have_attribute("data-state", "paired")
     await expect(desktop.locator("#pairing-state")).to_have_attribute("data-state", "paired")
+    # The link's secret is taken out of the address bar: neither reused nor shared.
+    assert "pair=" not in phone.url
 
     pad = await phone.locator("#pad").bounding_box()
     assert pad is not None

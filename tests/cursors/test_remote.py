@@ -34,8 +34,9 @@ async def desktop(opened: list[Client], url: str) -> tuple[Client, dict[str, Any
     return client, pairing
 
 
-def token_of(pairing: dict[str, Any]) -> str:
-    return str(pairing["url"].split("#token=", 1)[1])
+def pair_of(pairing: dict[str, Any]) -> str:
+    """The pairing secret in the link's fragment (``#pair=``)."""
+    return str(pairing["url"].split("#pair=", 1)[1])
 
 
 async def controller(opened: list[Client], url: str, **auth: Any) -> Client:
@@ -62,7 +63,7 @@ async def test_the_desktop_gets_a_link_a_qr_code_and_a_short_code(
     link = urllib.parse.urlsplit(pairing["url"])
     assert f"{link.scheme}://{link.netloc}" == cursor_cluster.a  # the host the desktop used
     assert link.path == "/remote/controller.html"
-    assert len(base64.urlsafe_b64decode(token_of(pairing) + "==")) >= 16  # 128 bits
+    assert len(base64.urlsafe_b64decode(pair_of(pairing) + "==")) >= 16  # 128 bits
     assert len(pairing["code"]) == 8
     assert set(pairing["code"]) <= set("BCDFGHJKLMNPQRSTVWXZ")
     assert pairing["qr"].startswith("data:image/svg+xml")
@@ -70,18 +71,18 @@ async def test_the_desktop_gets_a_link_a_qr_code_and_a_short_code(
     assert pairing["desktop"] not in pairing["url"]  # the socket id is never the secret
 
 
-async def test_a_token_pairs_once(cursor_cluster: Cluster, clients: list[Client]) -> None:
+async def test_a_link_pairs_once(cursor_cluster: Cluster, clients: list[Client]) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
 
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
 
     (paired,) = phone.received("paired")[0]
     assert paired["desktop"] == pairing["desktop"]
     assert paired["session"]
     (joined,) = await screen.wait("controller_joined")
     assert joined == {"controller": phone.sid, "resumed": False}
-    again = await refused(cursor_cluster.b, token=token_of(pairing))
-    assert again["error"] == "bad_token"
+    again = await refused(cursor_cluster.b, pair=pair_of(pairing))
+    assert again["error"] == "bad_pair"
     # The code of a used pairing is used up too.
     assert (await refused(cursor_cluster.a, code=pairing["code"]))["error"] == "bad_code"
 
@@ -103,7 +104,7 @@ async def test_input_reaches_the_paired_desktop_and_nobody_else(
 ) -> None:
     mine, pairing = await desktop(clients, cursor_cluster.a)
     other, other_pairing = await desktop(clients, cursor_cluster.b)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
 
     assert await phone.call("update", {"x": 0.2, "y": 0.8}) == {"ok": True}
     assert await phone.call("press", {"button": "a", "down": True}) == {"ok": True}
@@ -132,7 +133,7 @@ async def test_presses_are_never_dropped_while_moves_are_coalesced(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
 
     started = time.monotonic()
     for step in range(200):
@@ -167,7 +168,7 @@ async def test_a_press_the_desktop_does_not_confirm_is_refused_not_delivered(
             return {"ok": True}
 
         screen.sio.on("press", hold, namespace="/remote")
-        phone = await controller(clients, service.url, token=token_of(pairing))
+        phone = await controller(clients, service.url, pair=pair_of(pairing))
 
         answer = await phone.call("press", {"button": "a", "down": True})
         assert answer["error"] == "not_delivered"
@@ -218,7 +219,7 @@ async def test_bad_input_is_refused_and_not_forwarded(
     cursor_cluster: Cluster, clients: list[Client], event: str, value: Any, error: str
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
 
     assert (await phone.call(event, value))["error"] == error
     # Barrier: a press goes the way the refused input would have gone, after it (a press sends
@@ -233,7 +234,7 @@ async def test_a_controller_that_drops_resumes_without_scanning_again(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
     session = phone.received("paired")[0][0]["session"]
     first_id = phone.sid
 
@@ -254,7 +255,7 @@ async def test_the_desktop_can_unpair_its_controller(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
     session = phone.received("paired")[0][0]["session"]
 
     fresh = await screen.call("unpair")
@@ -264,15 +265,15 @@ async def test_the_desktop_can_unpair_its_controller(
     assert (await phone.wait("unpaired"))[0] == {"reason": "desktop_unpaired"}
     await until(lambda: not phone.sio.connected, "the unpaired phone is still connected")
     assert (await refused(cursor_cluster.b, session=session))["error"] == "bad_session"
-    await controller(clients, cursor_cluster.b, token=token_of(fresh))
+    await controller(clients, cursor_cluster.b, pair=pair_of(fresh))
 
 
 async def test_a_desktop_that_drops_resumes_its_pairing_with_its_session(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
-    assert pairing["session"] != token_of(pairing)
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
+    assert pairing["session"] != pair_of(pairing)
 
     await screen.close()  # the page reloaded, or its replica went away
     (away,) = await phone.wait("desktop_left")
@@ -306,7 +307,7 @@ async def test_a_desktop_that_does_not_come_back_ends_the_pairing_after_its_grac
     services = [start_cursors(tmp_path, env, name=f"grace-{n}") for n in range(replicas)]
     try:
         screen, pairing = await desktop(clients, services[0].url)
-        phone = await controller(clients, services[-1].url, token=token_of(pairing))
+        phone = await controller(clients, services[-1].url, pair=pair_of(pairing))
         await screen.close()
         assert (await phone.wait("desktop_left"))[0] == {"grace": 1.0}
         assert (await phone.wait("unpaired"))[0] == {"reason": "desktop_left"}
@@ -328,7 +329,7 @@ async def test_a_desktop_left_alone_is_forgotten_at_once(
     await screen.close()
     again = Client(cursor_cluster.b, CURSORS_PATH, namespace="/remote")
     await until_refused(again, {"role": "desktop", "session": pairing["session"]}, "bad_session")
-    assert (await refused(cursor_cluster.b, token=token_of(pairing)))["error"] == "bad_token"
+    assert (await refused(cursor_cluster.b, pair=pair_of(pairing)))["error"] == "bad_pair"
 
 
 async def until_refused(client: Client, auth: dict[str, Any], error: str) -> None:
@@ -345,12 +346,12 @@ async def until_refused(client: Client, auth: dict[str, Any], error: str) -> Non
     await until(refused_now, f"connecting with {auth} refused with {error}")
 
 
-async def test_renewing_replaces_the_token_and_the_code(
+async def test_renewing_replaces_the_link_and_the_code(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
     fresh = await screen.call("renew")
-    assert (await refused(cursor_cluster.b, token=token_of(pairing)))["error"] == "bad_token"
+    assert (await refused(cursor_cluster.b, pair=pair_of(pairing)))["error"] == "bad_pair"
     await controller(clients, cursor_cluster.b, code=fresh["code"])
     assert (await screen.call("renew"))["error"] == "paired"
 
@@ -359,7 +360,7 @@ async def test_only_a_desktop_renews_and_only_a_controller_steers(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
     assert (await screen.call("update", {"x": 0.1, "y": 0.1}))["error"] == "wrong_role"
     assert (await phone.call("renew"))["error"] == "wrong_role"
     assert (await refused(cursor_cluster.a))["error"] == "bad_auth"
@@ -380,7 +381,7 @@ MALFORMED = [7, 1.5, True, ["secret"], {"secret": "x"}, "", "x" * 65, "not a sec
     [
         ("desktop", "session", "bad_session"),
         ("controller", "session", "bad_session"),
-        ("controller", "token", "bad_token"),
+        ("controller", "pair", "bad_pair"),
     ],
 )
 async def test_a_malformed_secret_is_refused_before_it_is_looked_up(
@@ -439,14 +440,14 @@ async def test_a_session_bigger_than_a_frame_closes_the_connection_and_nothing_e
     await desktop(clients, cursor_cluster.a)  # and the service goes on
 
 
-async def test_tokens_expire_unused(tmp_path: Path, clients: list[Client]) -> None:
+async def test_links_expire_unused(tmp_path: Path, clients: list[Client]) -> None:
     service = start_cursors(tmp_path, {"CURSORS_PAIRING_TTL": "1"})
     try:
         _, pairing = await desktop(clients, service.url)
         # Until the service's clock is past the expiry it announced (in ms; 10 ms more for
         # rounding): a slower machine only waits less.
         await asyncio.sleep(max(0.0, (pairing["expires"] + 10) / 1000 - time.time()))
-        assert (await refused(service.url, token=token_of(pairing)))["error"] == "bad_token"
+        assert (await refused(service.url, pair=pair_of(pairing)))["error"] == "bad_pair"
         assert (await refused(service.url, code=pairing["code"]))["error"] == "bad_code"
     finally:
         service.stop()
@@ -509,7 +510,7 @@ async def test_a_new_pairing_ends_the_one_in_its_grace(
     cursor_cluster: Cluster, clients: list[Client]
 ) -> None:
     screen, pairing = await desktop(clients, cursor_cluster.a)
-    phone = await controller(clients, cursor_cluster.b, token=token_of(pairing))
+    phone = await controller(clients, cursor_cluster.b, pair=pair_of(pairing))
     session = phone.received("paired")[0][0]["session"]
     await phone.close()
     await screen.wait("controller_left")
@@ -613,7 +614,7 @@ async def test_every_remote_event_is_rate_limited_and_renewing_costs_more(
         assert [answer["ok"] for answer in renewals] == [True, True, False]
         assert renewals[2]["error"] == "rate_limited"
 
-        phone = await controller(clients, service.url, token=token_of(renewals[1]))
+        phone = await controller(clients, service.url, pair=pair_of(renewals[1]))
         presses = [
             await phone.call("press", {"button": "a", "down": n % 2 == 0}) for n in range(121)
         ]

@@ -36,8 +36,8 @@ async def pair(screen: Side, phone: Side, desktop_on: int) -> None:
     screen.next, phone.next = desktop_on, 1 - desktop_on
     await screen.connect({"role": "desktop"})
     (pairing,) = await until(lambda: screen.got("pairing"), "a pairing")
-    token = pairing["url"].split("#token=", 1)[1]
-    await phone.connect({"role": "controller", "token": token})
+    secret = pairing["url"].split("#pair=", 1)[1]
+    await phone.connect({"role": "controller", "pair": secret})
     await until(lambda: phone.got("paired"), "paired")
 
 

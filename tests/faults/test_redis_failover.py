@@ -32,10 +32,9 @@ import redis
 from tests.conftest import connect_chat
 from tests.faults.test_redis_persistence import Talk
 from tests.faults.users import ChatUser, duplicates
-from tests.gateway.conftest import SERVICES, cluster_env
+from tests.gateway.conftest import SERVICES, cluster_env, start_part
 from tests.harness import (
     PATIENCE,
-    ROOT,
     STARTUP,
     Client,
     Process,
@@ -118,36 +117,15 @@ class HaCluster:
             process.stop()
 
 
-def environment(path: Path) -> dict[str, str]:
-    pairs = (item.split("=", 1) for item in path.read_text().split("\0") if "=" in item)
-    return dict(pairs)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBitstamp]:
-    exchange = FakeBitstamp()
-    await exchange.start()
-    yield exchange
-    await exchange.stop()
-
-
 @pytest.fixture
 async def ha(tmp_path: Path, fake: FakeBitstamp) -> AsyncIterator[HaCluster]:
     env = cluster_env(tmp_path)
     env.pop("SIMULATOR_PORT")  # the ticker follows the fake exchange, which counts connections
-    env_file = tmp_path / "cluster.env"
     env.update(
         {
             "REDIS_HA": "1",
             "REDIS_REPLICA_PORT": str(free_port()),
             **{f"SENTINEL_PORT_{n}": str(free_port()) for n in (1, 2, 3)},
-            "CLUSTER_PROCESSES": " ".join(
-                [
-                    "sentinel-1 sentinel-2 sentinel-3 gateway turn",
-                    *(f"{service}-{side}" for service in SERVICES for side in "ab"),
-                ]
-            ),
-            "CLUSTER_ENV_FILE": str(env_file),
             "TICKER_UPSTREAM_URL": fake.url,
             "TICKER_REST_URL": fake.rest_url,
             "CHAT_RATE_PER_SECOND": "1000",
@@ -155,9 +133,11 @@ async def ha(tmp_path: Path, fake: FakeBitstamp) -> AsyncIterator[HaCluster]:
             "CHAT_HISTORY_SIZE": str(HISTORY),
         }
     )
-    infra = Process("cluster-ha", [str(ROOT / "scripts" / "cluster.sh")], tmp_path, env)
-    await until(env_file.exists, "cluster.sh's environment", timeout=STARTUP)
-    cluster = HaCluster(tmp_path, infra, environment(env_file))
+    replicas = [f"{service}-{side}" for service in SERVICES for side in "ab"]
+    infra, given = start_part(
+        tmp_path, env, " ".join(["sentinel-1 sentinel-2 sentinel-3 gateway turn", *replicas])
+    )
+    cluster = HaCluster(tmp_path, infra, given)
     try:
         cluster.start("redis")
         cluster.start("redis-replica")

@@ -103,7 +103,7 @@ async def test_a_redis_restart_keeps_history_names_and_pairings(
         await asyncio.gather(*(person.connect() for person in people))
         await screen.connect({"role": "desktop"})
         (pairing,) = await until(lambda: screen.got("pairing"), "a pairing")
-        await phone.connect({"role": "controller", "token": pairing["url"].split("#token=")[1]})
+        await phone.connect({"role": "controller", "pair": pairing["url"].split("#pair=")[1]})
         await until(lambda: phone.got("paired"), "paired")
         tasks = [asyncio.create_task(talk.run()), asyncio.create_task(presses.run())]
         await until(lambda: len(talk.acked_at) >= 150, "messages before the fault")

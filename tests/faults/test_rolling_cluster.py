@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,8 @@ from tests.faults.users import (
     everyone_gets_every_acked,
     until_listed,
 )
-from tests.gateway.conftest import cluster_env
-from tests.harness import PATIENCE, ROOT, STARTUP, Client, Process, ServiceProcess, until
+from tests.gateway.conftest import cluster_env, start_part
+from tests.harness import PATIENCE, STARTUP, Client, Process, ServiceProcess, until
 from tests.signal.peers import SIGNAL_PATH
 
 pytestmark = pytest.mark.asyncio
@@ -95,20 +94,11 @@ class Deployment:
         self.infra.stop()
 
 
-def environment(path: Path) -> dict[str, str]:
-    """The environment cluster.sh wrote (``env -0``)."""
-    pairs = (item.split("=", 1) for item in path.read_text().split("\0") if "=" in item)
-    return dict(pairs)
-
-
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     env = cluster_env(tmp_path)
-    env_file = tmp_path / "cluster.env"
     env.update(
         {
-            "CLUSTER_PROCESSES": "redis gateway turn simulator",
-            "CLUSTER_ENV_FILE": str(env_file),
             # Everyone here comes from 127.0.0.1 and reconnects at every restart.
             "GATEWAY_SOCKETS_PER_ADDRESS": "200",
             "GATEWAY_HANDSHAKES_PER_SECOND": "100",
@@ -121,13 +111,8 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             "CHAT_HISTORY_SIZE": "1000",
         }
     )
-    infra = Process("cluster-infra", [str(ROOT / "scripts" / "cluster.sh")], tmp_path, env)
-    deadline = time.monotonic() + STARTUP
-    while not env_file.exists():
-        if not infra.alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"cluster.sh wrote no environment:\n{infra.log()}")
-        time.sleep(0.1)
-    running = Deployment(tmp_path, infra, environment(env_file))
+    infra, given = start_part(tmp_path, env, "redis gateway turn simulator")
+    running = Deployment(tmp_path, infra, given)
     try:
         for service in PACKAGES:
             for side in "ab":
@@ -253,7 +238,7 @@ async def test_a_rolling_restart_of_every_replica_behind_the_gateway_loses_nothi
         await asyncio.gather(*(p.connect() for p in people), *(p.connect() for p in pointers))
         await screen.connect({"role": "desktop"})
         (pairing,) = await until(lambda: screen.got("pairing"), "a pairing")
-        await phone.connect({"role": "controller", "token": pairing["url"].split("#token=")[1]})
+        await phone.connect({"role": "controller", "pair": pairing["url"].split("#pair=")[1]})
         await asyncio.gather(*(c.connect() for c in callers), *(w.connect() for w in watchers))
         load = [asyncio.create_task(talk(p)) for p in people]
         load += [asyncio.create_task(point(p)) for p in pointers]

@@ -428,7 +428,7 @@ class Side:
                 ):
                     sio.on(event, self._recorder(event), namespace="/remote")
                 sio.on("disconnect", self._on_disconnect, namespace="/remote")
-                # What the page holds now: its session, never a used-up token.
+                # What the page holds now: its session, never a used-up pairing link.
                 auth = {"role": self.auth["role"], "session": self.session}
                 if not self.session:
                     auth = self.auth

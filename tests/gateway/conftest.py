@@ -80,6 +80,25 @@ def cluster_env(directory: Path) -> dict[str, str]:
     return env
 
 
+def start_part(
+    directory: Path, env: dict[str, str], processes: str
+) -> tuple[Process, dict[str, str]]:
+    """scripts/cluster.sh running only ``processes`` of the Procfile (``CLUSTER_PROCESSES``),
+    and the environment it gives every process (``CLUSTER_ENV_FILE``), for the test to start
+    the others itself as the Procfile would."""
+    env_file = directory / "cluster.env"
+    env = {**env, "CLUSTER_PROCESSES": processes, "CLUSTER_ENV_FILE": str(env_file)}
+    infra = Process("cluster-part", [str(ROOT / "scripts" / "cluster.sh")], directory, env)
+    deadline = time.monotonic() + STARTUP
+    while not env_file.exists():  # written before honcho starts anything
+        if not infra.alive() or time.monotonic() > deadline:
+            infra.stop()
+            raise RuntimeError(f"cluster.sh wrote no environment:\n{infra.log()}")
+        time.sleep(0.1)
+    pairs = (item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)
+    return infra, dict(pairs)
+
+
 def lines_of(cluster: Cluster, name: str) -> str:
     """One process's lines in the cluster's log (honcho prefixes each with its name)."""
     mine = re.compile(rf"^\S+ {re.escape(name)}\.\d+\s*\| ")

@@ -1,7 +1,7 @@
 // The phone's controller: a touch pad, two buttons and the phone's orientation, sent to the
 // desktop this phone paired with. docs/protocol.md ("Remote control") is the contract.
 //
-// Pairing: the QR code's link carries a single-use token in its fragment (#token=...); without
+// Pairing: the QR code's link carries a single-use secret in its fragment (#pair=...); without
 // one, the person types the desktop's 8-letter code. The server then gives a session secret,
 // kept in sessionStorage (this tab only), that every later connection uses to resume: socket.io's
 // own reconnections, a reload, the phone waking up.
@@ -53,8 +53,8 @@ const ui = {
 };
 
 const ctl = {
-  /** The link's token, until it is used (or refused). */
-  token: null,
+  /** The link's pairing secret (#pair=), until it is used (or refused). */
+  pair: null,
   /** The typed code, until it is used (or refused). */
   code: null,
   /** The secret to resume our pairing with. */
@@ -85,7 +85,7 @@ const socket = io(NAMESPACE, {
   transports: ["websocket"],
   autoConnect: false,
   // A callback, not an object: socket.io calls it before every (re)connection, so each one
-  // uses what we hold now (the session, once paired), never a token that was used up.
+  // uses what we hold now (the session, once paired), never a link that was used up.
   auth: (cb) => cb(currentAuth()),
 });
 
@@ -119,27 +119,35 @@ function start() {
     if (event.persisted) resumeIfNeeded();
   });
   window.addEventListener("hashchange", () => {
-    if (takeTokenFromUrl()) pairAgain();
+    if (takePairFromUrl()) pairAgain();
   });
 
-  takeTokenFromUrl();
+  takePairFromUrl();
   connection.set("idle");
-  if (ctl.token || ctl.session) connect();
+  if (ctl.pair || ctl.session) connect();
   else setPairing("unpaired");
 }
 
-/** Reads #token=... and removes it from the address bar, so it is neither reused nor shared. */
-function takeTokenFromUrl() {
+/** Reads #pair=... and removes it from the address bar, so it is neither reused nor shared.
+ * Anything else in the fragment (such as a sign-in #token=) is left for whoever reads it. */
+function takePairFromUrl() {
   const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get("token");
-  if (location.hash) history.replaceState(history.state, "", location.pathname + location.search);
-  if (!token) return false;
-  ctl.token = token;
+  if (!params.has("pair")) return false;
+  const pair = params.get("pair");
+  params.delete("pair");
+  const rest = params.toString();
+  history.replaceState(
+    history.state,
+    "",
+    location.pathname + location.search + (rest ? `#${rest}` : ""),
+  );
+  if (!pair) return false;
+  ctl.pair = pair;
   return true;
 }
 
 function currentAuth() {
-  if (ctl.token) return { role: "controller", token: ctl.token };
+  if (ctl.pair) return { role: "controller", pair: ctl.pair };
   if (ctl.code) return { role: "controller", code: ctl.code };
   if (ctl.session) return { role: "controller", session: ctl.session };
   return { role: "controller" };
@@ -198,8 +206,8 @@ function onConnectError(err) {
   // The server refused us: socket.io gives up, and err.data says why.
   const refusal = refusalOf(err);
   switch (refusal.error) {
-    case "bad_token":
-      ctl.token = null;
+    case "bad_pair":
+      ctl.pair = null;
       if (ctl.session) {
         // An old link, but this tab is still paired: carry on with that pairing.
         ctl.linkRefused = true;
@@ -234,13 +242,13 @@ function onConnectError(err) {
       connection.retryLater();
       break;
     default:
-      ctl.token = ctl.code = null;
+      ctl.pair = ctl.code = null;
       fail(refusal.message || "The server refused this controller.");
   }
 }
 
 function currentAuthUsable() {
-  return Boolean(ctl.token || ctl.code || ctl.session);
+  return Boolean(ctl.pair || ctl.code || ctl.session);
 }
 
 /** The phone woke up or the tab came back: if we gave up meanwhile, resume now. */
@@ -266,7 +274,7 @@ function onPaired(event) {
   if (!event || typeof event.session !== "string") return;
   ctl.session = event.session;
   saveSession(event.session);
-  ctl.token = ctl.code = null;
+  ctl.pair = ctl.code = null;
   ctl.ended = false;
   ctl.everPaired = true;
   ui.codeInput.value = "";
@@ -337,7 +345,7 @@ function onCodeSubmit(event) {
     return;
   }
   ctl.code = code;
-  ctl.token = null;
+  ctl.pair = null;
   showMessage("");
   pairAgain();
 }
@@ -354,7 +362,7 @@ function setPairing(state) {
   document.body.dataset.pairing = state;
   let text = PAIRING_TEXT[state];
   if (state === "connecting") {
-    text = ctl.token || ctl.code ? "Pairing…" : ctl.everPaired ? "Reconnecting…" : "Resuming…";
+    text = ctl.pair || ctl.code ? "Pairing…" : ctl.everPaired ? "Reconnecting…" : "Resuming…";
   }
   ui.pairingText.textContent = text;
   ui.padOverlayText.textContent = text;

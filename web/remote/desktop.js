@@ -55,7 +55,7 @@ const desk = {
   session: stored.load(),
   /** waiting | paired | away | unpaired */
   state: "waiting",
-  /** Local time (ms) the shown token and code expire at, and how long they lived. */
+  /** Local time (ms) the shown link and code expire at, and how long they lived. */
   deadline: 0,
   lifetime: DEFAULT_TTL_MS,
   /** Local time (ms) a controller that left can no longer resume. */
@@ -64,7 +64,7 @@ const desk = {
   busy: false,
   /** No renew/unpair before this time (after a failed one). */
   renewAfter: 0,
-  /** The shown token and code were used by a controller: they no longer pair anyone. */
+  /** The shown link and code were used by a controller: they no longer pair anyone. */
   spent: false,
   /** A controller has paired with this page at least once. */
   pairedOnce: false,
@@ -172,7 +172,7 @@ function forgetSession() {
 
 // --- Pairing ---------------------------------------------------------------------------------
 
-/** A new token and code: on connecting, after renew/unpair, or when the server replaced it. */
+/** A new link and code: on connecting, after renew/unpair, or when the server replaced it. */
 function onPairing(pairing) {
   if (pairing && typeof pairing.session === "string") saveSession(pairing.session);
   const fresh = pairing.desktop !== desk.desktop;
@@ -243,7 +243,7 @@ function awayExpired() {
 }
 
 /**
- * A usable token and code after a controller used ours: `unpair`, not `renew`, because it also
+ * A usable link and code after a controller used ours: `unpair`, not `renew`, because it also
  * forgets the old controller's session on the server, so that the new code can pair (protocol:
  * unpair acks with a fresh pairing).
  */

@@ -39,7 +39,7 @@ from cursor_service.settings import CursorSettings
 from cursor_service.validation import (
     orientation,
     pairing_code,
-    pairing_token,
+    pairing_secret,
     position,
     press,
     session_secret,
@@ -82,8 +82,9 @@ def page_base(environ: dict[str, Any], configured: str | None) -> str:
 
 
 def pairing_wire(pairing: Pairing) -> dict[str, Any]:
-    # The token travels in the fragment: it never reaches a server's or proxy's log.
-    url = f"{pairing.base}/remote/controller.html#token={pairing.token}"
+    # The link's secret travels in the fragment: it never reaches a server's or proxy's log.
+    # It is named `pair`, not `token`: `#token=` and `auth.token` carry the sign-in token.
+    url = f"{pairing.base}/remote/controller.html#pair={pairing.token}"
     return {
         "desktop": pairing.desktop,
         "url": url,
@@ -213,13 +214,13 @@ class RemoteNamespace(ServiceNamespace):
             grace = max(0.0, self.settings.resume_grace - left_ago)
             await self.emit("controller_left", {"controller": "", "grace": grace}, to=sid)
         else:
-            # Nothing paired: a fresh token and code (the old token is not kept in clear).
+            # Nothing paired: a fresh link and code (the old link's secret is not kept in clear).
             await self.emit("pairing", await self._open(claim.desktop, sid), to=sid)
 
     async def _open(
         self, desktop: str, sid: str, base: str | None = None, session: str = ""
     ) -> dict[str, Any]:
-        """A new token and code for ``desktop``; ``base`` defaults to the one it had."""
+        """A new pairing link and code for ``desktop``; ``base`` defaults to the one it had."""
         pairing = await self.store.open(desktop, sid, self.settings.pairing_ttl, base, session)
         return {**pairing_wire(pairing), "ttl": self.settings.pairing_ttl}
 
@@ -228,15 +229,18 @@ class RemoteNamespace(ServiceNamespace):
     ) -> None:
         # Whatever the client sent is checked before any of it is used: a number, an empty or
         # a huge string is refused here, and never reaches the store.
-        token = pairing_token(auth.get("token"))
+        pair = pairing_secret(auth.get("pair"))
         code = pairing_code(auth.get("code"))
         resuming = session_secret(auth.get("session"))
         session = secrets.token_urlsafe(16)
         resumed = False
-        if token is not None:
-            claim = await self.store.claim_token(token, sid, session)
+        if pair is not None:
+            claim = await self.store.claim_token(pair, sid, session)
             if claim.outcome is not Outcome.PAIRED:
-                raise InputError("bad_token", "This pairing link was used or has expired.")
+                raise InputError(
+                    "bad_pair",
+                    "This pairing link is unknown, used or expired: scan the code again.",
+                )
         elif code is not None:
             claim = await self._claim_code(sid, environ, normalise_code(code), session)
         elif resuming is not None:
@@ -246,7 +250,10 @@ class RemoteNamespace(ServiceNamespace):
                 raise InputError("bad_session", "This pairing has ended; scan the code again.")
             resumed = True
         else:
-            raise InputError("bad_auth", "A controller needs a token, a code or a session.")
+            raise InputError(
+                "bad_auth",
+                "A controller needs auth.pair (from its link), auth.code or auth.session.",
+            )
         self.controllers[sid] = Controller(claim.desktop)
         if claim.replaced_sid:
             await self._end_controller(claim.replaced_sid, "replaced")

@@ -10,7 +10,7 @@ from typing import Any
 from switchboard.errors import InputError
 
 BUTTON_PATTERN = re.compile(r"[a-z0-9_-]{1,16}")
-#: The secrets the service hands out (a pairing link's token, a session) are
+#: The secrets the service hands out (a pairing link's secret, a session) are
 #: ``secrets.token_urlsafe(16)``, 22 characters of base64url; this leaves room for longer ones.
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: A typed code: 8 letters, with whatever spaces or dashes a person puts between them.
@@ -80,12 +80,13 @@ def session_secret(value: Any) -> str | None:
     )
 
 
-def pairing_token(value: Any) -> str | None:
-    """``auth.token``: the token of a pairing link, or nothing (absent or null)."""
+def pairing_secret(value: Any) -> str | None:
+    """``auth.pair``: the secret of a pairing link (its ``#pair=``), or nothing (absent or
+    null)."""
     return _secret(
         value,
-        "bad_token",
-        "auth.token must be the token of a pairing link: 1 to 64 of A-Z a-z 0-9 _ -.",
+        "bad_pair",
+        "auth.pair must be the secret of a pairing link (its #pair=): 1 to 64 of A-Z a-z 0-9 _ -.",
     )
 
 
