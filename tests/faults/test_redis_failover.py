@@ -1,6 +1,7 @@
 """Issue 14: Redis is no single point of failure. `make cluster REDIS_HA=1`'s topology: the
-first primary and its replica (redis/node.sh), three sentinels (redis/sentinel.sh), two replicas
-of every service reaching Redis through the sentinels, the gateway in front.
+first primary and its replica (redis-server/node.sh), three sentinels
+(redis-server/sentinel.sh), two replicas of every service reaching Redis through the sentinels,
+the gateway in front.
 
 People talk in a chat room through the gateway while the primary is killed (SIGKILL). The
 sentinels promote the replica within :data:`PROMOTION_BOUND`; every service finds the new
@@ -27,8 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 import redis
+
 from tests.conftest import connect_chat
 from tests.faults.test_redis_persistence import Talk
 from tests.faults.users import ChatUser, duplicates
@@ -47,7 +48,7 @@ from tests.ticker.fake_bitstamp import FakeBitstamp
 
 pytestmark = pytest.mark.asyncio
 
-#: From the primary's death to the replica's promotion, with redis/sentinel.conf's settings
+#: From the primary's death to the replica's promotion, with redis-server/sentinel.conf's settings
 #: (about 7 s here; the issue's bound).
 PROMOTION_BOUND = 15.0
 MASTER = "switchboard"

@@ -1,9 +1,9 @@
-"""Issue 14: Redis keeps its data on disk (redis/node.sh, as docker compose and `make cluster`
-run it: an append-only file, written to disk every second). Stopped (SIGTERM) or killed
-(SIGKILL) while people talk on two chat replicas and a phone drives its screen, and started
-again on the same directory: the history holds every acknowledged message (after a SIGKILL, at
-most those acknowledged in its last second may be missing: the figure is printed), names of
-people still connected stay theirs, and the pairing goes on without scanning again."""
+"""Issue 14: Redis keeps its data on disk (redis-server/node.sh, as docker compose and
+`make cluster` run it: an append-only file, written to disk every second). Stopped (SIGTERM)
+or killed (SIGKILL) while people talk on two chat replicas and a phone drives its screen, and
+started again on the same directory: the history holds every acknowledged message (after a
+SIGKILL, at most those acknowledged in its last second may be missing: the figure is printed),
+names of people still connected stay theirs, and the pairing goes on without scanning again."""
 
 from __future__ import annotations
 

@@ -230,58 +230,56 @@ def options_of(command: list[str], skip: int) -> dict[str, str]:
 
 
 def test_redis_runs_redis_node_sh_in_compose_and_make_cluster() -> None:
-    """Every Redis data node is redis/node.sh, which the persistence and failover tests run
+    """Every Redis data node is redis-server/node.sh, which the persistence and failover tests run
     from the Procfile: an append-only file written to disk every second, on a volume; capped,
     never evicting (evicting would free names, presence, a replica's liveness key or the
     ticker's lock behind the services' backs: full, Redis refuses writes instead, and clients
     are told)."""
-    node = (ROOT / "redis" / "node.sh").read_text()
+    node = (ROOT / "redis-server" / "node.sh").read_text()
     for option in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
         assert option in node
     for ha in (False, True):
         redis = compose(ha=ha)["services"]["redis"]
-        assert redis["command"][:3] == ["sh", "/etc/switchboard/redis/node.sh", "/data"]
+        assert redis["command"][:3] == ["sh", "/etc/switchboard/redis-server/node.sh", "/data"]
         assert options_of(redis["command"], 3)["--maxmemory"] == example_env()["REDIS_MAXMEMORY"]
         assert "redis-data:/data" in redis["volumes"]
-        assert "./redis:/etc/switchboard/redis:ro" in redis["volumes"]
+        assert "./redis-server:/etc/switchboard/redis-server:ro" in redis["volumes"]
         assert redis["user"] == "redis"
     procfile = (ROOT / "Procfile").read_text()
     assert (
-        "redis: sh redis/node.sh $CLUSTER_DIR/redis --port $REDIS_PORT --bind 127.0.0.1 "
+        "redis: sh redis-server/node.sh $CLUSTER_DIR/redis --port $REDIS_PORT --bind 127.0.0.1 "
         "--maxmemory $REDIS_MAXMEMORY\n" in procfile
     )
 
 
 def test_the_ha_override_runs_the_sentinel_topology_of_make_cluster() -> None:
     """docker-compose.ha.yml: the replica and the three sentinels as `make cluster REDIS_HA=1`
-    runs them (redis/node.sh, redis/sentinel.sh and redis/sentinel.conf), watching the same
+    runs them (redis-server/: node.sh, sentinel.sh and sentinel.conf), watching the same
     primary name that every service's REDIS_URL asks for."""
     found = compose(ha=True)["services"]
     replica = found["redis-replica"]
     assert replica["environment"]["REDIS_PRIMARY"] == "redis 6379"
-    assert replica["command"][:3] == ["sh", "/etc/switchboard/redis/node.sh", "/data"]
+    assert replica["command"][:3] == ["sh", "/etc/switchboard/redis-server/node.sh", "/data"]
     assert options_of(replica["command"], 3)["--replica-announce-ip"] == "redis-replica"
     assert options_of(found["redis"]["command"], 3)["--replica-announce-ip"] == "redis"
     assert "redis-replica-data:/data" in replica["volumes"]
-    conf = (ROOT / "redis" / "sentinel.conf").read_text()
+    conf = (ROOT / "redis-server" / "sentinel.conf").read_text()
     assert "sentinel monitor switchboard @PRIMARY@ 2\n" in conf
     for n in (1, 2, 3):
         sentinel = found[f"sentinel-{n}"]
         assert sentinel["command"][:4] == [
             "sh",
-            "/etc/switchboard/redis/sentinel.sh",
+            "/etc/switchboard/redis-server/sentinel.sh",
             "/data",
             "redis 6379",
         ]
         assert f"sentinel-{n}:/data" in sentinel["volumes"]
         assert f"sentinel-{n}:26379" in SENTINEL_URL
     procfile = (ROOT / "Procfile").read_text()
-    assert 'env REDIS_PRIMARY="127.0.0.1 $REDIS_PORT" sh redis/node.sh' in procfile
+    assert 'env REDIS_PRIMARY="127.0.0.1 $REDIS_PORT" sh redis-server/node.sh' in procfile
     for n in (1, 2, 3):
-        assert (
-            f'sentinel-{n}: sh redis/sentinel.sh $CLUSTER_DIR/sentinel-{n} "127.0.0.1 $REDIS_PORT"'
-            in procfile
-        )
+        line = f'sentinel-{n}: sh redis-server/sentinel.sh $CLUSTER_DIR/sentinel-{n} "127.0.0.1 '
+        assert line + '$REDIS_PORT"' in procfile
     assert "/0/switchboard}" in (ROOT / "scripts" / "cluster.sh").read_text()
 
 

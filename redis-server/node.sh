@@ -16,7 +16,7 @@ shift
 mkdir -p "$dir"
 if [ ! -s "$dir/node.conf" ]; then
   {
-    echo "# Written by redis/node.sh; Redis (and Sentinel, through CONFIG REWRITE) keeps it."
+    echo "# Written by redis-server/node.sh; Redis (and Sentinel, through CONFIG REWRITE) keeps it."
     if [ -n "${REDIS_PRIMARY:-}" ]; then
       echo "replicaof $REDIS_PRIMARY"
     fi

@@ -1,6 +1,6 @@
 #!/bin/sh
 # A Redis Sentinel of Switchboard, its state in DIR/sentinel.conf: written once from
-# redis/sentinel.conf with the first primary ("host port"), then Sentinel's own (it records
+# redis-server/sentinel.conf with the first primary ("host port"), then Sentinel's own (it records
 # there which node is the primary now, and the other sentinels and replicas it has met).
 #
 #   sentinel.sh DIR "PRIMARY_HOST PRIMARY_PORT" [redis-server options...]
