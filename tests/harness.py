@@ -38,7 +38,7 @@ PATIENCE = 60.0
 #: replica importing at once on two cores) takes tens of seconds; minutes, not seconds.
 STARTUP = 180.0
 #: Settings of ours a developer's shell may hold; a test states the ones it wants.
-SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "SIGNAL_", "STUN_", "TURN_", "REDIS")
+SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "SIGNAL_", "STUN_", "TURN_", "REDIS", "AUTH_")
 
 
 def rss_kb(pid: int) -> int:

@@ -50,6 +50,7 @@ class ChatNamespace(ServiceNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         auth = connect_auth(auth)
         room = room_of(auth, environ)
+        await self.admit(sid, auth, "chat", room)
         last_id = validation.message_id(auth.get("last_id"))
         proof = validation.name_token(auth.get("name_token"))
         # Should Redis fail on the way, ServiceNamespace refuses with `unavailable` and runs

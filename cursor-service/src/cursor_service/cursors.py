@@ -184,6 +184,7 @@ class CursorNamespace(ServiceNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         auth = connect_auth(auth)
         room = room_of(auth, environ)
+        await self.admit(sid, auth, "cursors", room)
         name = display_name(auth["name"]) if auth.get("name") is not None else ""
         member = self.members[sid] = Member(room, colour_of(sid), name)
         # Here from the start, pointer not on the page yet: everyone can count who is in.

@@ -173,6 +173,9 @@ class RemoteNamespace(ServiceNamespace):
         auth = connect_auth(auth)
         role = auth.get("role")
         if role == "desktop":
+            # A screen needs a token granting the remote in AUTH_MODE=token; a phone is let in
+            # by the pairing such a screen shows it (a link or code of minutes, used once).
+            await self.admit(sid, auth, "remote")
             session = session_secret(auth.get("session"))
             if session is not None:
                 await self._resume_desktop(sid, session)

@@ -71,7 +71,9 @@ class SignalNamespace(ServiceNamespace):
         self.ice_limit = ice_limit
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        room = room_of(connect_auth(auth), environ)
+        auth = connect_auth(auth)
+        room = room_of(auth, environ)
+        await self.admit(sid, auth, "signal", room)
         await self.roster.join(sid, room)
         await self.enter_room(sid, room)
         await self.announce(room)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import socketio
 from redis.exceptions import RedisError
 
+from switchboard.auth import PRIVATE_PREFIX, Identity
 from switchboard.errors import InputError
 from switchboard.ratelimit import TokenBucket, spend
 
@@ -83,6 +85,8 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         #: The connections this namespace accepted: made when a connect handler accepts,
         #: dropped on disconnect.
         self.connections: dict[str, Connection] = {}
+        #: Who each connection that came with a token is (:meth:`admit`).
+        self.identities: dict[str, Identity] = {}
         #: This process's rooms and their members, and each member's rooms, for the caps.
         self.occupants: dict[str, set[str]] = {}
         self._rooms_of: dict[str, set[str]] = {}
@@ -102,6 +106,7 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return await self._connect(*args)
         if event == "disconnect" and lifecycle:
             self._vacate(sid)
+            self.identities.pop(sid, None)
             if sid not in self.connections:
                 return None  # never accepted: nothing of it to forget
             del self.connections[sid]
@@ -168,6 +173,31 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.metrics.connected_clients.inc()
         return accepted
 
+    async def admit(
+        self, sid: str, auth: Mapping[str, Any], grant: str, room: str | None = None
+    ) -> Identity | None:
+        """Let ``sid`` in, to ``room`` of the service ``grant`` names (``chat``, ``cursors``,
+        ``signal``) or to the app ``grant`` (``remote``, ``ticker``) when ``room`` is None, as
+        AUTH_MODE and its token (``auth.token``) allow; who it is, or None for anyone (open
+        mode, no token). Refusals: ``token_required``, ``token_invalid``, ``token_expired``,
+        ``room_forbidden``, ``app_forbidden``."""
+        token = auth.get("token")
+        private = room is not None and room.startswith(PRIVATE_PREFIX)
+        closed = self.service.settings.auth_mode == "token"
+        if token is None:
+            if closed:
+                raise InputError("token_required", "This service needs a token: sign in first.")
+            if private:
+                raise InputError("token_required", f"The room {room!r} is private: sign in.")
+            return None
+        identity = await self.service.verifier.verify(token)
+        if room is not None and (closed or private) and not identity.may_enter(grant, room):
+            raise InputError("room_forbidden", f"Your token does not let you into {room!r}.")
+        if room is None and closed and not identity.may_use(grant):
+            raise InputError("app_forbidden", f"Your token does not let you use the {grant}.")
+        self.identities[sid] = identity
+        return identity
+
     async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
         """Put ``sid`` in ``room``, within this process's caps (MAX_ROOMS, MAX_ROOM_MEMBERS)."""
         settings = self.service.settings
@@ -204,6 +234,7 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         for a connection it never accepted, so ours runs here (every one copes with a
         connection it knows nothing or only part of)."""
         self._vacate(sid)
+        self.identities.pop(sid, None)
         try:
             await super().trigger_event("disconnect", sid, "connect refused")
         except Exception as exc:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from switchboard import jsonenc
+from switchboard.auth import Verifier
 from switchboard.components import Component, cancel
 from switchboard.fanout import (
     FanoutManager,
@@ -91,6 +92,14 @@ class Service:
         self.draining = False
         manager: socketio.AsyncManager = FanoutManager()
         self._acked_writes: AckedWrites | None = None
+        #: Checks the tokens clients connect with (AUTH_MODE, docs/auth.md).
+        self.verifier = Verifier(
+            secret=settings.auth_secret.get_secret_value() if settings.auth_secret else None,
+            jwks_url=settings.auth_jwks_url,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            leeway=settings.auth_leeway,
+        )
         if settings.redis_url:
             self.redis = redis_client(settings.redis_url)
             self.add_component(RedisComponent(self.redis, self.metrics))

@@ -10,15 +10,17 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
     AliasChoices,
     BeforeValidator,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -126,6 +128,50 @@ class ServiceSettings(BaseSettings):
     drain_seconds: float | None = Field(
         None, ge=0, le=300, validation_alias=AliasChoices("DRAIN_SECONDS", "drain_seconds")
     )
+
+    #: AUTH_MODE: ``open``, anyone may connect (rooms named ``private-*`` still need a token
+    #: granting them); ``token``, every connection needs a valid token (docs/auth.md).
+    auth_mode: Literal["open", "token"] = Field(
+        "open", validation_alias=AliasChoices("AUTH_MODE", "auth_mode")
+    )
+    #: AUTH_SECRET: the shared secret of HS256 tokens (at least 32 characters).
+    auth_secret: SecretStr | None = Field(
+        None, min_length=32, validation_alias=AliasChoices("AUTH_SECRET", "auth_secret")
+    )
+    #: AUTH_JWKS_URL: where the public keys of RS256, ES256 and EdDSA tokens are published.
+    auth_jwks_url: str | None = Field(
+        None, validation_alias=AliasChoices("AUTH_JWKS_URL", "auth_jwks_url")
+    )
+    #: AUTH_ISSUER: the ``iss`` tokens must carry; unset, not checked.
+    auth_issuer: str | None = Field(
+        None, validation_alias=AliasChoices("AUTH_ISSUER", "auth_issuer")
+    )
+    #: AUTH_AUDIENCE: the ``aud`` tokens must carry.
+    auth_audience: str = Field(
+        "switchboard", min_length=1, validation_alias=AliasChoices("AUTH_AUDIENCE", "auth_audience")
+    )
+    #: AUTH_LEEWAY: seconds of clock difference allowed on ``exp`` and ``nbf``.
+    auth_leeway: float = Field(
+        30.0, ge=0, le=300, validation_alias=AliasChoices("AUTH_LEEWAY", "auth_leeway")
+    )
+
+    @field_validator("auth_secret", "auth_jwks_url", "auth_issuer", mode="before")
+    @classmethod
+    def _empty_auth_is_unset(cls, value: Any) -> Any:
+        return value or None
+
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an https:// URL (http:// for a JWKS on this machine)")
+        return value
+
+    @model_validator(mode="after")
+    def _token_mode_needs_a_key(self) -> Self:
+        if self.auth_mode == "token" and self.auth_secret is None and self.auth_jwks_url is None:
+            raise ValueError("AUTH_MODE=token needs AUTH_SECRET or AUTH_JWKS_URL to check tokens")
+        return self
 
     @property
     def drain(self) -> float:

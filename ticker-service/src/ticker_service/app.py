@@ -11,7 +11,7 @@ from prometheus_client import Counter, Gauge
 from switchboard.errors import InputError
 from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
-from switchboard.validation import one_argument
+from switchboard.validation import connect_auth, one_argument
 
 from ticker_service.leader import Leadership
 from ticker_service.settings import TickerSettings
@@ -124,6 +124,7 @@ class TickerNamespace(ServiceNamespace):
         self.settings = settings
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        await self.admit(sid, connect_auth(auth), "ticker")
         await self.emit("status", await self.ticker.status.look(), to=sid)
 
     async def on_subscribe(self, sid: str, *args: Any) -> dict[str, Any]:
