@@ -93,9 +93,11 @@ fuzz: setup system-deps
 # The rolling restart's long run (by hand): FAULT_ROUNDS rounds of restarting all eight
 # replicas behind the gateway while every app is in use (make test does 1). docs/faults.md.
 FAULT_ROUNDS ?= 10
+FAULT_RECONNECTS ?= 100
 faults: setup system-deps
-	FAULT_ROUNDS=$(FAULT_ROUNDS) $(UV) run --frozen pytest -s -o addopts="" --timeout=0 \
-		tests/faults/test_rolling_cluster.py
+	FAULT_ROUNDS=$(FAULT_ROUNDS) FAULT_RECONNECTS=$(FAULT_RECONNECTS) \
+		$(UV) run --frozen pytest -s -o addopts="" --timeout=0 \
+		tests/faults/test_rolling_cluster.py tests/faults/test_pubsub.py
 
 bench: setup system-deps
 	$(UV) run --frozen python bench/chat_fanout.py

@@ -234,7 +234,7 @@ async def fail_over(
     )
     promoted = time.monotonic() - killed
     await until(readiness.all_ready_again, "every replica unready, then ready again")
-    await until(lambda: len(talk.acked_at) >= acked + 50, "people talk again")
+    await until(lambda: len(talk.acked_at) >= acked + 30, "people talk again")
     return promoted
 
 
@@ -264,7 +264,7 @@ async def test_the_sentinels_promote_the_replica_and_nothing_acked_is_lost(
         await asyncio.gather(*(person.connect() for person in people))
         await fake.until(fake.subscribed, what="the ticker's upstream")
         tasks = [asyncio.create_task(talk.run()), asyncio.create_task(readiness.run())]
-        await until(lambda: len(talk.acked_at) >= 100, "messages before the kill")
+        await until(lambda: len(talk.acked_at) >= 60, "messages before the kill")
 
         first = await fail_over(ha, talk, readiness, dead="redis", heir="redis-replica")
         await nothing_lost()
