@@ -24,7 +24,7 @@ from switchboard.token import main as mint_main
 from switchboard.token import mint
 
 from tests.conftest import CHAT_PATH, CURSORS_PATH
-from tests.harness import Client, ServiceProcess, free_port
+from tests.harness import Client, ServiceProcess, free_port, until
 from tests.signal.peers import SIGNAL_PATH
 
 pytestmark = pytest.mark.asyncio
@@ -254,7 +254,13 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
             process = started[mode] = ServiceProcess(
                 "switchboard.embedded",
                 log_dir,
-                {"CERT_DIR": str(log_dir / "certs"), "AUTH_MODE": mode, "AUTH_SECRET": SECRET},
+                {
+                    "CERT_DIR": str(log_dir / "certs"),
+                    "AUTH_MODE": mode,
+                    "AUTH_SECRET": SECRET,
+                    # No leeway: a token of two seconds expires after two seconds.
+                    "AUTH_LEEWAY": "0",
+                },
                 name=f"embedded-{mode}",
             )
         for process in started.values():
@@ -371,3 +377,55 @@ async def test_token_mode_without_a_key_stops_the_start_clearly(tmp_path: Path) 
     process = ServiceProcess("chat_service", tmp_path, {"AUTH_MODE": "token"})
     assert process.popen.wait(60) != 0
     assert "AUTH_MODE=token needs AUTH_SECRET or AUTH_JWKS_URL" in process.log()
+
+
+async def test_a_connection_is_told_before_its_token_expires_and_a_refresh_keeps_it(
+    guarded: dict[str, str], unique: str
+) -> None:
+    """Two people whose tokens expire in two seconds: both are told before (``token_expiring``);
+    Ann sends a fresh token (``refresh``) and stays; Bob does not, and is disconnected with
+    ``token_expired`` when his expires."""
+    url, room = guarded["token"], f"team-{unique}"
+    now = time.time()
+    short = {"rooms": {"chat": [room]}, "ttl": 2, "now": now}
+    ann, refused = await connect(url, "chat", room=room, token=mint(SECRET, sub="ann", **short))
+    assert refused is None
+    bob, refused = await connect(url, "chat", room=room, token=mint(SECRET, sub="bob", **short))
+    assert refused is None
+    try:
+        for person in (ann, bob):
+            (notice,) = await person.wait("token_expiring")
+            assert notice["expires"] == int(now) + 2
+        # A fresh token must be the same user's and grant the room it is in.
+        for token, code in [
+            (mint(SECRET, sub="bob", rooms={"chat": [room]}), "token_invalid"),
+            (mint(SECRET, sub="ann", rooms={"chat": ["elsewhere"]}), "room_forbidden"),
+            ("forged", "token_invalid"),
+        ]:
+            assert (await ann.call("refresh", token))["error"] == code
+        fresh = mint(SECRET, sub="ann", rooms={"chat": [room]}, ttl=3600)
+        answer = await ann.call("refresh", fresh)
+        assert answer["ok"] is True and answer["expires"] > now + 3000
+
+        (error,) = await bob.wait("chat_error", lambda e: e["error"] == "token_expired")
+        assert error["event"] == "refresh"
+        await until(lambda: not bob.sio.connected, "Bob disconnected")
+        # Ann's first token expired with Bob's: she is still here, and talks.
+        await ann.call("name", f"ann-{unique}")
+        assert (await ann.call("message", "still here"))["ok"] is True
+        assert ann.sio.connected
+    finally:
+        await ann.close()
+        await bob.close()
+
+
+async def test_a_connection_without_a_token_cannot_refresh(
+    guarded: dict[str, str], unique: str
+) -> None:
+    client, refused = await connect(guarded["open"], "chat", room=f"public-{unique}")
+    assert refused is None
+    try:
+        answer = await client.call("refresh", mint(SECRET, sub="ann"))
+        assert answer["error"] == "token_invalid"
+    finally:
+        await client.close()

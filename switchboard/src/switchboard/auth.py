@@ -25,7 +25,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,3 +231,69 @@ class Verifier:
         except jwt.PyJWTError as exc:
             raise InputError("token_invalid", f"The token is not valid: {exc}.") from None
         return identity_of(claims)
+
+
+#: How long before its token expires a connection is told so (``token_expiring``), to send a
+#: fresh one (``refresh``); a token that lives less than twice this is told half-way.
+EXPIRY_NOTICE = 60.0
+
+#: Called with a connection's sid: its token expires soon, or has expired.
+OnExpiry = Callable[[str], Coroutine[Any, Any, None]]
+
+
+@dataclass(slots=True)
+class Admission:
+    """A connection let in with a token: who, to what, and its two timers."""
+
+    identity: Identity
+    grant: str
+    room: str | None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
+class Admissions:
+    """The connections of a namespace that came with a token. Each is told ``expiring`` before
+    its token expires and ``expired`` when it has (with AUTH_LEEWAY's grace), unless a fresh
+    token was given meanwhile (:meth:`renew`)."""
+
+    def __init__(self, leeway: float, expiring: OnExpiry, expired: OnExpiry) -> None:
+        self.leeway = leeway
+        self.expiring = expiring
+        self.expired = expired
+        self._admitted: dict[str, Admission] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, sid: str) -> Admission | None:
+        return self._admitted.get(sid)
+
+    def add(self, sid: str, identity: Identity, grant: str, room: str | None) -> None:
+        self.drop(sid)
+        admission = self._admitted[sid] = Admission(identity, grant, room)
+        self._schedule(sid, admission)
+
+    def renew(self, sid: str, identity: Identity) -> None:
+        admission = self._admitted[sid]
+        admission.identity = identity
+        self._schedule(sid, admission)
+
+    def drop(self, sid: str) -> None:
+        admission = self._admitted.pop(sid, None)
+        if admission is not None:
+            for timer in admission.timers:
+                timer.cancel()
+
+    def _schedule(self, sid: str, admission: Admission) -> None:
+        for timer in admission.timers:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        left = admission.identity.expires - time.time()
+        notice = min(EXPIRY_NOTICE, left / 2)
+        admission.timers = [
+            loop.call_later(max(0.0, left - notice), self._run, self.expiring, sid),
+            loop.call_later(max(0.0, left + self.leeway), self._run, self.expired, sid),
+        ]
+
+    def _run(self, callback: OnExpiry, sid: str) -> None:
+        task = asyncio.get_running_loop().create_task(callback(sid), name=f"auth:{sid}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import socketio
 from redis.exceptions import RedisError
 
-from switchboard.auth import PRIVATE_PREFIX, Identity
+from switchboard.auth import PRIVATE_PREFIX, Admissions, Identity
 from switchboard.errors import InputError
 from switchboard.ratelimit import TokenBucket, spend
+from switchboard.validation import one_argument
 
 if TYPE_CHECKING:
     from switchboard.service import Service
@@ -85,8 +86,10 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         #: The connections this namespace accepted: made when a connect handler accepts,
         #: dropped on disconnect.
         self.connections: dict[str, Connection] = {}
-        #: Who each connection that came with a token is (:meth:`admit`).
-        self.identities: dict[str, Identity] = {}
+        #: The connections that came with a token: who, and when it expires (:meth:`admit`).
+        self.admissions = Admissions(
+            service.settings.auth_leeway, self._token_expiring, self._token_expired
+        )
         #: This process's rooms and their members, and each member's rooms, for the caps.
         self.occupants: dict[str, set[str]] = {}
         self._rooms_of: dict[str, set[str]] = {}
@@ -106,7 +109,7 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return await self._connect(*args)
         if event == "disconnect" and lifecycle:
             self._vacate(sid)
-            self.identities.pop(sid, None)
+            self.admissions.drop(sid)
             if sid not in self.connections:
                 return None  # never accepted: nothing of it to forget
             del self.connections[sid]
@@ -191,12 +194,49 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 raise InputError("token_required", f"The room {room!r} is private: sign in.")
             return None
         identity = await self.service.verifier.verify(token)
-        if room is not None and (closed or private) and not identity.may_enter(grant, room):
-            raise InputError("room_forbidden", f"Your token does not let you into {room!r}.")
-        if room is None and closed and not identity.may_use(grant):
-            raise InputError("app_forbidden", f"Your token does not let you use the {grant}.")
-        self.identities[sid] = identity
+        self._check_grants(identity, grant, room)
+        self.admissions.add(sid, identity, grant, room)
         return identity
+
+    def identity(self, sid: str) -> Identity | None:
+        """Who ``sid`` is, if it came with a token."""
+        admission = self.admissions.get(sid)
+        return admission.identity if admission is not None else None
+
+    def _check_grants(self, identity: Identity, grant: str, room: str | None) -> None:
+        closed = self.service.settings.auth_mode == "token"
+        if room is not None and (closed or room.startswith(PRIVATE_PREFIX)):
+            if not identity.may_enter(grant, room):
+                raise InputError("room_forbidden", f"Your token does not let you into {room!r}.")
+        elif room is None and closed and not identity.may_use(grant):
+            raise InputError("app_forbidden", f"Your token does not let you use the {grant}.")
+
+    async def on_refresh(self, sid: str, *args: Any) -> dict[str, Any]:
+        """``refresh``: a fresh token for this connection (its user's, granting what it uses),
+        before the one it came with expires; acked with the new expiry."""
+        admission = self.admissions.get(sid)
+        if admission is None:
+            raise InputError("token_invalid", "This connection came without a token.")
+        identity = await self.service.verifier.verify(one_argument(args))
+        if identity.sub != admission.identity.sub:
+            raise InputError("token_invalid", "A fresh token must be for the same user.")
+        self._check_grants(identity, admission.grant, admission.room)
+        self.admissions.renew(sid, identity)
+        return {"ok": True, "expires": identity.expires}
+
+    async def _token_expiring(self, sid: str) -> None:
+        admission = self.admissions.get(sid)
+        if admission is not None:
+            await self.emit("token_expiring", {"expires": admission.identity.expires}, to=sid)
+
+    async def _token_expired(self, sid: str) -> None:
+        """The token expired with no fresh one: told why, then disconnected."""
+        if self.admissions.get(sid) is None:
+            return
+        self.admissions.drop(sid)
+        error = InputError("token_expired", "Your token expired; sign in again.")
+        await self.emit(self.error_event, {**error.payload(), "event": "refresh"}, to=sid)
+        await self.disconnect(sid)
 
     async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
         """Put ``sid`` in ``room``, within this process's caps (MAX_ROOMS, MAX_ROOM_MEMBERS)."""
@@ -234,7 +274,7 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         for a connection it never accepted, so ours runs here (every one copes with a
         connection it knows nothing or only part of)."""
         self._vacate(sid)
-        self.identities.pop(sid, None)
+        self.admissions.drop(sid)
         try:
             await super().trigger_event("disconnect", sid, "connect refused")
         except Exception as exc:
