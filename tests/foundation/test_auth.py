@@ -260,6 +260,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
                     "AUTH_SECRET": SECRET,
                     # No leeway: a token of two seconds expires after two seconds.
                     "AUTH_LEEWAY": "0",
+                    "TURN_URLS": "turn:127.0.0.1:3478?transport=udp",
+                    "TURN_SECRET": "a-turn-secret-of-the-tests",
                 },
                 name=f"embedded-{mode}",
             )
@@ -429,3 +431,21 @@ async def test_a_connection_without_a_token_cannot_refresh(
         assert answer["error"] == "token_invalid"
     finally:
         await client.close()
+
+
+async def test_turn_credentials_go_to_a_signed_in_caller_and_name_the_user(
+    guarded: dict[str, str], unique: str
+) -> None:
+    """In token mode the TURN credentials (``iceServers``) need a connection, which needs a
+    token; their username carries the user, for coturn's log."""
+    room = f"call-{unique}"
+    token = mint(SECRET, sub="ann@example.org", rooms={"signal": [room]})
+    caller, refused = await connect(guarded["token"], "signal", room=room, token=token)
+    assert refused is None
+    try:
+        answer = await caller.call("iceServers")
+        (turn,) = [server for server in answer["iceServers"] if "username" in server]
+        expiry, user = turn["username"].split(":", 1)
+        assert int(expiry) > time.time() and user == f"ann%40example.org/{caller.sid}"
+    finally:
+        await caller.close()

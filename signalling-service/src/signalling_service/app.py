@@ -20,7 +20,7 @@ from switchboard.validation import connect_auth, room_of
 
 from signalling_service import validation
 from signalling_service.echo import ECHO_ID, EchoPeers
-from signalling_service.ice import ice_servers
+from signalling_service.ice import ice_servers, turn_user
 from signalling_service.roster import MemoryRoster, RedisRoster, Roster
 from signalling_service.settings import SignalSettings
 
@@ -110,7 +110,7 @@ class SignalNamespace(ServiceNamespace):
         settings = self.settings
         return {
             "ok": True,
-            "iceServers": ice_servers(settings, sid),
+            "iceServers": ice_servers(settings, turn_user(self.identity(sid), sid)),
             "iceTransportPolicy": settings.ice_transport_policy,
             "ttl": settings.turn_ttl if settings.turn_urls else None,
         }

@@ -14,6 +14,9 @@ import hashlib
 import hmac
 import time
 from typing import Any
+from urllib.parse import quote
+
+from switchboard.auth import Identity
 
 from signalling_service.settings import SignalSettings
 
@@ -21,6 +24,15 @@ from signalling_service.settings import SignalSettings
 def turn_credential(secret: str, username: str) -> str:
     digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+def turn_user(identity: Identity | None, sid: str) -> str:
+    """Who a TURN allocation is for, in its username (after the expiry, ``:``): the connection,
+    and the user its token names (``<sub>/<sid>``, the sub percent-encoded and cut to 200
+    characters), so that coturn's log says whose relay it was."""
+    if identity is None:
+        return sid
+    return f"{quote(identity.sub, safe='')[:200]}/{sid}"
 
 
 def ice_servers(
