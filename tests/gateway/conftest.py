@@ -20,10 +20,13 @@ from tests.harness import (
     TURN_TEST_PEERS,
     Process,
     free_port,
+    free_udp_and_tcp_port,
     free_udp_port,
 )
 
 SERVICES = ("chat", "cursors", "signal", "ticker")
+#: The secret the cluster's tokens are signed with (docs/auth.md).
+AUTH_SECRET = "the-gateway-tests-secret-of-32-characters"
 SOCKETS_PER_ADDRESS = 40
 #: Handshakes per second and per address, and their burst: small, so that the limit's test
 #: holds however slow the machine is (the defaults are 20 and 100); the burst is above what
@@ -60,7 +63,7 @@ def cluster_env(directory: Path) -> dict[str, str]:
             "GATEWAY_HTTPS_PORT": str(free_port()),
             "GATEWAY_HTTP_PORT": str(free_port()),
             "SIMULATOR_PORT": str(free_port()),
-            "TURN_PORT": str(free_udp_port()),
+            "TURN_PORT": str(free_udp_and_tcp_port()),
             "TURN_LISTEN_IP": "127.0.0.1",
             "TURN_PEER_RULES": " ".join(TURN_TEST_PEERS),
             "SIGNAL_ICE_TRANSPORT_POLICY": "relay",
@@ -70,6 +73,8 @@ def cluster_env(directory: Path) -> dict[str, str]:
             "GATEWAY_HANDSHAKE_BURST": str(HANDSHAKE_BURST),
             # Two wrong pairing codes a minute per address: few enough to reach at once.
             "CURSORS_CODE_ATTEMPTS": "2",
+            # Open to anyone, as deployed by default; private-* rooms for tokens signed so.
+            "AUTH_SECRET": AUTH_SECRET,
         }
     )
     relays = free_udp_port() // 2 * 2

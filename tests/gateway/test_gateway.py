@@ -13,11 +13,14 @@ import warnings
 
 import httpx
 import pytest
+import socketio
 import websockets
+from switchboard.token import mint
 
 from tests.conftest import CHAT_PATH, CURSORS_PATH
 from tests.cursors.test_cursors import sees_at
 from tests.gateway.conftest import (
+    AUTH_SECRET,
     HANDSHAKE_BURST,
     HANDSHAKES_PER_SECOND,
     SERVICES,
@@ -81,6 +84,26 @@ async def test_socketio_works_for_every_service(
     clients.append(client)
     await client.connect()
     await client.wait(first_event)
+
+
+async def test_a_private_room_through_the_gateway_needs_a_token_granting_it(
+    cluster: Cluster, clients: list[Client], unique: str
+) -> None:
+    """The token travels in socket.io's own connect packet, through nginx untouched: refused
+    without it (``token_required``), let in with one that grants the room, on either replica."""
+    room = f"private-{unique}"
+    stranger = Client(cluster.url, CHAT_PATH)
+    clients.append(stranger)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await stranger.connect(auth={"room": room})
+    assert stranger.connect_error["data"]["error"] == "token_required"
+    token = mint(AUTH_SECRET, sub="ann", rooms={"chat": [room]})
+    first, second = await two_on_different_replicas(
+        cluster, "chat", CHAT_PATH, clients, {"room": room, "token": token}
+    )
+    await first.call("name", f"ann-{unique}")
+    await first.call("message", "only for us")
+    await second.wait("message", lambda _sender, text, _meta: text == "only for us")
 
 
 async def two_on_different_replicas(
