@@ -207,6 +207,19 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_udp_and_tcp_port() -> int:
+    """A port free for both UDP and TCP (coturn listens on both): a free UDP port can be a
+    TCP port in use, and coturn then exits."""
+    while True:
+        port = free_udp_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 #: coturn's hardening as deployed (docker compose mounts it, `make cluster` reads it).
 TURN_CONF = ROOT / "turn" / "turnserver.conf"
 #: What tests add to it: relaying between loopback peers only, never anywhere else.
@@ -234,7 +247,7 @@ class TurnServer(Process):
         binary = shutil.which("turnserver") or "/usr/sbin/turnserver"
         if not Path(binary).exists():
             raise RuntimeError("coturn is missing: run `make system-deps` (as root)")
-        self.port = free_udp_port()
+        self.port = free_udp_and_tcp_port()
         self.secret = secret
         relays = free_udp_port() // 2 * 2
         addresses = ["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"]
