@@ -190,35 +190,38 @@ async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplica
         ticker.stop()
 
 
-async def test_an_open_but_silent_connection_is_replaced_after_30_seconds_of_silence(
+async def test_an_open_but_silent_connection_is_replaced_after_its_silence_timeout(
     tmp_path: Path, fake: FakeBitstamp, clients: list[Client]
 ) -> None:
-    # The defaults: a heartbeat every 10 s, replaced after 30 s of silence.
-    defaults = {"TICKER_HEARTBEAT_INTERVAL": "10", "TICKER_SILENCE_TIMEOUT": "30"}
-    ticker = await start_ticker(tmp_path, fake, defaults)
+    # A heartbeat every 3 s, replaced after 12 s of silence (the defaults, 10 s and 30 s, are
+    # tests/ticker/test_settings_and_simulator.py's; the mechanism is the same).
+    interval, silence = 3, 12
+    timers = {"TICKER_HEARTBEAT_INTERVAL": str(interval), "TICKER_SILENCE_TIMEOUT": str(silence)}
+    ticker = await start_ticker(tmp_path, fake, timers)
     try:
         ann, _ = await watch(clients, ticker.url)
         [first] = await fake.until(fake.subscribed)
         await fake.until(lambda: len(fake.rest_requests) == 4)
         first.silent = True
         # Nothing heard for a heartbeat and its grace: browsers are told the feed is stale
-        # (between 15 s and 30 s of silence, so before it is replaced).
+        # (an interval and HEARTBEAT_GRACE, 5 s, after the silence began: before it is replaced).
         await ann.wait("status", lambda s: s["state"] == "stale")
-        second = await fake.successor(first, timeout=30 + PATIENCE)
+        second = await fake.successor(first, timeout=silence + PATIENCE)
         await fake.until(lambda: not first.open, what="the silent connection closed")
         assert first.closed_by == "client"
         # The service heard the last thing we sent after we began sending it, so it cannot
-        # replace the connection sooner than 30 s after that (a timer never fires early)...
+        # replace the connection sooner than the silence timeout after that (a timer never
+        # fires early)...
         assert first.last_sent is not None
         silent_for = second.opened_at - first.last_sent
-        assert silent_for >= 30, silent_for
+        assert silent_for >= silence, silent_for
         # ...and it replaces it at once then: a timer's lateness and a connect, well under a
-        # second on a busy machine. Ten seconds more (a whole heartbeat interval) would be a
-        # bug, such as looking at the silence only when a heartbeat is due.
-        assert silent_for < 30 + 10, silent_for
+        # second on a busy machine. A whole heartbeat interval more would be a bug, such as
+        # looking at the silence only when a heartbeat is due.
+        assert silent_for < silence + interval, silent_for
         await ann.wait("status", lambda s: s["state"] == "connected" and s["reconnects"] == 1)
         status = await status_of(ticker.url)
-        assert status["last_reason"] == "no message from upstream for 30 s"
+        assert status["last_reason"] == f"no message from upstream for {silence} s"
         await fake.until(lambda: len(fake.rest_requests) == 8, what="a backfill after the gap")
     finally:
         ticker.stop()
