@@ -10,6 +10,7 @@
 // go into the page with textContent, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element } from "/shared/connection.js";
+import { followSignIn, withToken } from "/shared/signin.js";
 
 const DEFAULT_ROOM = "lobby";
 const ECHO_ID = "echo";
@@ -108,8 +109,9 @@ const media = {
 const socket = io({
   path: "/api/signal/socket.io",
   transports: ["websocket"],
-  auth: { room },
+  auth: (cb) => cb(withToken({ room })),
 });
+followSignIn(socket);
 
 /** #status: our connection to the signalling server. */
 const connection = new Connection(socket, { onChange: render });

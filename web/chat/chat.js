@@ -3,6 +3,7 @@
 // textContent, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element } from "/shared/connection.js";
+import { followSignIn, withToken } from "/shared/signin.js";
 
 const DEFAULT_ROOM = "lobby";
 /** Where this tab keeps the token of its name (per tab: another tab is another person). */
@@ -63,6 +64,8 @@ const socket = io({
 
 /** #status; the composer waits while we are not connected. */
 const connection = new Connection(socket, { onChange: updateComposer });
+/** Who this tab's sign-in token names (docs/auth.md), or null. */
+const signedIn = followSignIn(socket);
 
 start();
 
@@ -70,6 +73,8 @@ function start() {
   ui.room.textContent = room;
   for (const ref of document.querySelectorAll(".room-ref")) ref.textContent = `#${room}`;
   updateTitle();
+  // Signed in: the name the token carries is offered (the person may still pick another).
+  if (signedIn?.name && !ui.nameInput.value) ui.nameInput.value = signedIn.name;
 
   ui.nameForm.addEventListener("submit", onNameSubmit);
   ui.nameInput.addEventListener("input", () => showNameError(""));
@@ -178,7 +183,7 @@ function connectAuth() {
   if (chat.lastId) auth.last_id = chat.lastId;
   const token = sessionStorage.getItem(NAME_TOKEN_KEY);
   if (token) auth.name_token = token;
-  return auth;
+  return withToken(auth);
 }
 
 function rememberNameToken(token) {

@@ -5,6 +5,7 @@
 // textContent, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element, reasonOf } from "/shared/connection.js";
+import { followSignIn, withToken } from "/shared/signin.js";
 
 const DEFAULT_ROOM = "lobby";
 /** The server's tick (CURSORS_TICK_MS) until the frames' times tell us better. */
@@ -78,10 +79,11 @@ const socket = io({
   transports: ["websocket"],
   // A callback, not an object: socket.io calls it before every (re)connection, so the server
   // always gets the current name.
-  auth: (cb) => cb(page.name ? { room, name: page.name } : { room }),
+  auth: (cb) => cb(withToken(page.name ? { room, name: page.name } : { room })),
 });
 
 const connection = new Connection(socket);
+followSignIn(socket);
 
 start();
 

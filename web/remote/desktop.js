@@ -4,6 +4,7 @@
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element, reasonOf, refusalOf } from "/shared/connection.js";
 import { NAMESPACE, SOCKET_PATH, tabStore } from "/remote/shared.js";
+import { followSignIn, withToken } from "/shared/signin.js";
 
 /** This desktop's session, to resume its pairing after a drop or a reload. */
 const stored = tabStore("switchboard.remote.desktop");
@@ -84,11 +85,13 @@ const socket = io(NAMESPACE, {
   path: SOCKET_PATH,
   transports: ["websocket"],
   // Called at every (re)connection: a desktop that has a session resumes its pairing.
-  auth: (cb) => cb(desk.session ? { role: "desktop", session: desk.session } : { role: "desktop" }),
+  auth: (cb) =>
+    cb(withToken(desk.session ? { role: "desktop", session: desk.session } : { role: "desktop" })),
 });
 
 /** #status; renew and unpair wait while we are not connected. */
 const connection = new Connection(socket, { onChange: updateControls });
+followSignIn(socket);
 
 start();
 

@@ -141,3 +141,34 @@ export function element(tag, className, text) {
   if (text !== undefined) node.textContent = text;
   return node;
 }
+
+/**
+ * A value kept in this tab's sessionStorage (a session secret, a sign-in token): it survives a
+ * reload of the page, not the tab. With storage disabled or full, it lives only as long as the
+ * page.
+ */
+export function tabStore(key) {
+  return {
+    load() {
+      try {
+        return sessionStorage.getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    save(value) {
+      try {
+        sessionStorage.setItem(key, value);
+      } catch {
+        // kept by the page until it is reloaded
+      }
+    },
+    forget() {
+      try {
+        sessionStorage.removeItem(key);
+      } catch {
+        // nothing stored
+      }
+    },
+  };
+}

@@ -5,6 +5,7 @@
 // chart. Everything the server sends goes into the page with textContent, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element } from "/shared/connection.js";
+import { followSignIn, withToken } from "/shared/signin.js";
 
 const DEFAULT_PAIR = "btcusd";
 /** Where the last pair picked is remembered. */
@@ -85,7 +86,9 @@ const page = {
 const socket = io({
   path: "/api/ticker/socket.io",
   transports: ["websocket"],
+  auth: (cb) => cb(withToken({})),
 });
+followSignIn(socket);
 
 /** #status: our connection to the ticker service (the feed upstream of it is #feed). */
 const connection = new Connection(socket);
