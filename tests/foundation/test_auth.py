@@ -283,6 +283,22 @@ async def connect(url: str, service: str, **auth: Any) -> tuple[Client, str | No
     return client, None
 
 
+async def each_answered(
+    url: str, service: str, cases: list[tuple[dict[str, Any], str | None]]
+) -> None:
+    """Each ``(auth, code)`` connects to ``service`` and is refused with ``code`` (None: let
+    in); every client is closed after."""
+    opened = []
+    try:
+        for auth, code in cases:
+            client, refused = await connect(url, service, **auth)
+            opened.append(client)
+            assert refused == code, (auth, refused)
+    finally:
+        for client in opened:
+            await client.close()
+
+
 def grants(service: str, room: str) -> dict[str, Any]:
     return {"apps": ("ticker",)} if service == "ticker" else {"rooms": {service: [room]}}
 
@@ -305,15 +321,7 @@ async def test_token_mode_lets_in_only_the_tokens_that_grant(
         cases.append(({"token": mint(SECRET, sub="ann")}, "app_forbidden"))
     else:
         cases.append(({"room": f"elsewhere-{unique}", "token": good}, "room_forbidden"))
-    opened = []
-    try:
-        for auth, code in cases:
-            client, refused = await connect(url, service, **auth)
-            opened.append(client)
-            assert refused == code, (auth, refused)
-    finally:
-        for client in opened:
-            await client.close()
+    await each_answered(url, service, cases)
 
 
 async def test_token_mode_lets_in_the_screens_the_token_grants_and_their_phones(
@@ -364,15 +372,7 @@ async def test_open_mode_keeps_private_rooms_for_the_tokens_that_grant_them(
         ({"room": private, "token": other}, "room_forbidden"),
         ({"room": private, "token": granting}, None),
     ]
-    opened = []
-    try:
-        for auth, code in cases:
-            client, refused = await connect(url, service, **auth)
-            opened.append(client)
-            assert refused == code, (auth, refused)
-    finally:
-        for client in opened:
-            await client.close()
+    await each_answered(url, service, cases)
 
 
 async def test_token_mode_without_a_key_stops_the_start_clearly(tmp_path: Path) -> None:
