@@ -49,10 +49,25 @@ def rss_kb(pid: int) -> int:
     return int(found.group(1))
 
 
+#: Every port the helpers below have handed out in this process: the system gives a port that
+#: is free now, and may give it again before whoever got it first listens on it (a test that
+#: asks for a cluster's dozen ports at once got its Redis's port for a sentinel).
+_HANDED_OUT: set[int] = set()
+
+
+def _not_handed_out(kind: socket.SocketKind) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port free now and never handed out before by this process."""
+    return _not_handed_out(socket.SOCK_STREAM)
 
 
 def wait_for_port(port: int, timeout: float = STARTUP, process: Process | None = None) -> None:
@@ -202,9 +217,8 @@ class ProcfileProcess(Process):
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A UDP port free now and never handed out before by this process."""
+    return _not_handed_out(socket.SOCK_DGRAM)
 
 
 def free_udp_and_tcp_port() -> int:
