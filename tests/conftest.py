@@ -73,9 +73,16 @@ def start_cluster(
     return Cluster("redis", replicas)
 
 
+#: The secret chat's clusters check sign-in tokens with (they run open: tokens are optional).
+AUTH_SECRET = "the-chat-clusters-secret-32-characters-long"
 #: Room for tests to write their stories without meeting the rate limit or the history size:
 #: the defaults are tested on their own.
-CLUSTER_ENV = {"CHAT_RATE_PER_SECOND": "1000", "CHAT_RATE_BURST": "1000", "CHAT_HISTORY_SIZE": "5"}
+CLUSTER_ENV = {
+    "CHAT_RATE_PER_SECOND": "1000",
+    "CHAT_RATE_BURST": "1000",
+    "CHAT_HISTORY_SIZE": "5",
+    "AUTH_SECRET": AUTH_SECRET,
+}
 
 
 @pytest.fixture(scope="session", params=["memory", "redis"])

@@ -48,7 +48,7 @@ async def test_naming_echoes_the_name_as_in_the_course(
     # NFC: "e" + combining acute becomes one character; spaces around are trimmed.
     ack = await ann.call("name", "  Rene\u0301e  ")
     assert (ack["ok"], ack["name"]) == (True, "Ren\u00e9e")
-    assert await ann.wait("name") == ("Ren\u00e9e",)
+    assert await ann.wait("name") == ("Ren\u00e9e", {"id": ann.sid})
 
 
 async def test_a_name_held_on_a_is_refused_on_b_whatever_its_case(

@@ -4,13 +4,15 @@ stopped and started again, Redis forgetting everything."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 import socketio
+from switchboard.token import mint
 
-from tests.conftest import connect_chat, start_chat
+from tests.conftest import AUTH_SECRET, connect_chat, start_chat
 from tests.harness import PATIENCE, Client, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -98,13 +100,17 @@ async def test_names_survive_redis_forgetting_everything(
     tmp_path: Path, clients: list[Client], unique: str
 ) -> None:
     own_redis = RedisServer(tmp_path)
-    env = {"REDIS_URL": own_redis.url, "REPLICA_TTL": "3"}
+    env = {"REDIS_URL": own_redis.url, "REPLICA_TTL": "3", "AUTH_SECRET": AUTH_SECRET}
     a = start_chat(tmp_path, env, name="a")
     b = start_chat(tmp_path, env, name="b")
     try:
         room = f"r-{unique}"
         ann = await connect_chat(clients, a.url, room=room)
         await ann.call("name", f"ann-{unique}")
+        # Bea is signed in on both replicas: one member with two connections (issue 15).
+        bea = mint(AUTH_SECRET, sub=f"bea-{unique}", name=f"bea-{unique}")
+        for url in (a.url, b.url):
+            await (await connect_chat(clients, url, room=room, token=bea)).wait("name")
 
         redis.Redis(port=own_redis.port).flushall()
 
@@ -113,19 +119,21 @@ async def test_names_survive_redis_forgetting_everything(
 
         async def restored() -> bool:
             users = await fresh_users(clients, b.url, room)
-            return {u["name"] for u in users} == {f"ann-{unique}"}
+            held = sorted((u["name"], u.get("connections", 1)) for u in users)
+            return held == [(f"ann-{unique}", 1), (f"bea-{unique}", 2)]
 
-        await until(restored, "A restoring its members", every=0.3)
+        await until(restored, "A and B restoring their members", every=0.3)
         assert (await other.call("name", f"ann-{unique}"))["error"] == "taken"
+        assert (await other.call("name", f"bea-{unique}"))["error"] == "taken"
     finally:
         a.stop()
         b.stop()
         own_redis.stop()
 
 
-async def fresh_users(clients: list[Client], url: str, room: str) -> list[dict[str, str]]:
+async def fresh_users(clients: list[Client], url: str, room: str) -> list[dict[str, Any]]:
     observer = await connect_chat(clients, url, room=room)
-    users: list[dict[str, str]] = observer.received("users")[0][0]
+    users: list[dict[str, Any]] = observer.received("users")[0][0]
     await observer.close()
     return users
 

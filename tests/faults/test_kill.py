@@ -8,7 +8,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from switchboard.token import mint
 
+from tests.conftest import AUTH_SECRET, connect_chat
 from tests.faults.conftest import chat_env, chat_replicas
 from tests.faults.users import (
     ChatUser,
@@ -62,5 +64,35 @@ async def test_a_chat_replica_killed_under_load_loses_no_acked_message(
     finally:
         for person in people:
             await person.close()
+        a.stop()
+        b.stop()
+
+
+async def test_a_signed_in_user_on_a_killed_replica_stays_with_its_other_connection(
+    log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
+) -> None:
+    """Issue 15: Ann is signed in on both replicas; A is killed. When B reaps A, the room is told
+    Ann has one connection left (``user_updated``), not that she left, and her name stays hers;
+    she leaves with her last connection."""
+    a, b = chat_replicas(log_dir, chat_env(own_redis.url, AUTH_SECRET=AUTH_SECRET), "chat-ids")
+    room, name = f"ids-{unique}", f"Ann {unique}"
+    ann = mint(AUTH_SECRET, sub=f"ann-{unique}", name=name)
+    try:
+        watcher = await connect_chat(clients, b.url, room=room)
+        for url in (a.url, b.url):
+            connection = await connect_chat(clients, url, room=room, token=ann)
+            await connection.wait("name")
+        (both,) = await watcher.wait("user_updated", lambda m: m["connections"] == 2)
+        a.kill()
+        (after,) = await watcher.wait("user_updated", lambda m: m["connections"] == 1)
+        assert after["id"] == both["id"] and not watcher.received("user_left")
+        stranger = await connect_chat(clients, b.url, room=room)
+        (users,) = await stranger.wait("users")
+        assert [(u["name"], u["connections"]) for u in users] == [(name, 1)]
+        assert (await stranger.call("name", name))["error"] == "taken"
+        await clients[-2].close()  # Ann's connection on B
+        (left,) = await watcher.wait("user_left")
+        assert left["id"] == both["id"]
+    finally:
         a.stop()
         b.stop()

@@ -19,7 +19,14 @@ from switchboard.validation import connect_auth, one_argument, room_of
 
 from chat_service import validation
 from chat_service.settings import ChatSettings
-from chat_service.store import ChatStore, Member, MemoryChatStore, RedisChatStore, Session
+from chat_service.store import (
+    ChatStore,
+    Member,
+    MemoryChatStore,
+    RedisChatStore,
+    Session,
+    member_id,
+)
 from chat_service.validation import id_order
 
 log = logging.getLogger(__name__)
@@ -50,16 +57,51 @@ class ChatNamespace(ServiceNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         auth = connect_auth(auth)
         room = room_of(auth, environ)
-        await self.admit(sid, auth, "chat", room)
+        identity = await self.admit(sid, auth, "chat", room)
         last_id = validation.message_id(auth.get("last_id"))
         proof = validation.name_token(auth.get("name_token"))
+        signed_name = validation.signed_in_name(identity) if identity else None
         # Should Redis fail on the way, ServiceNamespace refuses with `unavailable` and runs
         # on_disconnect, which forgets what was begun.
-        await self.store.join(sid, room, digest(proof) if proof else "")
+        user = member_id(identity.sub) if identity else ""
+        await self.store.join(sid, room, digest(proof) if proof else "", user)
+        joined = None
+        if signed_name is not None:
+            joined = await self._claim_signed_in(sid, signed_name)
         await self.enter_room(sid, room)
         members = await self.store.members(room)
         await self.emit("users", [m.wire() for m in members], to=sid)
         await self.send_history(room, last_id, to=sid)
+        if joined is not None:
+            await self.emit("name", (joined.name, {"id": joined.id}), to=sid)
+            await self._announce(joined, room)
+
+    async def _claim_signed_in(self, sid: str, name: str) -> Member:
+        """A signed-in user's connection takes the user's name (the token's): shared by its
+        connections, taken from an anonymous connection that holds it, refused (``taken``)
+        while another signed-in user holds it."""
+        claimed = await self.store.claim_user(sid, name, validation.nickname_key(name))
+        if not claimed.ok:
+            raise InputError(
+                "taken", f"Another signed-in user is called {name!r} here; ask for another name."
+            )
+        if claimed.replaced:
+            error = InputError("taken", f"{name!r} belongs to a signed-in user; pick another.")
+            await self.emit("name_error", {**error.payload(), "event": "name"}, to=claimed.replaced)
+            await self.disconnect(claimed.replaced)
+        return self._session(sid).member(sid, claimed.connections)
+
+    async def _announce(self, member: Member, room: str) -> None:
+        """``member`` is in ``room`` now: ``user_joined`` when it came (a signed-in user's
+        first connection there), ``user_updated`` when a user's count of connections changed."""
+        event = "user_joined" if member.connections == 1 else "user_updated"
+        await self.emit(event, member.wire(), room=room)
+
+    async def _announce_left(self, member: Member, room: str) -> None:
+        """``user_left`` when ``member`` is gone from ``room``, ``user_updated`` when a
+        signed-in user still has connections there (``member.connections``)."""
+        event = "user_updated" if member.connections else "user_left"
+        await self.emit(event, member.wire(), room=room)
 
     async def send_history(self, room: str, after: str | None, *, to: str) -> None:
         """``history``: the room's messages after ``after`` (its last ones when None), with
@@ -96,14 +138,19 @@ class ChatNamespace(ServiceNamespace):
         session = self.store.session(sid)
         if session is None:
             return  # refused before it joined
+        remaining = 0
         try:
-            await self.store.leave(sid)
+            left = await self.store.leave(sid)
+            remaining = left.remaining if left else 0
         except RedisError:
             # Forgotten here all the same; the store removes the name and the presence
-            # after a heartbeat, once Redis answers (no ghost in `users`).
+            # after a heartbeat, once Redis answers (no ghost in `users`). A signed-in user's
+            # other connections are not known then: its count is told on the next change.
             self.metrics.redis_errors.inc()
+            if session.user:
+                return
         if session.name:
-            await self.emit("user_left", Member(sid, session.name).wire(), room=session.room)
+            await self._announce_left(session.member(sid, remaining), session.room)
 
     async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
         name = validation.nickname(one_argument(args))
@@ -111,8 +158,12 @@ class ChatNamespace(ServiceNamespace):
         session = self._session(sid)
         old = session.name
         if name == old:
-            await self.emit("name", name, to=sid)
-            return {"ok": True, "name": name}
+            await self.emit("name", (name, {"id": session.user or sid}), to=sid)
+            return {"ok": True, "name": name, "id": session.user or sid}
+        if session.user:
+            raise InputError(
+                "name_fixed", f"You are signed in as {old!r}: your name comes with your sign-in."
+            )
         # The token lets this client take the name back from a connection of its own that the
         # server has not yet seen drop (a phone changing networks), by sending it on connecting.
         token = secrets.token_urlsafe(16)
@@ -121,11 +172,11 @@ class ChatNamespace(ServiceNamespace):
             raise InputError("taken", f"The name {name!r} is taken; pick another.")
         if claimed.replaced:
             await self._replace(claimed.replaced, name)
-        await self.emit("name", name, to=sid)
+        await self.emit("name", (name, {"id": sid}), to=sid)
         if old:
             await self.emit("user_left", Member(sid, old).wire(), room=session.room)
         await self.emit("user_joined", Member(sid, name).wire(), room=session.room)
-        return {"ok": True, "name": name, "token": token}
+        return {"ok": True, "name": name, "id": sid, "token": token}
 
     def _session(self, sid: str) -> Session:
         session = self.store.session(sid)
@@ -144,11 +195,11 @@ class ChatNamespace(ServiceNamespace):
         session = self._session(sid)
         if not session.name:
             raise InputError("no_name", "Pick a name before you send messages.")
-        message = await self.store.append(session.room, Member(sid, session.name), text)
+        message = await self.store.append(session.room, session.member(sid), text)
         with delivery() as sent:
             await self.emit(
                 "message",
-                (message.sender.wire(), message.text, {"id": message.id, "ts": message.ts}),
+                (message.sender.author(), message.text, {"id": message.id, "ts": message.ts}),
                 room=session.room,
             )
         ack = {"ok": True, "id": message.id, "ts": message.ts}
@@ -164,7 +215,8 @@ class Announcements:
 
     async def departed(self, departed: list[tuple[str, Member]]) -> None:
         for room, member in departed:
-            await self.sio.emit("user_left", member.wire(), room=room)
+            event = "user_updated" if member.connections else "user_left"
+            await self.sio.emit(event, member.wire(), room=room)
 
     async def back(self, member: Member, room: str) -> None:
         await self.sio.emit("user_joined", member.wire(), room=room)
@@ -173,10 +225,16 @@ class Announcements:
         if isinstance(self.sio.manager, FanoutRedisManager):
             await self.sio.manager.hear_up_to_now(READY_TIMEOUT)
 
-    async def name_lost(self, sid: str, name: str, room: str) -> None:
+    async def name_lost(self, sid: str, session: Session) -> None:
+        name = session.name
         error = InputError("taken", f"Your name {name!r} was taken while we were cut off.")
         await self.sio.emit("name_error", {**error.payload(), "event": "name"}, to=sid)
-        await self.sio.emit("user_left", Member(sid, name).wire(), room=room)
+        if session.user:
+            # A signed-in connection has no other name to take: it goes (and its leaving
+            # tells the room).
+            await self.sio.disconnect(sid)
+        else:
+            await self.sio.emit("user_left", Member(sid, name).wire(), room=session.room)
 
 
 def create_service(settings: ChatSettings | None = None) -> Service:

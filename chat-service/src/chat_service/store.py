@@ -5,9 +5,11 @@ Redis layout (all keys under ``chat:``):
 
 - ``replica:<rid>``: liveness of a replica, a TTL refreshed by its heartbeat;
 - ``replicas``: the replicas that have not been reaped;
-- ``sessions:<rid>``: hash, a replica's connections, sid -> room US fold US name;
-- ``room:<room>``: hash, the named members of a room, sid -> rid US name;
-- ``names``: hash, nickname key (casefolded) -> rid US sid;
+- ``sessions:<rid>``: hash, a replica's connections, sid -> room US key US name US user;
+- ``room:<room>``: hash, the named connections in a room, sid -> rid US name US user;
+- ``names``: hash, nickname key -> rid US sid US token-hash for an anonymous connection's name,
+  US user for a signed-in user's (held while any connection of the user lives);
+- ``user:<user>``: hash, a signed-in user's connections, sid -> rid US room;
 - ``history:<room>``: stream of messages (sid, name, text), trimmed to the history size + 1,
   expiring ``CHAT_HISTORY_TTL`` after its last message;
 - ``histories``: sorted set, the rooms with a history by the time of their last message: past
@@ -15,6 +17,10 @@ Redis layout (all keys under ``chat:``):
   holds in Redis is bounded (rooms x size x message).
 
 (US is the unit separator, \\x1f, which no nickname or room can hold.)
+
+``user`` is a signed-in member's id (:func:`member_id`, empty for an anonymous connection):
+the connections of one user share its name and are one member of a room's presence, which it
+leaves with its last connection there.
 
 Every write that must be atomic is a Lua script. A name whose owner's replica has stopped
 heart-beating is free at once: the claim script checks the owner's liveness key, so a crashed
@@ -27,11 +33,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from switchboard.components import Passive
+from switchboard.hashing import digest
 from switchboard.redisclient import AckedWrites
 from switchboard.replicas import Replica, ReplicaEntries
 
@@ -41,13 +49,40 @@ log = logging.getLogger(__name__)
 US = "\x1f"
 
 
+#: A signed-in member's id starts so; a socket.io sid never does (its alphabet has no ':').
+USER_PREFIX = "u:"
+
+
+def member_id(sub: str) -> str:
+    """The member id of the user a token names: the same for all its connections, and not its
+    ``sub`` itself (which may be an email address) but a digest of it."""
+    return USER_PREFIX + digest(sub)[:24]
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
-    sid: str
-    name: str
+    """Someone in a room: an anonymous connection (its id is the sid), or a signed-in user
+    (its id from :func:`member_id`) with ``connections`` in the room."""
 
-    def wire(self) -> dict[str, str]:
-        return {"id": self.sid, "name": self.name}
+    id: str
+    name: str
+    connections: int = 1
+
+    @property
+    def signed_in(self) -> bool:
+        return self.id.startswith(USER_PREFIX)
+
+    def wire(self) -> dict[str, Any]:
+        """As in ``users``, ``user_joined``, ``user_updated`` and ``user_left``."""
+        if not self.signed_in:
+            return {"id": self.id, "name": self.name}
+        return {**self.author(), "connections": self.connections}
+
+    def author(self) -> dict[str, Any]:
+        """As a message's sender."""
+        if not self.signed_in:
+            return {"id": self.id, "name": self.name}
+        return {"id": self.id, "name": self.name, "signed_in": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +96,7 @@ class ChatMessage:
         return id_order(self.id)[0]
 
     def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "ts": self.ts, "sender": self.sender.wire(), "text": self.text}
+        return {"id": self.id, "ts": self.ts, "sender": self.sender.author(), "text": self.text}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +118,11 @@ class Session:
     proof: str = ""
     #: Hash of the token given with the name this connection holds.
     token: str = ""
+    #: The member id of the signed-in user whose connection this is; empty when anonymous.
+    user: str = ""
+
+    def member(self, sid: str, connections: int = 1) -> Member:
+        return Member(self.user or sid, self.name, connections)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +132,29 @@ class Claimed:
 
     ok: bool
     replaced: str = ""
+    #: A signed-in user's connections in the room, this one included.
+    connections: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """A connection that left: its session, and how many connections of its member remain in
+    its room (a signed-in user's other tabs; 0 when the member left with it)."""
+
+    session: Session
+    remaining: int = 0
 
 
 class Announcer(Protocol):
     """Who tells clients what the Redis store learns by itself, after a heartbeat."""
 
     async def departed(self, departed: list[tuple[str, Member]]) -> None:
-        """The named members (with their rooms) of a replica that died have left."""
+        """The named members (with their rooms) of a replica that died have left, or, for a
+        signed-in user with connections elsewhere, have that many (``Member.connections``)."""
 
-    async def name_lost(self, sid: str, name: str, room: str) -> None:
-        """Our connection ``sid`` lost its name: it was taken while Redis forgot us."""
+    async def name_lost(self, sid: str, session: Session) -> None:
+        """Our connection ``sid`` lost its name (``session.name``): it was taken while Redis
+        forgot us."""
 
     async def back(self, member: Member, room: str) -> None:
         """Our named ``member`` is written back after Redis forgot us: the others may have
@@ -120,13 +173,22 @@ class ChatStore(Protocol):
         """A connection of this process that joined and has not left."""
         ...
 
-    async def join(self, sid: str, room: str, proof: str = "") -> None: ...
-    async def leave(self, sid: str) -> Session | None:
+    async def join(self, sid: str, room: str, proof: str = "", user: str = "") -> None: ...
+    async def leave(self, sid: str) -> Left | None:
         """Forget ``sid`` here at once, then wherever else it is known (a RedisError leaves
         it forgotten here); the session it had, if any."""
         ...
 
-    async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed: ...
+    async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:
+        """An anonymous connection takes ``name``: refused while someone else holds it."""
+        ...
+
+    async def claim_user(self, sid: str, name: str, key: str) -> Claimed:
+        """A signed-in user's connection takes the user's ``name``: its own while any of its
+        connections holds it; taken from an anonymous connection (``replaced``, to be
+        disconnected); refused while another user holds it."""
+        ...
+
     async def members(self, room: str) -> list[Member]: ...
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage: ...
     async def history(self, room: str, after: str | None) -> History: ...
@@ -153,9 +215,13 @@ class MemoryChatStore(Passive):
         self.history_ttl = history_ttl
         self.history_rooms = history_rooms
         self.sessions: dict[str, Session] = {}
-        #: Nickname key -> (sid, hash of its name token).
+        #: Nickname key -> (holder, hash of its name token): the holder is a sid, or a
+        #: signed-in user's member id (and no token).
         self._names: dict[str, tuple[str, str]] = {}
-        self._rooms: dict[str, dict[str, str]] = {}
+        #: Room -> sid -> (name, user) of its named connections.
+        self._rooms: dict[str, dict[str, tuple[str, str]]] = {}
+        #: A signed-in user's member id -> its connections.
+        self._users: dict[str, set[str]] = {}
         #: Rooms' messages, the room with the oldest last message first.
         self._history: OrderedDict[str, deque[ChatMessage]] = OrderedDict()
         self._clock = _IdClock()
@@ -163,39 +229,69 @@ class MemoryChatStore(Passive):
     def session(self, sid: str) -> Session | None:
         return self.sessions.get(sid)
 
-    async def join(self, sid: str, room: str, proof: str = "") -> None:
-        self.sessions[sid] = Session(room, proof=proof)
+    async def join(self, sid: str, room: str, proof: str = "", user: str = "") -> None:
+        self.sessions[sid] = Session(room, proof=proof, user=user)
 
-    async def leave(self, sid: str) -> Session | None:
+    async def leave(self, sid: str) -> Left | None:
         session = self.sessions.pop(sid, None)
         if session is None:
             return None
-        if session.key and self._names.get(session.key, ("",))[0] == sid:
-            del self._names[session.key]
         members = self._rooms.get(session.room)
         if members is not None:
             members.pop(sid, None)
             if not members:
                 del self._rooms[session.room]
-        return session
+        holder = session.user or sid
+        if session.user:
+            others = self._users.get(session.user, set())
+            others.discard(sid)
+            if others:
+                holder = ""  # the user's other connections keep its name
+            else:
+                self._users.pop(session.user, None)
+        if session.key and holder and self._names.get(session.key, ("",))[0] == holder:
+            del self._names[session.key]
+        return Left(session, self._connections(session.room, session.user))
+
+    def _connections(self, room: str, user: str) -> int:
+        if not user:
+            return 0
+        return sum(1 for _, of in self._rooms.get(room, {}).values() if of == user)
 
     async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:
         session = self.sessions[sid]
         owner, owner_token = self._names.get(key, (sid, ""))
         replaced = ""
         if owner != sid:
-            if not (session.proof and session.proof == owner_token):
+            if owner.startswith(USER_PREFIX) or not (
+                session.proof and session.proof == owner_token
+            ):
                 return Claimed(False)
             replaced = owner
         if session.key and session.key != key:
             self._names.pop(session.key, None)
         self._names[key] = (sid, token)
-        self._rooms.setdefault(session.room, {})[sid] = name
+        self._rooms.setdefault(session.room, {})[sid] = (name, "")
         session.name, session.key = name, key
         return Claimed(True, replaced)
 
+    async def claim_user(self, sid: str, name: str, key: str) -> Claimed:
+        session = self.sessions[sid]
+        user = session.user
+        owner, _ = self._names.get(key, (user, ""))
+        if owner != user and owner.startswith(USER_PREFIX):
+            return Claimed(False)
+        replaced = "" if owner == user else owner
+        self._names[key] = (user, "")
+        self._users.setdefault(user, set()).add(sid)
+        self._rooms.setdefault(session.room, {})[sid] = (name, user)
+        session.name, session.key = name, key
+        return Claimed(True, replaced, self._connections(session.room, user))
+
     async def members(self, room: str) -> list[Member]:
-        return [Member(sid, name) for sid, name in self._rooms.get(room, {}).items()]
+        return group_members(
+            (sid, name, user) for sid, (name, user) in self._rooms.get(room, {}).items()
+        )
 
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
         message = ChatMessage(self._clock.next(), sender, text)
@@ -233,6 +329,20 @@ class MemoryChatStore(Passive):
         )
 
 
+def group_members(connections: Iterable[tuple[str, str, str]]) -> list[Member]:
+    """The members of a room from its named connections ``(sid, name, user)``: one per
+    anonymous connection, one per signed-in user with the count of its connections."""
+    anonymous: list[Member] = []
+    users: dict[str, Member] = {}
+    for sid, name, user in connections:
+        if not user:
+            anonymous.append(Member(sid, name))
+        else:
+            known = users.get(user)
+            users[user] = Member(user, name, known.connections + 1 if known else 1)
+    return [*anonymous, *users.values()]
+
+
 def held_history(
     messages: list[ChatMessage], *, length: int, oldest: str | None, after: str | None, size: int
 ) -> History:
@@ -265,92 +375,185 @@ end
 return id
 """
 
-_CLAIM = """
-local me = ARGV[1] .. '\\31' .. ARGV[2]
+# What the scripts below share: splitting a value at US, a replica's liveness (asked once per
+# script run), and the live connections of a signed-in user, in all and in one room.
+_LIB = """
+local US = '\\31'
+local function split(value)
+  local out = {}
+  local start = 1
+  while true do
+    local at = string.find(value, US, start, true)
+    if not at then
+      table.insert(out, string.sub(value, start))
+      return out
+    end
+    table.insert(out, string.sub(value, start, at - 1))
+    start = at + 1
+  end
+end
+local alive = {}
+local function live(prefix, rid)
+  if alive[rid] == nil then
+    alive[rid] = redis.call('EXISTS', prefix .. 'replica:' .. rid) == 1
+  end
+  return alive[rid]
+end
+local function user_connections(prefix, user, room)
+  local entries = redis.call('HGETALL', prefix .. 'user:' .. user)
+  local all, here = 0, 0
+  for i = 1, #entries, 2 do
+    local f = split(entries[i + 1])
+    if live(prefix, f[1]) then
+      all = all + 1
+      if f[2] == room then here = here + 1 end
+    end
+  end
+  return all, here
+end
+"""
+
+# An anonymous connection takes a name. KEYS: names, room:<room>, sessions:<rid>. ARGV: rid,
+# sid, key, the key it held, name, prefix, room, proof, token hash. {ok, sid replaced}.
+_CLAIM = (
+    _LIB
+    + """
+local me = ARGV[1] .. US .. ARGV[2]
 local replaced = ''
 local owner = redis.call('HGET', KEYS[1], ARGV[3])
 if owner then
-  local a = string.find(owner, '\\31', 1, true)
-  local b = string.find(owner, '\\31', a + 1, true)
-  local orid = string.sub(owner, 1, a - 1)
-  local osid = string.sub(owner, a + 1, (b or 0) - 1)
-  local otoken = b and string.sub(owner, b + 1) or ''
-  if osid ~= ARGV[2] and redis.call('EXISTS', ARGV[6] .. 'replica:' .. orid) == 1
-     and redis.call('HEXISTS', ARGV[6] .. 'sessions:' .. orid, osid) == 1 then
-    if ARGV[8] == '' or ARGV[8] ~= otoken then return {0, ''} end
-    replaced = osid
+  local f = split(owner)
+  if f[1] == '' then
+    if user_connections(ARGV[6], f[2], '') > 0 then return {0, ''} end
+  elseif f[2] ~= ARGV[2] and live(ARGV[6], f[1])
+     and redis.call('HEXISTS', ARGV[6] .. 'sessions:' .. f[1], f[2]) == 1 then
+    if ARGV[8] == '' or ARGV[8] ~= (f[3] or '') then return {0, ''} end
+    replaced = f[2]
   end
 end
 if ARGV[4] ~= '' and ARGV[4] ~= ARGV[3] then
   local old = redis.call('HGET', KEYS[1], ARGV[4])
-  if old and string.sub(old, 1, #me + 1) == me .. '\\31' then
+  if old and string.sub(old, 1, #me + 1) == me .. US then
     redis.call('HDEL', KEYS[1], ARGV[4])
   end
 end
-redis.call('HSET', KEYS[1], ARGV[3], me .. '\\31' .. ARGV[9])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. '\\31' .. ARGV[5])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[7] .. '\\31' .. ARGV[3] .. '\\31' .. ARGV[5])
+redis.call('HSET', KEYS[1], ARGV[3], me .. US .. ARGV[9])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. US .. ARGV[5] .. US)
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[7] .. US .. ARGV[3] .. US .. ARGV[5] .. US)
 return {1, replaced}
 """
+)
 
-_LEAVE = """
-local me = ARGV[1] .. '\\31' .. ARGV[2] .. '\\31'
-if ARGV[3] ~= '' then
-  local owner = redis.call('HGET', KEYS[1], ARGV[3])
-  if owner and string.sub(owner, 1, #me) == me then redis.call('HDEL', KEYS[1], ARGV[3]) end
+# A signed-in user's connection takes the user's name. KEYS: names, room:<room>,
+# sessions:<rid>, user:<user>. ARGV: rid, sid, key, name, prefix, room, user.
+# {ok, anonymous sid replaced, the user's connections in the room}.
+_CLAIM_USER = (
+    _LIB
+    + """
+local replaced = ''
+local owner = redis.call('HGET', KEYS[1], ARGV[3])
+if owner then
+  local f = split(owner)
+  if f[1] == '' then
+    if f[2] ~= ARGV[7] and user_connections(ARGV[5], f[2], '') > 0 then return {0, '', 0} end
+  elseif live(ARGV[5], f[1])
+     and redis.call('HEXISTS', ARGV[5] .. 'sessions:' .. f[1], f[2]) == 1 then
+    replaced = f[2]
+  end
 end
+redis.call('HSET', KEYS[1], ARGV[3], US .. ARGV[7])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1] .. US .. ARGV[6])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. US .. ARGV[4] .. US .. ARGV[7])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[6] .. US .. ARGV[3] .. US .. ARGV[4] .. US .. ARGV[7])
+local _, here = user_connections(ARGV[5], ARGV[7], ARGV[6])
+return {1, replaced, here}
+"""
+)
+
+# KEYS: names, room:<room>, sessions:<rid>, user:<user> (when signed in). ARGV: rid, sid, key,
+# prefix, user, room. The user's connections left in the room (0 when anonymous).
+_LEAVE = (
+    _LIB
+    + """
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
-return 1
+if ARGV[5] == '' then
+  if ARGV[3] ~= '' then
+    local me = ARGV[1] .. US .. ARGV[2] .. US
+    local owner = redis.call('HGET', KEYS[1], ARGV[3])
+    if owner and string.sub(owner, 1, #me) == me then redis.call('HDEL', KEYS[1], ARGV[3]) end
+  end
+  return 0
+end
+redis.call('HDEL', KEYS[4], ARGV[2])
+local all, here = user_connections(ARGV[4], ARGV[5], ARGV[6])
+if all == 0 and ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[3]) == US .. ARGV[5] then
+  redis.call('HDEL', KEYS[1], ARGV[3])
+end
+return here
 """
+)
 
-_MEMBERS = """
+# KEYS: room:<room>. ARGV: prefix. sid, name, user of each live named connection.
+_MEMBERS = (
+    _LIB
+    + """
 local entries = redis.call('HGETALL', KEYS[1])
-local alive = {}
 local out = {}
 for i = 1, #entries, 2 do
-  local sid = entries[i]
-  local value = entries[i + 1]
-  local sep = string.find(value, '\\31', 1, true)
-  local rid = string.sub(value, 1, sep - 1)
-  if alive[rid] == nil then
-    alive[rid] = redis.call('EXISTS', ARGV[1] .. 'replica:' .. rid) == 1
-  end
-  if alive[rid] then
-    table.insert(out, sid)
-    table.insert(out, string.sub(value, sep + 1))
+  local f = split(entries[i + 1])
+  if live(ARGV[1], f[1]) then
+    table.insert(out, entries[i])
+    table.insert(out, f[2])
+    table.insert(out, f[3] or '')
   end
 end
 return out
 """
+)
 
-_REAP = """
-if redis.call('EXISTS', ARGV[2] .. 'replica:' .. ARGV[1]) == 1 then return {} end
+# KEYS: replicas, sessions:<rid>, names. ARGV: rid, prefix. Removes a dead replica's entries;
+# room, member id, name, and the member's connections left there, of each named one.
+_REAP = (
+    _LIB
+    + """
+if live(ARGV[2], ARGV[1]) then return {} end
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local entries = redis.call('HGETALL', KEYS[2])
 local out = {}
 for i = 1, #entries, 2 do
   local sid = entries[i]
-  local value = entries[i + 1]
-  local a = string.find(value, '\\31', 1, true)
-  local b = string.find(value, '\\31', a + 1, true)
-  local room = string.sub(value, 1, a - 1)
-  local key = string.sub(value, a + 1, b - 1)
+  local f = split(entries[i + 1])
+  local room, key, name, user = f[1], f[2] or '', f[3] or '', f[4] or ''
   redis.call('HDEL', ARGV[2] .. 'room:' .. room, sid)
-  if key ~= '' then
-    local owner = redis.call('HGET', KEYS[3], key)
-    local me = ARGV[1] .. '\\31' .. sid .. '\\31'
-    if owner and string.sub(owner, 1, #me) == me then
+  if user == '' then
+    if key ~= '' then
+      local owner = redis.call('HGET', KEYS[3], key)
+      local me = ARGV[1] .. US .. sid .. US
+      if owner and string.sub(owner, 1, #me) == me then redis.call('HDEL', KEYS[3], key) end
+      table.insert(out, room)
+      table.insert(out, sid)
+      table.insert(out, name)
+      table.insert(out, 0)
+    end
+  else
+    redis.call('HDEL', ARGV[2] .. 'user:' .. user, sid)
+    local all, here = user_connections(ARGV[2], user, room)
+    if all == 0 and key ~= '' and redis.call('HGET', KEYS[3], key) == US .. user then
       redis.call('HDEL', KEYS[3], key)
     end
-    table.insert(out, room)
-    table.insert(out, sid)
-    table.insert(out, string.sub(value, b + 1))
+    if key ~= '' then
+      table.insert(out, room)
+      table.insert(out, user)
+      table.insert(out, name)
+      table.insert(out, here)
+    end
   end
 end
 redis.call('DEL', KEYS[2])
 return out
 """
+)
 
 
 class RedisChatStore(ReplicaEntries):
@@ -381,6 +584,7 @@ class RedisChatStore(ReplicaEntries):
         self.sessions: dict[str, Session] = {}
         self._append = redis.register_script(_APPEND)
         self._claim = redis.register_script(_CLAIM)
+        self._claim_user = redis.register_script(_CLAIM_USER)
         self._leave = redis.register_script(_LEAVE)
         self._members = redis.register_script(_MEMBERS)
         self._reap = redis.register_script(_REAP)
@@ -402,26 +606,30 @@ class RedisChatStore(ReplicaEntries):
     async def rejoin(self) -> None:
         # Write our sessions again and find out which names we lost.
         log.warning("chat: re-registering %d sessions in Redis", len(self.sessions))
-        lost: list[tuple[str, str, str]] = []
-        back: list[tuple[Session, Member]] = []
+        lost: list[tuple[str, Session]] = []
+        back: list[tuple[str, Session, Member]] = []
         for sid, session in list(self.sessions.items()):
             await self.redis.hset(self._sessions_key, sid, f"{session.room}{US}{US}")
             if not session.key:
                 continue
-            held = await self._claim_for(sid, session, session.name, session.key, session.token)
-            if not held.ok:
-                lost.append((sid, session.name, session.room))
-                session.name = session.key = ""
+            if session.user:
+                held = await self._claim_user_for(sid, session, session.name, session.key)
             else:
-                back.append((session, Member(sid, session.name)))
+                held = await self._claim_for(sid, session, session.name, session.key, session.token)
+            if not held.ok:
+                lost.append((sid, replace(session)))
+                if not session.user:  # unnamed from now; a user's connection is let go
+                    session.name = session.key = ""
+            else:
+                back.append((sid, session, session.member(sid, held.connections)))
         # If the others took us for dead, they told the rooms our people left, and that may
         # still be on its way to our listener (a network cut holds it back): our clients must
         # hear it before they hear that our people are back, not after (issue 13, scenario 7).
         await self.announcer.heard_up_to_now()
-        for sid, name, room in lost:
-            await self.announcer.name_lost(sid, name, room)
-        for session, member in back:
-            if self.sessions.get(member.sid) is session and session.name == member.name:
+        for sid, session in lost:
+            await self.announcer.name_lost(sid, session)
+        for sid, session, member in back:
+            if self.sessions.get(sid) is session and session.name == member.name:
                 await self.announcer.back(member, session.room)
 
     async def reap(self, rid: str) -> None:
@@ -429,7 +637,13 @@ class RedisChatStore(ReplicaEntries):
             keys=[self._key("replicas"), self._key("sessions", rid), self._key("names")],
             args=[rid, self.prefix],
         )
-        departed = [(flat[i], Member(flat[i + 1], flat[i + 2])) for i in range(0, len(flat), 3)]
+        # A user with several connections on the replica is reported once per connection, with
+        # fewer left each time: its last report counts.
+        last = {
+            (flat[i], flat[i + 1]): Member(flat[i + 1], flat[i + 2], int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
+        }
+        departed = [(room, member) for (room, _), member in last.items()]
         if departed:
             log.info("chat: replica %s is gone; %d named members left", rid, len(departed))
             await self.announcer.departed(departed)
@@ -439,23 +653,30 @@ class RedisChatStore(ReplicaEntries):
     def session(self, sid: str) -> Session | None:
         return self.sessions.get(sid)
 
-    async def join(self, sid: str, room: str, proof: str = "") -> None:
+    async def join(self, sid: str, room: str, proof: str = "", user: str = "") -> None:
         await self.redis.hset(self._sessions_key, sid, f"{room}{US}{US}")
-        self.sessions[sid] = Session(room, proof=proof)
+        self.sessions[sid] = Session(room, proof=proof, user=user)
 
-    async def leave(self, sid: str) -> Session | None:
+    async def leave(self, sid: str) -> Left | None:
         session = self.sessions.pop(sid, None)
         if session is None:
             return None
+        remaining = 0
 
         async def remove() -> None:
-            await self._leave(
-                keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
-                args=[self.rid, sid, session.key],
+            nonlocal remaining
+            remaining = await self._leave(
+                keys=[
+                    self._key("names"),
+                    self._key("room", session.room),
+                    self._sessions_key,
+                    self._key("user", session.user or "-"),
+                ],
+                args=[self.rid, sid, session.key, self.prefix, session.user, session.room],
             )
 
         await self.remove_entries(sid, remove)
-        return session
+        return Left(session, int(remaining))
 
     async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:
         session = self.sessions[sid]
@@ -484,9 +705,29 @@ class RedisChatStore(ReplicaEntries):
         )
         return Claimed(bool(ok), str(replaced or ""))
 
+    async def claim_user(self, sid: str, name: str, key: str) -> Claimed:
+        session = self.sessions[sid]
+        claimed = await self._claim_user_for(sid, session, name, key)
+        if claimed.ok:
+            session.name, session.key = name, key
+        return claimed
+
+    async def _claim_user_for(self, sid: str, session: Session, name: str, key: str) -> Claimed:
+        ok, replaced, connections = await self.acked.run(
+            self._claim_user,
+            keys=[
+                self._key("names"),
+                self._key("room", session.room),
+                self._sessions_key,
+                self._key("user", session.user),
+            ],
+            args=[self.rid, sid, key, name, self.prefix, session.room, session.user],
+        )
+        return Claimed(bool(ok), str(replaced or ""), int(connections))
+
     async def members(self, room: str) -> list[Member]:
         flat = await self._members(keys=[self._key("room", room)], args=[self.prefix])
-        return [Member(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return group_members((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3))
 
     # -- history ------------------------------------------------------------------------------
 
@@ -496,7 +737,7 @@ class RedisChatStore(ReplicaEntries):
             keys=[self._key("history", room), self._key("histories")],
             args=[
                 room,
-                sender.sid,
+                sender.id,
                 sender.name,
                 text,
                 # One more than we show, so that we can tell whether anything was ever trimmed.

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import icu
+from switchboard.auth import Identity
 from switchboard.errors import InputError
 from switchboard.validation import display_name, has_control
 
@@ -21,6 +22,21 @@ _SPOOF = icu.SpoofChecker()
 def nickname(value: Any) -> str:
     """A nickname follows the rules of every display name; uniqueness is the store's job."""
     return display_name(value)
+
+
+def signed_in_name(identity: Identity) -> str:
+    """The name a signed-in user has in chat: its token's ``name``, else its ``sub`` when that
+    is a valid name (``alice``), else none: ``name_required``."""
+    if identity.name is not None:
+        return identity.name
+    try:
+        return display_name(identity.sub)
+    except InputError:
+        raise InputError(
+            "name_required",
+            "Chat shows people by name: this token has no name claim and its sub is not a "
+            "name (1 to 32 visible characters).",
+        ) from None
 
 
 def nickname_key(name: str) -> str:
