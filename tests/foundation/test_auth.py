@@ -138,8 +138,8 @@ async def test_the_clock_leeway_and_the_issuer_when_set() -> None:
 class Jwks:
     """An identity provider's JWKS endpoint on a local port, whose keys a test rotates."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.keys: dict[str, Any] = {}
         self.fetches = 0
         self._runner: web.AppRunner | None = None
@@ -449,3 +449,78 @@ async def test_turn_credentials_go_to_a_signed_in_caller_and_name_the_user(
         assert int(expiry) > time.time() and user == f"ann%40example.org/{caller.sid}"
     finally:
         await caller.close()
+
+
+ISSUER = "https://id.example"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """`make run`'s one process in token mode with keys from an identity provider's JWKS (on a
+    port the test serves) and its issuer: its URL, and the JWKS's port."""
+    log_dir = tmp_path_factory.mktemp("auth-jwks")
+    port = free_port()
+    process = ServiceProcess(
+        "switchboard.embedded",
+        log_dir,
+        {
+            "CERT_DIR": str(log_dir / "certs"),
+            "AUTH_MODE": "token",
+            "AUTH_JWKS_URL": f"http://127.0.0.1:{port}/.well-known/jwks.json",
+            "AUTH_ISSUER": ISSUER,
+            # Every unknown key id fetches the keys again (the default, once in 30 s, is the
+            # verifier's test above).
+            "AUTH_JWKS_REFETCH": "0",
+        },
+        name="embedded-jwks",
+    )
+    try:
+        process.wait_ready("/api/chat", scheme="https")
+        yield f"https://localhost:{process.port}", port
+    finally:
+        process.stop()
+
+
+async def test_every_service_follows_a_key_rotation_at_the_jwks_and_checks_the_issuer(
+    keyed: tuple[str, int], unique: str
+) -> None:
+    """The identity provider rotates its key while the services run: tokens of the new key are
+    let in at once (each service fetches the keys again), those of the withdrawn key refused;
+    a token of another issuer is refused by every service."""
+    url, port = keyed
+    provider = Jwks(port)
+    await provider.start()
+    try:
+        room = f"team-{unique}"
+
+        def token(key: Any, alg: str, kid: str, service: str, issuer: str = ISSUER) -> str:
+            granted = {"ticker": True} if service == "ticker" else {service: [room]}
+            return signed(key, alg, kid, iss=issuer, grants=granted)
+
+        old = ec.generate_private_key(ec.SECP256R1())
+        provider.publish("k-old", old, "ES256")
+        for service in sorted(SERVICES):
+            await each_answered(
+                url,
+                service,
+                [({"room": room, "token": token(old, "ES256", "k-old", service)}, None)],
+            )
+
+        new = ed25519.Ed25519PrivateKey.generate()
+        provider.keys.clear()
+        provider.publish("k-new", new, "EdDSA")
+        for service in sorted(SERVICES):
+            cases: list[tuple[dict[str, Any], str | None]] = [
+                ({"room": room, "token": token(new, "EdDSA", "k-new", service)}, None),
+                ({"room": room, "token": token(old, "ES256", "k-old", service)}, "token_invalid"),
+                (
+                    {
+                        "room": room,
+                        "token": token(new, "EdDSA", "k-new", service, "https://x.example"),
+                    },
+                    "token_invalid",
+                ),
+            ]
+            await each_answered(url, service, cases)
+    finally:
+        await provider.stop()

@@ -50,6 +50,10 @@ def run_chat(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("ALLOWED_ORIGINS", "*", "ALLOWED_ORIGINS: Value error, '*' is not an origin"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL: Value error, must be one of"),
         ("TRUSTED_PROXIES", "gateway", "TRUSTED_PROXIES: Value error, 'gateway' is not an address"),
+        ("AUTH_MODE", "closed", "AUTH_MODE: Input should be 'open' or 'token'"),
+        ("AUTH_SECRET", "short", "AUTH_SECRET: Value should have at least 32 items"),
+        ("AUTH_LEEWAY", "-1", "AUTH_LEEWAY: Input should be greater than or equal to 0"),
+        ("AUTH_JWKS_REFETCH", "7200", "AUTH_JWKS_REFETCH: Input should be less than or equal"),
     ],
 )
 def test_a_bad_value_stops_the_start_with_a_clear_message(
@@ -85,12 +89,17 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
-        if key.startswith("CHAT_") or key in (
-            "PORT",
-            "HOST",
-            "REDIS_URL",
-            "ALLOWED_ORIGINS",
-            "TRUSTED_PROXIES",
+        if (
+            key.startswith("CHAT_")
+            or key
+            in (
+                "PORT",
+                "HOST",
+                "REDIS_URL",
+                "ALLOWED_ORIGINS",
+                "TRUSTED_PROXIES",
+            )
+            or key.startswith("AUTH_")
         ):
             monkeypatch.delenv(key)
     settings = ChatSettings.from_env()
@@ -98,6 +107,16 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert (settings.rate_per_second, settings.rate_burst, settings.history_size) == (5, 10, 50)
     assert settings.replica_ttl == 15
     assert settings.trusted_proxies == ()  # nobody's X-Forwarded-For is believed
+    assert (settings.auth_mode, settings.auth_secret, settings.auth_jwks_url) == (
+        "open",
+        None,
+        None,
+    )
+    assert (settings.auth_audience, settings.auth_leeway, settings.auth_jwks_refetch) == (
+        "switchboard",
+        30,
+        30,
+    )
     with pytest.raises(ValidationError):
         ChatSettings(rate_burst=0)
 

@@ -99,6 +99,7 @@ class Service:
             issuer=settings.auth_issuer,
             audience=settings.auth_audience,
             leeway=settings.auth_leeway,
+            refetch=settings.auth_jwks_refetch,
         )
         if settings.redis_url:
             self.redis = redis_client(settings.redis_url)

@@ -150,6 +150,11 @@ class ServiceSettings(BaseSettings):
     auth_audience: str = Field(
         "switchboard", min_length=1, validation_alias=AliasChoices("AUTH_AUDIENCE", "auth_audience")
     )
+    #: AUTH_JWKS_REFETCH: the least seconds between two fetches of the JWKS (a token naming a
+    #: key id we do not hold fetches it again: a key rotation, or a flood of made-up ids).
+    auth_jwks_refetch: float = Field(
+        30.0, ge=0, le=3600, validation_alias=AliasChoices("AUTH_JWKS_REFETCH", "auth_jwks_refetch")
+    )
     #: AUTH_LEEWAY: seconds of clock difference allowed on ``exp`` and ``nbf``.
     auth_leeway: float = Field(
         30.0, ge=0, le=300, validation_alias=AliasChoices("AUTH_LEEWAY", "auth_leeway")
