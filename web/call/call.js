@@ -111,10 +111,16 @@ const socket = io({
   transports: ["websocket"],
   auth: (cb) => cb(withToken({ room })),
 });
-followSignIn(socket);
 
 /** #status: our connection to the signalling server. */
 const connection = new Connection(socket, { onChange: render });
+followSignIn(socket, {
+  connection,
+  errorEvent: "signal_error",
+  app: "video calls",
+  room,
+  defaultRoom: DEFAULT_ROOM,
+});
 
 start();
 

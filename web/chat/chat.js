@@ -65,7 +65,13 @@ const socket = io({
 /** #status; the composer waits while we are not connected. */
 const connection = new Connection(socket, { onChange: updateComposer });
 /** Who this tab's sign-in token names (docs/auth.md), or null. */
-const signedIn = followSignIn(socket);
+const signedIn = followSignIn(socket, {
+  connection,
+  errorEvent: "chat_error",
+  app: "the chat",
+  room,
+  defaultRoom: DEFAULT_ROOM,
+});
 
 start();
 

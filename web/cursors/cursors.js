@@ -83,7 +83,13 @@ const socket = io({
 });
 
 const connection = new Connection(socket);
-followSignIn(socket);
+followSignIn(socket, {
+  connection,
+  errorEvent: "cursor_error",
+  app: "the shared cursors",
+  room,
+  defaultRoom: DEFAULT_ROOM,
+});
 
 start();
 

@@ -91,7 +91,7 @@ const socket = io(NAMESPACE, {
 
 /** #status; renew and unpair wait while we are not connected. */
 const connection = new Connection(socket, { onChange: updateControls });
-followSignIn(socket);
+followSignIn(socket, { connection, errorEvent: "remote_error", app: "the remote control" });
 
 start();
 

@@ -31,6 +31,8 @@ export class Connection {
     this.everConnected = false;
     this.retryDelay = RETRY_FIRST_MS;
     this.retryTimer = 0;
+    /** Why the page gave up on its connection (stop()), or "" while it has not. */
+    this.stopped = "";
     this.statusEl = byId("status");
     this.statusText = byId("status-text");
     socket.io.on("reconnect_attempt", () => this.set(this.retrying()));
@@ -54,6 +56,7 @@ export class Connection {
 
   /** On `connect`. */
   connected() {
+    this.stopped = "";
     this.cancelRetry();
     this.resetBackoff();
     this.everConnected = true;
@@ -62,10 +65,13 @@ export class Connection {
 
   /**
    * On `disconnect`: socket.io reconnects by itself after a network loss; a server that closed
-   * us (a restart, a deploy) holds nothing against us, so we retry; anything else was us.
+   * us (a restart, a deploy) holds nothing against us, so we retry; anything else was us. After
+   * stop(), nothing is retried.
    */
   disconnected(reason) {
-    if (this.socket.active) {
+    if (this.stopped) {
+      this.set("disconnected", this.stopped);
+    } else if (this.socket.active) {
       this.set("reconnecting");
     } else if (reason === "io server disconnect") {
       this.set("reconnecting");
@@ -96,11 +102,22 @@ export class Connection {
     return refusal;
   }
 
+  /**
+   * Gives up on the connection for a reason the server would only give again (an expired
+   * sign-in): closes it, says `reason`, and retries nothing until the page connects again.
+   */
+  stop(reason) {
+    this.stopped = reason;
+    this.cancelRetry();
+    this.socket.disconnect(); // its `disconnect` comes back through disconnected()
+    this.set("disconnected", reason);
+  }
+
   /** Connects again after the backoff delay, which then doubles. */
   retryLater() {
     this.cancelRetry();
     this.retryTimer = setTimeout(() => {
-      if (!this.canRetry()) return;
+      if (this.stopped || !this.canRetry()) return;
       this.set(this.retrying());
       this.socket.connect();
     }, this.retryDelay);

@@ -88,10 +88,10 @@ const socket = io({
   transports: ["websocket"],
   auth: (cb) => cb(withToken({})),
 });
-followSignIn(socket);
 
 /** #status: our connection to the ticker service (the feed upstream of it is #feed). */
 const connection = new Connection(socket);
+followSignIn(socket, { connection, errorEvent: "ticker_error", app: "the ticker" });
 
 start();
 
