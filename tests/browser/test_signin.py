@@ -33,13 +33,28 @@ async def test_a_page_opened_with_a_token_says_who_and_chats_in_its_private_room
 
     await expect(ann.locator("#signed-in")).to_have_text(f"Signed in as Ann {unique}")
     assert "token" not in ann.url, "the token stays out of the address bar"
-    # The token's name is offered; taking it, Ann is in her private room and talks.
-    await expect(ann.locator("#name-input")).to_have_value(f"Ann {unique}")
-    await ann.press("#name-input", "Enter")
+    # The token names her: no name to pick, she is in her private room and talks.
     await expect(ann.locator("#chat-screen")).to_be_visible()
+    await expect(ann.locator("#my-name")).to_have_text(f"Ann {unique}")
     await ann.fill("#message-input", "only for us")
     await ann.press("#message-input", "Enter")
-    await expect(ann.locator("#messages .message .text")).to_have_text(["only for us"])
+    await expect(ann.locator("#messages .message.mine .text")).to_have_text(["only for us"])
+    await expect(ann.locator("#messages .message .sender")).to_have_text(
+        [f"Ann {unique}✓ (signed in)"]
+    )
+
+    # Ann opens the room on her phone too: she is one person online, with two connections,
+    # and her own messages from either are hers.
+    phone = await open_page(browser, f"{cluster.url}/chat/?room={room}#token={token}")
+    await expect(phone.locator("#chat-screen")).to_be_visible()
+    for page in (ann, phone):
+        await expect(page.locator("#users li")).to_have_text(
+            [f"Ann {unique}\u2713 (signed in)\u00d72 (2 connections)"]
+        )
+        await expect(page.locator("#users li.me")).to_have_count(1)
+    await expect(phone.locator("#messages .message.mine .text")).to_have_text(["only for us"])
+    await phone.context.close()
+    await expect(ann.locator("#users li")).to_have_text([f"Ann {unique}✓ (signed in)"])
     # A reload keeps the sign-in (this tab's session storage), not the address.
     await ann.reload()
     await expect(ann.locator("#signed-in")).to_have_text(f"Signed in as Ann {unique}")

@@ -47,10 +47,11 @@ const chat = {
   /** The newest message id we hold, sent as `last_id` so a reconnect brings only what we missed. */
   lastId: null,
   messageIds: new Set(),
-  /** Who is online: socket id -> name. */
+  /** Who is online: member id -> {name, connections, signedIn} (docs/protocol.md, "Members"). */
   users: new Map(),
-  /** Our socket ids, one per connection, to tell our own messages apart. */
-  ownSids: new Set(),
+  /** Our member ids (a socket id per connection; our user's id when signed in), to tell our own
+   * messages and entry apart. */
+  ownIds: new Set(),
   unread: 0,
 };
 
@@ -79,8 +80,9 @@ function start() {
   ui.room.textContent = room;
   for (const ref of document.querySelectorAll(".room-ref")) ref.textContent = `#${room}`;
   updateTitle();
-  // Signed in: the name the token carries is offered (the person may still pick another).
-  if (signedIn?.name && !ui.nameInput.value) ui.nameInput.value = signedIn.name;
+  // Signed in: the token names us (the server says so with `name` as we connect); the name
+  // screen only says who we join as, until then.
+  if (signedIn) showSignedInName(signedIn.name || signedIn.sub);
 
   ui.nameForm.addEventListener("submit", onNameSubmit);
   ui.nameInput.addEventListener("input", () => showNameError(""));
@@ -92,7 +94,7 @@ function start() {
   // bad_room, bad_auth, bad_last_id are final; `unavailable` is retried.
   socket.on("connect_error", (err) => connection.connectError(err));
 
-  socket.on("name", (name) => nameAccepted(name));
+  socket.on("name", (name, me) => nameAccepted(name, me?.id));
   socket.on("name_error", (refusal) => {
     // Replaced: this tab's name went to a newer connection of ours (a copy of this tab).
     if (refusal.error === "replaced") rememberNameToken(null);
@@ -100,7 +102,8 @@ function start() {
   });
   socket.on("chat_error", (refusal) => showChatError(refusal.message));
   socket.on("users", onUsers);
-  socket.on("user_joined", onUserJoined);
+  socket.on("user_joined", onMember);
+  socket.on("user_updated", onMember);
   socket.on("user_left", onUserLeft);
   socket.on("history", onHistory);
   socket.on("message", (sender, text, meta) => onMessage({ ...meta, sender, text }));
@@ -111,10 +114,11 @@ function start() {
 // --- Connection ------------------------------------------------------------------------------
 
 function onConnect() {
-  chat.ownSids.add(socket.id);
+  chat.ownIds.add(socket.id);
   connection.connected();
-  // The server forgets our name when the connection drops: claim it again.
-  if (chat.name) requestName(chat.name);
+  // The server forgets our name when the connection drops: claim it again (signed in, the
+  // server names us itself).
+  if (chat.name && !signedIn) requestName(chat.name);
 }
 
 function onDisconnect(reason) {
@@ -171,7 +175,7 @@ function requestName(name) {
       nameRefused("The server did not answer; try again.");
     } else if (reply?.ok) {
       if (reply.token) rememberNameToken(reply.token);
-      nameAccepted(reply.name);
+      nameAccepted(reply.name, reply.id);
     } else {
       nameRefused(reply?.message ?? "That name was refused; pick another.");
     }
@@ -197,8 +201,20 @@ function rememberNameToken(token) {
   else sessionStorage.removeItem(NAME_TOKEN_KEY);
 }
 
-/** The server holds `name` for us, as typed by us or after trimming and normalising. */
-function nameAccepted(name) {
+/** The name screen of a signed-in person: no choice to make, only who they join as. */
+function showSignedInName(name) {
+  ui.nameInput.value = name;
+  ui.nameInput.readOnly = true;
+  ui.nameSubmit.hidden = true;
+  ui.nameForm.querySelector("p.muted").textContent = `Signed in: you join as ${name}.`;
+}
+
+/**
+ * The server holds `name` for us, as typed by us or after trimming and normalising (or as our
+ * sign-in gives it); `id` is our id as a member of the room.
+ */
+function nameAccepted(name, id) {
+  if (id) chat.ownIds.add(id);
   chat.name = name;
   chat.nameConfirmed = true;
   ui.myName.textContent = name;
@@ -229,31 +245,43 @@ function showNameError(message) {
 
 // --- People online ---------------------------------------------------------------------------
 
+/** A member as we keep it, from the server's {id, name, connections?, signed_in?}. */
+function member({ name, connections = 1, signed_in: signedIn = false }) {
+  return { name, connections, signedIn };
+}
+
 function onUsers(list) {
-  chat.users = new Map(list.map(({ id, name }) => [id, name]));
+  chat.users = new Map(list.map((m) => [m.id, member(m)]));
   renderUsers();
 }
 
-function onUserJoined({ id, name }) {
-  chat.users.set(id, name);
+/** `user_joined`, or `user_updated` (a signed-in user's count of connections changed). */
+function onMember(m) {
+  chat.users.set(m.id, member(m));
   renderUsers();
 }
 
 function onUserLeft({ id, name }) {
   // A rename sends user_left for the old name before user_joined for the new one; compare the
   // name so that a late user_left never removes a newer entry.
-  if (chat.users.get(id) === name) chat.users.delete(id);
+  if (chat.users.get(id)?.name === name) chat.users.delete(id);
   renderUsers();
 }
 
 function renderUsers() {
   const people = [...chat.users].sort(([, a], [, b]) =>
-    a.localeCompare(b, undefined, { sensitivity: "base" }),
+    a.name.localeCompare(b.name, undefined, { sensitivity: "base" }),
   );
-  const items = people.map(([id, name]) => {
-    const item = element("li", "user", name);
+  const items = people.map(([id, { name, connections, signedIn: isUser }]) => {
+    const item = element("li", "user");
+    item.append(element("span", "user-name", name));
+    if (isUser) item.append(badge("✓", "signed in", "Signed in"));
+    if (connections > 1) {
+      const what = `${connections} connections`;
+      item.append(badge(`×${connections}`, what, `${what} (tabs or devices)`));
+    }
     item.dataset.id = id;
-    if (id === socket.id) item.classList.add("me");
+    if (chat.ownIds.has(id)) item.classList.add("me");
     return item;
   });
   ui.users.replaceChildren(...items);
@@ -309,7 +337,7 @@ function renderMessage({ id, ts, sender, text }) {
   item.dataset.id = id;
   item.dataset.ts = String(ts);
   item.dataset.sender = sender.name;
-  if (chat.ownSids.has(sender.id)) item.classList.add("mine");
+  if (chat.ownIds.has(sender.id)) item.classList.add("mine");
 
   const when = new Date(ts);
   const time = element("time", "time", formatTime(when));
@@ -317,7 +345,9 @@ function renderMessage({ id, ts, sender, text }) {
   time.title = when.toLocaleString();
 
   const meta = element("div", "meta");
-  meta.append(element("span", "sender", sender.name), time);
+  const from = element("span", "sender", sender.name);
+  if (sender.signed_in) from.append(badge("✓", "signed in", "Signed in"));
+  meta.append(from, time);
   item.append(meta, element("p", "text", text));
   return item;
 }
@@ -426,4 +456,14 @@ function onVisibilityChange() {
 function updateTitle() {
   const unread = chat.unread ? `(${chat.unread}) ` : "";
   document.title = `${unread}#${room} · Switchboard chat`;
+}
+
+/** A small mark after a name: `shown`, said as `said` to screen readers, `title` on hover. */
+function badge(shown, said, title) {
+  const mark = element("span", "badge");
+  mark.title = title;
+  const visible = element("span", "", shown);
+  visible.setAttribute("aria-hidden", "true");
+  mark.append(visible, element("span", "visually-hidden", ` (${said})`));
+  return mark;
 }

@@ -26,6 +26,9 @@ export const AUTH_REFUSALS = new Set([
   "token_expired",
   "room_forbidden",
   "app_forbidden",
+  // Chat, signed in: the token has no name, or another signed-in user has its name here.
+  "name_required",
+  "taken",
 ]);
 /** A room whose name starts so needs a sign-in that grants it, even in AUTH_MODE=open. */
 const PRIVATE_PREFIX = "private-";
@@ -284,6 +287,22 @@ function cardText(refusal, place) {
         what: `You are signed in${as}, but your sign-in does not include ${app}.`,
         todo: "Ask whoever gave you access to add it to your sign-in, then sign in again.",
         signIn: "again",
+      };
+    case "name_required":
+      return {
+        icon: "blocked",
+        title: "Your sign-in has no name",
+        what: `${app[0].toUpperCase()}${app.slice(1)} shows everyone by name, and your sign-in gives none.`,
+        todo: "Ask whoever gave you access to add your name to your sign-in, then sign in again.",
+        signIn: "again",
+      };
+    case "taken":
+      return {
+        icon: "blocked",
+        title: "Your name is in use here",
+        what: `Another signed-in person is called ${claims?.name || claims?.sub || "the same"} here.`,
+        todo: "Ask whoever gave you access to give you a name of your own, or try again once they have left.",
+        detail: true,
       };
     default:
       return {

@@ -68,12 +68,13 @@ class ChatNamespace(ServiceNamespace):
         joined = None
         if signed_name is not None:
             joined = await self._claim_signed_in(sid, signed_name)
+            # First, so that the client knows its own messages in the history that follows.
+            await self.emit("name", (joined.name, {"id": joined.id}), to=sid)
         await self.enter_room(sid, room)
         members = await self.store.members(room)
         await self.emit("users", [m.wire() for m in members], to=sid)
         await self.send_history(room, last_id, to=sid)
         if joined is not None:
-            await self.emit("name", (joined.name, {"id": joined.id}), to=sid)
             await self._announce(joined, room)
 
     async def _claim_signed_in(self, sid: str, name: str) -> Member:
