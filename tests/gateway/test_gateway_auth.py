@@ -1,7 +1,7 @@
 """Issue 15 across replicas and through the gateway: every refusal of a token, with its code, on
 each replica of every service directly and through nginx, and a private room shared by two
 people whose same token puts them on different replicas. `make cluster` runs in AUTH_MODE=open
-with the tests' AUTH_SECRET and the default AUTH_LEEWAY (30 s): the times here are hours off.
+with the tests' AUTH_SECRET and AUTH_LEEWAY 5 s: the times here are hours off.
 One process is covered by tests/foundation/test_auth.py."""
 
 from __future__ import annotations
