@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 # The cluster of `make cluster` (tests/gateway/conftest.py), for the pages through the gateway.
 from tests.gateway.conftest import Cluster, cluster  # noqa: F401
@@ -32,6 +35,48 @@ FLAGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+
+
+#: axe-core, from web/package-lock.json (a dev dependency: never served to users' pages).
+AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
+#: The impacts a page may not have (issue 16): the moderate and minor ones are listed, not failed.
+FORBIDDEN_IMPACTS = ("critical", "serious")
+
+
+async def accessibility(page: Page, state: str) -> list[dict[str, Any]]:
+    """axe-core run on ``page`` as it is now (``state`` names it, e.g. "chat, phone, signed in"):
+    fails on a critical or serious violation, saying which rules and elements; returns the
+    others. With AXE_REPORT set, every violation is appended there as a JSON line, for the note
+    that lists the moderate ones."""
+    if not await page.evaluate("() => typeof window.axe !== 'undefined'"):
+        await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate(
+        "async () => await axe.run(document, {resultTypes: ['violations']})"
+    )
+    violations: list[dict[str, Any]] = result["violations"]
+    report = os.environ.get("AXE_REPORT")
+    if report:
+        lines = [
+            json.dumps(
+                {
+                    "state": state,
+                    "id": violation["id"],
+                    "impact": violation["impact"],
+                    "help": violation["help"],
+                    "targets": [node["target"] for node in violation["nodes"]],
+                }
+            )
+            + "\n"
+            for violation in violations
+        ]
+        with Path(report).open("a", encoding="utf-8") as out:  # noqa: ASYNC230 (a few lines)
+            out.writelines(lines)
+    forbidden = [v for v in violations if v["impact"] in FORBIDDEN_IMPACTS]
+    assert not forbidden, f"axe on {state}: " + "; ".join(
+        f"{v['impact']} {v['id']} ({v['help']}) at {[n['target'] for n in v['nodes']][:5]}"
+        for v in forbidden
+    )
+    return [v for v in violations if v["impact"] not in FORBIDDEN_IMPACTS]
 
 
 @pytest.fixture
