@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import socketio
 import websockets
@@ -378,12 +379,22 @@ class ServiceProcess(Process):
 class Client:
     """A real socket.io client that keeps every event it receives, for tests to wait on."""
 
-    def __init__(self, url: str, path: str, *, namespace: str = "/") -> None:
+    def __init__(
+        self, url: str, path: str, *, namespace: str = "/", source: str | None = None
+    ) -> None:
+        """``source``: the loopback address it connects from (all of 127/8 is ours), for a
+        test whose clients must not share a per-address limit of the gateway with others'."""
         self.url = url
         self.path = path
         self.namespace = namespace
+        session = None
+        if source is not None:
+
+            def session() -> aiohttp.ClientSession:
+                return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
+
         # Our test servers' certificates are self-signed.
-        self.sio = socketio.AsyncClient(reconnection=False, ssl_verify=False)
+        self.sio = socketio.AsyncClient(reconnection=False, ssl_verify=False, http_session=session)
         self.events: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
         self._changed = asyncio.Event()
         self.connect_error: Any = None

@@ -210,7 +210,13 @@ async def test_a_rolling_restart_of_every_replica_behind_the_gateway_loses_nothi
     await gateway_ready(deployment)
     url = deployment.url
     urls = [url]
-    people = [ChatUser(urls, f"roll-{unique}", f"p{n}-{unique}") for n in range(4)]
+    # Two on websockets, one with socket.io's default (long-polling, then the upgrade), one on
+    # long-polling only (issue 16): each reconnects through nginx when its replica goes.
+    transports = [("websocket",), ("websocket",), ("polling", "websocket"), ("polling",)]
+    people = [
+        ChatUser(urls, f"roll-{unique}", f"p{n}-{unique}", transports=transports[n])
+        for n in range(4)
+    ]
     pointers = [CursorUser(urls, f"roll-{unique}", f"c{n}") for n in range(2)]
     screen, phone = Side(urls), Side(urls)
     callers = [Caller(url, f"roll-{unique}") for _ in range(2)]

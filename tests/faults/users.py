@@ -21,9 +21,19 @@ class ChatUser:
     again (to the next of ``urls``: what the gateway does for a dead replica) with ``last_id``
     and its ``name_token``, takes its name back, and keeps every message by id."""
 
-    def __init__(self, urls: list[str], room: str, name: str, first: int = 0) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        room: str,
+        name: str,
+        first: int = 0,
+        transports: tuple[str, ...] = ("websocket",),
+    ) -> None:
         #: The replicas to try, in turn from ``first``; a scenario may update the list.
         self.urls = urls
+        #: socket.io's transports, as the client's options give them (its default is
+        #: long-polling, then the upgrade to a websocket).
+        self.transports = list(transports)
         self.room = room
         self.name = name
         self.token: str | None = None
@@ -70,7 +80,7 @@ class ChatUser:
                         url,
                         socketio_path=CHAT_PATH,
                         auth=auth,
-                        transports=["websocket"],
+                        transports=self.transports,
                         wait_timeout=10,
                     )
                     named = await self._take_name(sio)

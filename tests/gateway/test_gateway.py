@@ -34,6 +34,11 @@ pytestmark = pytest.mark.asyncio
 PAGES = ["/", "/chat/", "/cursors/", "/remote/", "/remote/controller.html", "/call/", "/ticker/"]
 
 
+#: The address the long-polling test's clients come from: their handshakes spend no one
+#: else's share of the gateway's per-address limits.
+POLLING_SOURCE = "127.0.0.11"
+
+
 async def connected(url: str) -> float:
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"{url}/metrics")).text
@@ -221,13 +226,46 @@ async def test_origins_are_checked_and_forwarded_headers_cannot_be_spoofed(
     assert await open_socket(cluster, also) == 101
 
 
-async def test_long_polling_is_refused_with_a_reason(cluster: Cluster) -> None:
-    async with httpx.AsyncClient(verify=False) as http:
-        answer = await http.get(
-            f"{cluster.url}{CHAT_PATH}/", params={"EIO": 4, "transport": "polling"}
-        )
-    assert answer.status_code == 400
-    assert answer.json()["error"] == "websocket_only"
+async def test_long_polling_clients_reach_their_session_replica_and_spread(
+    cluster: Cluster, clients: list[Client], unique: str
+) -> None:
+    """socket.io's default (long-polling, then the upgrade to a websocket) and polling only (a
+    network that blocks websockets), through nginx: every request of a session reaches the
+    replica that holds it (a wrong one would answer 400, unknown session), and many clients
+    from one address (one NAT) spread over both replicas rather than all landing on one."""
+    room = f"poll-{unique}"
+    listener = Client(cluster.url, CHAT_PATH, source=POLLING_SOURCE)
+    clients.append(listener)
+    await listener.connect(auth={"room": room})
+    await listener.wait("history")
+    people = [
+        (Client(cluster.url, CHAT_PATH, source=POLLING_SOURCE), transports)
+        for transports in [["polling", "websocket"], ["polling"]] * 8
+    ]
+    clients.extend(person for person, _ in people)
+    await asyncio.gather(
+        *(person.connect(auth={"room": room}, transports=t) for person, t in people)
+    )
+    for n, (person, transports) in enumerate(people):
+        assert (await person.call("name", f"p{n}-{unique}"))["ok"] is True
+        assert (await person.call("message", f"hello from {n}"))["ok"] is True
+        # Those that may upgrade did; the others stay on long-polling.
+        assert person.sio.transport() == transports[-1]
+    for n in range(len(people)):
+        await listener.wait("message", lambda _s, text, _m, n=n: text == f"hello from {n}")
+    # Each polling client got everyone's messages: its polls reached its session every time.
+    for person, _ in people:
+        await person.wait("message", lambda _s, text, _m: text == f"hello from {len(people) - 1}")
+
+    # The replicas' counts, once they are ours alone (the listener and the 16: sockets of
+    # tests before may take a moment to be seen gone).
+    async def ours() -> list[float]:
+        counts = [await connected(cluster.replica("chat", side) + "/api/chat") for side in "ab"]
+        return counts if sum(counts) == len(people) + 1 else []
+
+    counts = await until(ours, "only this test's clients connected")
+    # 16 sessions hashed by random ids: all on one replica would be one chance in 32,768.
+    assert all(count >= 1 for count in counts), counts
 
 
 async def test_one_address_is_limited_in_open_sockets(cluster: Cluster) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 import pytest
 import socketio
 from switchboard.token import mint
@@ -40,20 +39,6 @@ ENTRIES = ("a", "b", "gateway")
 SOURCE = "127.0.0.9"
 
 
-class Sourced(Client):
-    """A :class:`Client` connecting from :data:`SOURCE`."""
-
-    def __init__(self, url: str, path: str, *, namespace: str = "/") -> None:
-        super().__init__(url, path, namespace=namespace)
-
-        def session() -> aiohttp.ClientSession:
-            return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(SOURCE, 0)))
-
-        self.sio = socketio.AsyncClient(reconnection=False, ssl_verify=False, http_session=session)
-        self.sio.on("*", self._record, namespace=namespace)
-        self.sio.on("connect_error", self._on_connect_error, namespace=namespace)
-
-
 def entry_url(cluster: Cluster, service: str, entry: str) -> str:
     return cluster.url if entry == "gateway" else cluster.replica(service, entry)
 
@@ -68,7 +53,7 @@ async def each_answered(
     The clients let in, by ``what``."""
 
     async def outcome(auth: dict[str, Any]) -> tuple[Client, str | None]:
-        client = Sourced(url, path, namespace=namespace)
+        client = Client(url, path, namespace=namespace, source=SOURCE)
         opened.append(client)
         try:
             await client.connect(auth=auth)

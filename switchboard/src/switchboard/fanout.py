@@ -12,7 +12,8 @@ slowest client).
 
 Broadcasts with an ack callback keep the library's path.
 
-:class:`GuardedServer` looks at each inbound packet before the library does (issue 12).
+:class:`GuardedServer` looks at each inbound packet before the library does (issue 12), and
+opens engine.io sessions under the id the gateway proposes (:class:`GatewaySessions`, issue 16).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections import deque
@@ -28,6 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import engineio
 import socketio
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as eio_asgi
@@ -49,8 +52,9 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "packet_class",
         "manager_initialized",
         "eio",
+        "_engineio_server_class",
     ),
-    "engineio.AsyncServer": ("sockets", "_async"),
+    "engineio.AsyncServer": ("sockets", "_async", "_handle_connect", "generate_id"),
     "engineio.async_drivers.asgi": ("WebSocket",),
     "engineio.async_socket.AsyncSocket": ("queue", "upgraded"),
     "socketio.AsyncManager": ("rooms", "get_participants", "initialize", "server"),
@@ -461,6 +465,36 @@ class GuardedWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         return message
 
 
+#: The header in which the gateway proposes the id of the engine.io session a handshake opens
+#: (nginx's ``$request_id``: 32 random hex digits), as WSGI-style environ key.
+SESSION_HEADER = "HTTP_X_SWITCHBOARD_SESSION"
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+_proposed_session: ContextVar[str | None] = ContextVar("proposed_session", default=None)
+
+
+class GatewaySessions(engineio.AsyncServer):  # type: ignore[misc]
+    """An engine.io server whose sessions take the id the gateway proposes, so that the gateway
+    can send every later request of the session (long-polling, its upgrade to a websocket) to
+    this replica by hashing the ``sid`` they carry: the handshake was sent here by hashing the
+    same id (gateway/nginx.conf.template). Without the header (a client that reaches the
+    replica directly), or with one that is not 32 hex digits or is taken, the library's own
+    random id. A client that sets the header itself only names its own session."""
+
+    async def _handle_connect(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        proposed = environ.get(SESSION_HEADER, "")
+        token = _proposed_session.set(proposed if _SESSION_ID.fullmatch(proposed) else None)
+        try:
+            return await super()._handle_connect(environ, *args, **kwargs)
+        finally:
+            _proposed_session.reset(token)
+
+    def generate_id(self) -> str:
+        proposed = _proposed_session.get()
+        if proposed is not None and proposed not in self.sockets:
+            return proposed
+        return str(super().generate_id())
+
+
 class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
     """An AsyncServer that refuses, before the library reads it, what none of our events needs:
     binary data (an attachment count the library would wait for, frames it would keep), and
@@ -472,6 +506,9 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # A copy: the driver's table is the module's own, shared by every server.
         self.eio._async = {**self.eio._async, "websocket": GuardedWebSocket}
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return GatewaySessions
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if isinstance(data, bytes) or (isinstance(data, str) and data[:1] in BINARY_TYPES):
