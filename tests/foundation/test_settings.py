@@ -11,6 +11,7 @@ import pytest
 from chat_service.settings import ChatSettings
 from pydantic import ValidationError
 from switchboard.redisclient import shown
+from switchboard.settings import SettingsError
 
 from tests.conftest import start_chat
 from tests.harness import ROOT, STARTUP
@@ -56,14 +57,25 @@ def run_chat(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("AUTH_JWKS_REFETCH", "7200", "AUTH_JWKS_REFETCH: Input should be less than or equal"),
     ],
 )
-def test_a_bad_value_stops_the_start_with_a_clear_message(
-    variable: str, value: str, said: str
+def test_a_bad_value_is_explained_naming_the_variable_and_the_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
 ) -> None:
-    result = run_chat({variable: value})
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as refused:
+        ChatSettings.from_env()
+    assert said in str(refused.value)
+    assert f"(got {value!r})" in str(refused.value)
+
+
+def test_a_bad_value_stops_the_start_with_that_explanation_and_no_traceback() -> None:
+    """What the explanation above becomes at a start: the process stops, saying it (one
+    process for all the values: a start costs seconds of imports)."""
+    result = run_chat({"CHAT_HISTORY_SIZE": "lots", "AUTH_MODE": "closed"})
 
     assert result.returncode != 0
-    assert said in result.stderr
-    assert f"(got {value!r})" in result.stderr
+    assert "CHAT_HISTORY_SIZE: Input should be a valid integer" in result.stderr
+    assert "(got 'lots')" in result.stderr
+    assert "AUTH_MODE: Input should be 'open' or 'token' (got 'closed')" in result.stderr
     assert "Traceback" not in result.stderr
 
 
