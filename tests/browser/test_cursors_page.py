@@ -1,14 +1,24 @@
-"""A mouse moved in one cursors page shows as a cursor in another; a leaver's cursor goes."""
+"""A mouse moved in one cursors page shows as a cursor in another; a leaver's cursor goes. Two
+people never look alike: each has a colour of their own, and a name someone in the room has
+already is shown numbered, and its owner told. A cursor over the hint card makes it step back.
+axe finds nothing serious on the page, on a desktop and on a phone."""
 
 from __future__ import annotations
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
-from tests.browser.conftest import Site, new_context
+from tests.browser.conftest import Site, accessibility, new_context
 from tests.harness import until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+
+
+async def axe(site: Site, page: Page, state: str) -> None:
+    """axe-core on ``page`` (tests.browser.conftest.accessibility), on the embedded site only:
+    the gateway serves the same files, and each page's first run costs seconds."""
+    if site.kind == "embedded":
+        await accessibility(page, state)
 
 
 async def glides_to(cursor: Locator, x: float, y: float) -> None:
@@ -48,8 +58,20 @@ async def test_a_mouse_in_one_page_moves_a_cursor_in_another(
     own = ann.locator(".cursor", has=ann.locator(".name", has_text="ann"))
     await expect(own).to_have_count(0)
 
+    # Each sees the other in the colour the other is told is theirs, and the two differ.
+    anns = await ann.locator("#own-look").get_attribute("data-color")
+    bobs = await bob.locator("#own-look").get_attribute("data-color")
+    assert anns and bobs and anns != bobs
+    await expect(cursor).to_have_attribute("data-color", anns)
+    # The middle of the page is the hint card's: with ann's cursor over it, it steps back.
+    hint = bob.locator("#hint-card")
+    await expect(hint).to_have_attribute("data-covered", "true")
+    await expect(bob.locator("h1")).to_contain_text(room)
+    await axe(site, bob, "cursors, desktop, someone's cursor over the hint")
+
     await ann.close()
     await expect(cursor).to_have_count(0)
+    await expect(hint).to_have_attribute("data-covered", "false")
 
 
 async def test_a_touch_moves_a_cursor_too(browser: Browser, site: Site, unique: str) -> None:
@@ -70,6 +92,15 @@ async def test_a_touch_moves_a_cursor_too(browser: Browser, site: Site, unique: 
     cursor = watcher.locator(".cursor", has=watcher.locator(".name", has_text="phone"))
     await expect(cursor).to_have_count(1)
     await glides_to(cursor, 500, 600)
+
+    # The phone's header fits its screen, its controls a finger's size.
+    header = phone.locator("header")
+    assert await header.evaluate("e => e.scrollWidth <= e.clientWidth")
+    for control in ("#name-input", "#copy-link"):
+        box = await phone.locator(control).bounding_box()
+        assert box is not None and box["height"] >= 44, (control, box)
+    await expect(phone.locator("#own-name")).to_have_text("phone")
+    await axe(site, phone, "cursors, phone, with someone else in the room")
 
 
 async def test_people_count_before_they_move_and_a_cursor_hides_when_the_mouse_leaves(
@@ -94,3 +125,13 @@ async def test_people_count_before_they_move_and_a_cursor_hides_when_the_mouse_l
 
     await ann.mouse.move(320, 320, steps=5)
     await expect(cursor).to_be_visible()
+
+    # Bob renames himself ann: he is not a second "ann" but "ann (2)", and told so.
+    await bob.fill("#name-input", "Ann")
+    await bob.press("#name-input", "Enter")
+    await expect(bob.locator("#name-note")).to_contain_text("others see you as “Ann (2)”")
+    await expect(bob.locator("#own-name")).to_have_text("Ann (2)")
+    await bob.mouse.move(700, 200, steps=5)
+    numbered = ann.locator(".cursor", has=ann.locator(".name", has_text="Ann (2)"))
+    await expect(numbered).to_be_visible()
+    await axe(site, bob, "cursors, desktop, a name shown numbered")

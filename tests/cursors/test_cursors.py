@@ -93,10 +93,12 @@ async def test_a_newcomer_gets_everyone_in_a_snapshot(
     late = await join(clients, cursor_cluster.b, room)
 
     (snapshot,) = late.received("snapshot")[0]
+    ((look,),) = ann.received("look")
     assert snapshot["cursors"][ann.sid] == {
         "x": 0.1,
         "y": 0.2,
-        "color": snapshot["cursors"][ann.sid]["color"],
+        "color": look["color"],
+        "pattern": look["pattern"],
         "name": "ann",
     }
     asked = await late.call("snapshot")

@@ -2,7 +2,9 @@
 // docs/protocol.md ("Cursors"). The server sends what changed once a tick (100 ms); we draw the
 // cursors one tick in the past, gliding between the positions of two frames, so they move
 // smoothly at the screen's frame rate. Names other people chose go into the page with
-// textContent, never innerHTML.
+// textContent, never innerHTML. The server gives each person in a room a look (a colour, and past
+// the palette a pattern) and a name nobody else there has (a second Ann is "Ann (2)"): the
+// `look` event tells us ours.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element, reasonOf } from "/shared/connection.js";
 import { followSignIn, withToken } from "/shared/signin.js";
@@ -32,6 +34,10 @@ const NAME_KEY = "switchboard.cursors.name";
 /** Colours come from the server; anything but #rrggbb is replaced, never put into the CSS. */
 const COLOR_PATTERN = /^#[0-9a-f]{6}$/i;
 const FALLBACK_COLOR = "#5f6773";
+/** What tells apart two people of one colour (protocol, "Cursors"); cursors.css draws them. */
+const PATTERNS = new Set(["solid", "ring", "outline", "striped"]);
+/** The number a name is shown with when someone in the room shows it already: "Ann (2)". */
+const NUMBER_SUFFIX = / \(\d+\)$/;
 const SVG_NS = "http://www.w3.org/2000/svg";
 const ARROW_PATH = "M5 3 L5 19 L9.5 14.8 L12.6 21.4 L15.3 20.1 L12.3 13.6 L18.5 13.4 Z";
 
@@ -41,7 +47,11 @@ const ui = {
   nameForm: byId("name-form"),
   nameInput: byId("name-input"),
   nameError: byId("name-error"),
+  nameNote: byId("name-note"),
+  ownLook: byId("own-look"),
+  ownName: byId("own-name"),
   surface: byId("surface"),
+  hintCard: byId("hint-card"),
   layer: byId("cursors"),
   aloneText: byId("alone-text"),
   copyLink: byId("copy-link"),
@@ -72,6 +82,10 @@ const page = {
   pointer: { x: 0, y: 0, known: false, dirty: false, sentX: NaN, sentY: NaN, sentAt: -Infinity },
   viewport: { width: innerWidth, height: innerHeight },
   frame: 0,
+  /** The hint card's box on the page, for telling whether a cursor is over it; null: measure. */
+  hintBox: null,
+  /** Our sign-in names us: the name field is not ours to change. */
+  signedIn: false,
 };
 
 const socket = io({
@@ -107,15 +121,22 @@ function start() {
     if (document.hidden) onPointerGone();
   });
   window.addEventListener("resize", onResize);
+  new ResizeObserver(() => {
+    page.hintBox = null;
+  }).observe(ui.hintCard);
   ui.nameForm.addEventListener("submit", onNameSubmit);
   ui.nameInput.addEventListener("change", commitName);
-  ui.nameInput.addEventListener("input", () => showNameError(""));
+  ui.nameInput.addEventListener("input", () => {
+    showNameError("");
+    showNameNote("");
+  });
   ui.copyLink.addEventListener("click", copyInviteLink);
 
   socket.on("connect", onConnect);
   socket.on("disconnect", onDisconnect);
   socket.on("connect_error", onConnectError);
 
+  socket.on("look", onLook);
   socket.on("snapshot", onSnapshot);
   socket.on("delta", onDelta);
   socket.on("cursor_error", onCursorError);
@@ -160,6 +181,29 @@ function reconnect() {
   socket.disconnect();
   socket.connect();
   connection.set(connection.retrying());
+}
+
+/**
+ * How the others see us, sent as we connect: our colour and pattern, and the name shown, which
+ * is the one we asked for with a number after it when someone here shows that name already. A
+ * sign-in names us: then the name field shows its name and cannot be changed.
+ */
+function onLook(look) {
+  if (!look || typeof look !== "object") return;
+  const name = typeof look.name === "string" ? look.name : "";
+  const asked = typeof look.asked === "string" ? look.asked : "";
+  setLook({ el: ui.ownLook, nameEl: ui.ownName, color: "", pattern: "", name: null }, look);
+  ui.ownLook.hidden = false;
+  page.signedIn = look.signed_in === true;
+  ui.nameInput.readOnly = page.signedIn;
+  ui.nameForm.dataset.signedIn = String(page.signedIn);
+  if (page.signedIn) {
+    ui.nameInput.value = asked;
+    ui.nameInput.title = "Your sign-in gives your name";
+  }
+  showNameNote(
+    asked && name !== asked ? `Someone here is already called “${asked}”: others see you as “${name}”.` : "",
+  );
 }
 
 function onCursorError(refusal) {
@@ -277,6 +321,7 @@ function place(cursor, x, y, t) {
   if (x === null) {
     cursor.samples.length = 0;
     cursor.el.hidden = true;
+    coverHint();
     return;
   }
   if (cursor.el.hidden || !cursor.samples.length) {
@@ -298,24 +343,60 @@ function createCursor(id) {
   const path = document.createElementNS(SVG_NS, "path");
   path.setAttribute("d", ARROW_PATH);
   svg.append(path);
-  const nameEl = element("span", "name");
+  const nameEl = element("span", "name label");
   el.append(svg, nameEl);
-  return { id, el, nameEl, color: "", name: null, samples: [], drawnX: NaN, drawnY: NaN };
+  return {
+    id,
+    el,
+    nameEl,
+    color: "",
+    pattern: "",
+    name: null,
+    samples: [],
+    drawnX: NaN,
+    drawnY: NaN,
+    /** The name label's size, measured once it shows; null: not yet. */
+    label: null,
+  };
 }
 
-function setLook(cursor, { color, name }) {
+/** A cursor's (or our own chip's) colour, pattern and name, as the server gave them. */
+function setLook(cursor, { color, pattern, name }) {
   const safeColor = COLOR_PATTERN.test(color) ? color : FALLBACK_COLOR;
   if (safeColor !== cursor.color) {
     cursor.color = safeColor;
+    const ink = inkFor(safeColor);
+    cursor.el.dataset.color = safeColor;
     cursor.el.style.setProperty("--cursor-color", safeColor);
-    cursor.el.style.setProperty("--cursor-ink", inkFor(safeColor));
+    cursor.el.style.setProperty("--cursor-ink", ink);
+    // The stripes of the striped pattern: the colour, darker under white text, lighter under
+    // dark text, so that the text stays as readable as on the plain colour.
+    cursor.el.style.setProperty("--cursor-shade", ink === "#ffffff" ? "#000000" : "#ffffff");
+  }
+  const safePattern = PATTERNS.has(pattern) ? pattern : "solid";
+  if (safePattern !== cursor.pattern) {
+    cursor.pattern = safePattern;
+    cursor.el.dataset.pattern = safePattern;
   }
   const shown = typeof name === "string" ? name : "";
   if (shown !== cursor.name) {
     cursor.name = shown;
-    cursor.nameEl.textContent = shown || "Anonymous";
-    cursor.nameEl.classList.toggle("anonymous", !shown);
+    showName(cursor.nameEl, shown);
+    cursor.label = null;
   }
+}
+
+/**
+ * A name into its label: a long one is cut with an ellipsis, but never its number, which is
+ * what tells it from the other person of that name ("Alexandra Pet… (2)").
+ */
+function showName(nameEl, name) {
+  const number = name.match(NUMBER_SUFFIX);
+  const base = number ? name.slice(0, number.index) : name;
+  const text = element("span", "name-text", base || "Anonymous");
+  nameEl.replaceChildren(text);
+  if (number) nameEl.append(element("span", "name-number", number[0]));
+  nameEl.classList.toggle("anonymous", !name);
 }
 
 /** Fades the cursor out; it no longer counts at once. */
@@ -325,6 +406,7 @@ function removeCursor(id) {
   page.cursors.delete(id);
   cursor.el.classList.add("leaving");
   setTimeout(() => cursor.el.remove(), FADE_MS);
+  coverHint();
 }
 
 /** Gone at once, no fade: an id of ours that a frame still held. */
@@ -446,7 +528,51 @@ function drawCursors(force = false) {
     drawCursor(cursor, x, y, force);
     if (cursor.samples.at(-1).t > time) moving = true;
   }
+  coverHint();
   return moving;
+}
+
+/**
+ * The hint card fades out while someone's cursor (its arrow or its name) is over it, and comes
+ * back when they move on: neither the card's text nor their name is drawn over the other.
+ */
+function coverHint() {
+  if (ui.hintCard.hidden) return;
+  const box = page.hintBox ?? (page.hintBox = ui.hintCard.getBoundingClientRect());
+  let covered = false;
+  for (const cursor of page.cursors.values()) {
+    if (cursor.el.hidden || !cursor.samples.length || Number.isNaN(cursor.drawnX)) continue;
+    if (cursorBoxes(cursor).some((part) => overlaps(part, box))) {
+      covered = true;
+      break;
+    }
+  }
+  if (covered !== (ui.hintCard.dataset.covered === "true")) {
+    ui.hintCard.dataset.covered = String(covered);
+  }
+}
+
+/** Where a drawn cursor is on the page: its arrow's box and its name's (see cursors.css). */
+function cursorBoxes(cursor) {
+  const x = cursor.drawnX;
+  const y = cursor.drawnY;
+  if (!cursor.label) {
+    const width = cursor.nameEl.offsetWidth;
+    if (width) cursor.label = { width, height: cursor.nameEl.offsetHeight };
+  }
+  const { width, height } = cursor.label ?? { width: 0, height: 0 };
+  const flipX = cursor.el.classList.contains("flip-x");
+  const flipY = cursor.el.classList.contains("flip-y");
+  const left = flipX ? x - 4 - width : x + 12;
+  const top = flipY ? y - 6 - height : y + 19;
+  return [
+    { left: x - 12, top: y - 12, right: x + 20, bottom: y + 22 }, // the arrow, and a ring
+    { left, top, right: left + width, bottom: top + height },
+  ];
+}
+
+function overlaps(a, b) {
+  return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
 }
 
 function drawCursor(cursor, x, y, force = false) {
@@ -463,6 +589,7 @@ function drawCursor(cursor, x, y, force = false) {
 
 function onResize() {
   page.viewport = { width: innerWidth, height: innerHeight };
+  page.hintBox = null;
   drawCursors(true);
 }
 
@@ -550,6 +677,7 @@ function onNameSubmit(event) {
 
 /** A changed name reconnects: the others see our cursor leave and come back with it. */
 function commitName() {
+  if (page.signedIn) return; // the sign-in names us
   const name = ui.nameInput.value.normalize("NFC").trim();
   const problem = nameProblem(name);
   if (problem) {
@@ -580,6 +708,11 @@ function showNameError(message) {
   ui.nameError.textContent = message;
   if (message) ui.nameInput.setAttribute("aria-invalid", "true");
   else ui.nameInput.removeAttribute("aria-invalid");
+}
+
+/** Not an error: how the room shows our name, when it is not quite the name we asked for. */
+function showNameNote(message) {
+  ui.nameNote.textContent = message;
 }
 
 // --- Invite ------------------------------------------------------------------------------------------
@@ -637,12 +770,13 @@ function objectOr(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value) ? value : {};
 }
 
-/** Dark text on light colours, white on dark ones (relative luminance, WCAG). */
+/** Dark text on light colours, white on dark ones: the better contrast (WCAG luminance). */
 function inkFor(hex) {
   const [r, g, b] = [1, 3, 5].map((i) => {
     const c = parseInt(hex.slice(i, i + 2), 16) / 255;
     return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
   });
   const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
-  return luminance > 0.2 ? "#111418" : "#ffffff";
+  // 0.19: where white and #111418 have the same contrast with the colour; past it, dark wins.
+  return luminance > 0.19 ? "#111418" : "#ffffff";
 }

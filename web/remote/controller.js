@@ -20,6 +20,7 @@ const MOTION_PROBE_MS = 1_500;
 const PRESS_ACK_MS = 10_000;
 const PRESS_TRIES = 3;
 
+/** The header's one status: the pairing, unless the connection is what matters now. */
 const PAIRING_TEXT = {
   paired: "Paired",
   away: "Screen away",
@@ -89,8 +90,8 @@ const socket = io(NAMESPACE, {
   auth: (cb) => cb(currentAuth()),
 });
 
-/** #status; a retry needs something to pair or resume with. */
-const connection = new Connection(socket, { canRetry: currentAuthUsable });
+/** #status (hidden: #pairing-state says it); a retry needs something to pair or resume with. */
+const connection = new Connection(socket, { canRetry: currentAuthUsable, onChange: showStatus });
 
 start();
 
@@ -360,12 +361,7 @@ function setPairing(state) {
   ctl.pairing = state;
   ui.pairingState.dataset.state = state;
   document.body.dataset.pairing = state;
-  let text = PAIRING_TEXT[state];
-  if (state === "connecting") {
-    text = ctl.pair || ctl.code ? "Pairing…" : ctl.everPaired ? "Reconnecting…" : "Resuming…";
-  }
-  ui.pairingText.textContent = text;
-  ui.padOverlayText.textContent = text;
+  showStatus();
 
   // The pad while paired (its screen there or away), or while resuming a pairing; the code
   // form otherwise.
@@ -376,6 +372,23 @@ function setPairing(state) {
   ui.codeSubmit.disabled = state === "connecting";
   ui.codeSubmit.textContent = state === "connecting" ? "Pairing…" : "Pair";
   for (const button of ui.buttons) button.setAttribute("aria-disabled", String(state !== "paired"));
+}
+
+/**
+ * The header's one status (#pairing-state), also over the pad: where the pairing is, and, while
+ * the server cannot be reached, that. The connection's own words (#status) stay out of sight.
+ */
+function showStatus() {
+  const state = ctl.pairing;
+  let text = PAIRING_TEXT[state];
+  if (state === "connecting") {
+    if (connection.state === "disconnected") text = "Server unreachable, retrying…";
+    else if (ctl.pair || ctl.code) text = "Pairing…";
+    else text = ctl.everPaired ? "Reconnecting…" : "Resuming…";
+  }
+  ui.pairingState.dataset.connection = connection.state;
+  ui.pairingText.textContent = text;
+  ui.padOverlayText.textContent = text;
 }
 
 /** #error: a refusal (kind "error") or a plain notice such as why the pairing ended ("info"). */

@@ -321,12 +321,14 @@ function setPairingState(state) {
   document.body.dataset.pairing = state;
   ui.pairingText.textContent = STATE_TEXT[state];
   if (state === "away") ui.pairingText.textContent = awayText();
-  ui.panel.querySelector("h1").textContent =
+  ui.panel.querySelector("h2").textContent =
     state === "unpaired" && desk.pairedOnce
       ? "Pair a phone again"
       : "Steer the ball from your phone";
   ui.panel.inert = state === "paired" || state === "away";
   ui.awayNote.hidden = state !== "away";
+  // No controller any more: what it last pressed or how it was turned is no one's now.
+  if (state === "waiting" || state === "unpaired") clearInput();
   updateControls();
 }
 
@@ -432,6 +434,15 @@ function onPress(event, ack) {
 function releaseAll() {
   desk.pressed = [];
   showPressed();
+}
+
+/** The controller's last press and orientation forgotten: the HUD shows dashes again. */
+function clearInput() {
+  releaseAll();
+  ui.lastPress.textContent = "—";
+  delete ui.lastPress.dataset.button;
+  ui.orientation.textContent = "—";
+  for (const name of ["--spin", "--tilt-x", "--tilt-y"]) ui.ball.style.removeProperty(name);
 }
 
 function showPressed() {

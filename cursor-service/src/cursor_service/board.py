@@ -7,9 +7,11 @@ clients (coalesced: one entry per cursor per tick, however often it moved), then
 rooms its clients are in. Entries carry the replica's id; entries of a replica whose heartbeat
 stopped are left out, so a crashed replica's cursors vanish within its TTL.
 
-Redis layout (keys under ``cursors:``): ``room:<room>``, a hash sid -> rid US x US y US colour
-US name; ``version:<room>``, bumped by every write to the room; ``rooms:<rid>``, the rooms a
-replica wrote to, for reaping it.
+Redis layout (keys under ``cursors:``): ``room:<room>``, a hash sid -> rid US x US y US slot US
+key US name (looks.py: the slot is the colour and pattern, the key the name as compared);
+``version:<room>``, bumped by every write to the room; ``rooms:<rid>``, the rooms a replica wrote
+to, for reaping it. A newcomer's look is chosen and its entry written in one script (_ENTER), so
+that two replicas never hand out the same look or name at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from redis.typing import EncodableT, FieldT
 from switchboard.components import Passive
 from switchboard.replicas import Replica, ReplicaEntries
 
+from cursor_service.looks import Look, choose, name_key
+
 log = logging.getLogger(__name__)
 US = "\x1f"
 #: A room nobody wrote to for this long is dropped from Redis.
@@ -35,11 +39,17 @@ class Cursor:
     #: None and None: the client is here, its pointer is not on the page.
     x: float | None
     y: float | None
-    color: str
-    name: str
+    look: Look
 
     def wire(self) -> dict[str, object]:
-        return {"x": self.x, "y": self.y, "color": self.color, "name": self.name}
+        look = self.look
+        return {
+            "x": self.x,
+            "y": self.y,
+            "color": look.color,
+            "pattern": look.pattern,
+            "name": look.name,
+        }
 
 
 View = dict[str, Cursor]
@@ -54,6 +64,12 @@ class Board(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def check(self) -> str | None: ...
+    async def enter(self, room: str, sid: str, name: str) -> Look:
+        """Put ``sid`` in ``room``, pointer off the page, with a look nobody else in the room
+        has (looks.py) and ``name`` (numbered if someone there shows it already); at once,
+        not at the next flush. Its look is freed by :meth:`remove`."""
+        ...
+
     def place(self, room: str, sid: str, cursor: Cursor) -> None: ...
     def remove(self, room: str, sid: str) -> None: ...
     async def flush(self) -> None: ...
@@ -67,6 +83,12 @@ class MemoryBoard(Passive):
 
     def __init__(self) -> None:
         self.rooms: dict[str, View] = {}
+
+    async def enter(self, room: str, sid: str, name: str) -> Look:
+        cursors = self.rooms.setdefault(room, {})
+        look = choose((c.look for other, c in cursors.items() if other != sid), name)
+        cursors[sid] = Cursor(None, None, look)
+        return look
 
     def place(self, room: str, sid: str, cursor: Cursor) -> None:
         self.rooms.setdefault(room, {})[sid] = cursor
@@ -101,6 +123,44 @@ redis.call('DEL', KEYS[1])
 return #rooms
 """
 
+#: looks.choose, in Redis, with the room's entry written in the same step. An entry of a replica
+#: whose heartbeat stopped is not counted: readers leave it out too, and the reaper deletes it.
+#: KEYS: the room's hash, its version, this replica's rooms. ARGV: sid, this replica's id, the
+#: prefix of replicas' liveness keys, the name asked for, its key, the room, ROOM_IDLE_MS.
+_ENTER = """
+local entries = redis.call('HGETALL', KEYS[1])
+local alive = {[ARGV[2]] = true}
+local slots, keys = {}, {}
+for i = 1, #entries, 2 do
+  local rid, slot, key = string.match(
+    entries[i + 1], '^([^\\31]*)\\31[^\\31]*\\31[^\\31]*\\31([^\\31]*)\\31([^\\31]*)\\31')
+  if rid and entries[i] ~= ARGV[1] then
+    if alive[rid] == nil then
+      alive[rid] = redis.call('EXISTS', ARGV[3] .. rid) == 1
+    end
+    if alive[rid] and tonumber(slot) then
+      slots[tonumber(slot)] = true
+      if key ~= '' then keys[key] = true end
+    end
+  end
+end
+local slot = 0
+while slots[slot] do slot = slot + 1 end
+local name, key = ARGV[4], ARGV[5]
+if key ~= '' and keys[key] then
+  local number = 2
+  while keys[key .. ' (' .. number .. ')'] do number = number + 1 end
+  name = name .. ' (' .. number .. ')'
+  key = key .. ' (' .. number .. ')'
+end
+redis.call('HSET', KEYS[1], ARGV[1], table.concat({ARGV[2], '', '', slot, key, name}, '\\31'))
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('SADD', KEYS[3], ARGV[6])
+return {slot, name, key}
+"""
+
 
 class RedisBoard(ReplicaEntries):
     """Replicas: this replica's cursors are written to Redis on each tick, everyone's read."""
@@ -117,6 +177,7 @@ class RedisBoard(ReplicaEntries):
         #: What each room held when last read, and the room's version then.
         self._read: dict[str, tuple[object, list[Row]]] = {}
         self._reap = redis.register_script(_REAP)
+        self._enter = redis.register_script(_ENTER)
 
     async def depart(self) -> None:
         # As a crashed replica would be reaped, only at once: others see our cursors go.
@@ -132,6 +193,20 @@ class RedisBoard(ReplicaEntries):
             await self._reap(
                 keys=[f"{self.prefix}rooms:{replica_id}"], args=[replica_id, self.prefix]
             )
+
+    async def enter(self, room: str, sid: str, name: str) -> Look:
+        key = name_key(name) if name else ""
+        slot, shown, shown_key = await self._enter(
+            keys=[
+                f"{self.prefix}room:{room}",
+                f"{self.prefix}version:{room}",
+                f"{self.prefix}rooms:{self.rid}",
+            ],
+            args=[sid, self.rid, self.heartbeat.key(""), name, key, room, ROOM_IDLE_MS],
+        )
+        look = Look(int(slot), str(shown), str(shown_key))
+        self.local.setdefault(room, {})[sid] = Cursor(None, None, look)
+        return look
 
     def place(self, room: str, sid: str, cursor: Cursor) -> None:
         self.local.setdefault(room, {})[sid] = cursor
@@ -153,9 +228,7 @@ class RedisBoard(ReplicaEntries):
             for room, sids in moved.items():
                 cursors = self.local.get(room, {})
                 fields: dict[FieldT, EncodableT] = {
-                    sid: US.join((self.rid, _number(c.x), _number(c.y), c.color, c.name))
-                    for sid in sids
-                    if (c := cursors.get(sid)) is not None
+                    sid: _entry(self.rid, c) for sid in sids if (c := cursors.get(sid)) is not None
                 }
                 if fields:
                     pipe.hset(f"{self.prefix}room:{room}", mapping=fields)
@@ -211,6 +284,19 @@ def _number(value: float | None) -> str:
     return "" if value is None else repr(value)
 
 
+def _entry(rid: str, cursor: Cursor) -> str:
+    look = cursor.look
+    return US.join((rid, _number(cursor.x), _number(cursor.y), str(look.slot), look.key, look.name))
+
+
 def _row(sid: str, value: str) -> Row:
-    rid, x, y, color, name = value.split(US, 4)
-    return sid, rid, Cursor(float(x) if x else None, float(y) if y else None, color, name)
+    fields = value.split(US, 5)
+    if len(fields) == 5:
+        # Written by a replica of before looks (rid US x US y US colour US name), during a
+        # rolling upgrade: shown plain until that replica is replaced.
+        rid, x, y, _, name = fields
+        look = Look(0, name, name_key(name) if name else "")
+    else:
+        rid, x, y, slot, key, name = fields
+        look = Look(int(slot), name, key)
+    return sid, rid, Cursor(float(x) if x else None, float(y) if y else None, look)

@@ -7,11 +7,11 @@ import asyncio
 import logging
 import math
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
+from switchboard.auth import Identity
 from switchboard.components import cancel
 from switchboard.errors import InputError
 from switchboard.fanout import (
@@ -26,34 +26,15 @@ from switchboard.service import Service
 from switchboard.validation import connect_auth, display_name, one_argument, room_of
 
 from cursor_service.board import Board, Cursor, View
+from cursor_service.looks import Look
 from cursor_service.settings import CursorSettings
 from cursor_service.validation import position
 
 log = logging.getLogger(__name__)
 
-#: Distinct on light and dark backgrounds; a cursor's colour follows from its id.
-PALETTE = (
-    "#e6194b",
-    "#3cb44b",
-    "#4363d8",
-    "#f58231",
-    "#911eb4",
-    "#42d4f4",
-    "#f032e6",
-    "#9a6324",
-    "#469990",
-    "#800000",
-    "#808000",
-    "#000075",
-)
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def colour_of(sid: str) -> str:
-    return PALETTE[zlib.crc32(sid.encode()) % len(PALETTE)]
 
 
 def diff(before: View, after: View) -> dict[str, Any] | None:
@@ -73,8 +54,20 @@ def diff(before: View, after: View) -> dict[str, Any] | None:
 @dataclass(slots=True)
 class Member:
     room: str
-    color: str
-    name: str
+    look: Look
+
+
+def signed_in_name(identity: Identity | None) -> str | None:
+    """The name a sign-in gives: its token's ``name``, else its ``sub`` when that is a valid
+    name (as in chat); None without a sign-in, or with neither."""
+    if identity is None:
+        return None
+    if identity.name is not None:
+        return identity.name
+    try:
+        return display_name(identity.sub)
+    except InputError:
+        return None
 
 
 @dataclass(slots=True)
@@ -184,11 +177,24 @@ class CursorNamespace(ServiceNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         auth = connect_auth(auth)
         room = room_of(auth, environ)
-        await self.admit(sid, auth, "cursors", room)
-        name = display_name(auth["name"]) if auth.get("name") is not None else ""
-        member = self.members[sid] = Member(room, colour_of(sid), name)
-        # Here from the start, pointer not on the page yet: everyone can count who is in.
-        self.board.place(room, sid, Cursor(None, None, member.color, member.name))
+        identity = await self.admit(sid, auth, "cursors", room)
+        asked = display_name(auth["name"]) if auth.get("name") is not None else ""
+        signed_in = signed_in_name(identity)
+        name = asked if signed_in is None else signed_in
+        # Here from the start, pointer not on the page yet: everyone can count who is in. With
+        # a look nobody else in the room has, and a name numbered if someone shows it already.
+        look = await self.board.enter(room, sid, name)
+        self.members[sid] = Member(room, look)
+        you = {
+            "id": sid,
+            "name": look.name,
+            "asked": name,
+            "color": look.color,
+            "pattern": look.pattern,
+            "signed_in": signed_in is not None,
+        }
+        await deliver_locally(self.server.manager, "look", [you], "/", sid, None)
+        self.metrics.sent("look")
         # The snapshot first, then the room: every delta this client gets follows it. Both with
         # no wait between them: the snapshot goes straight to this process's socket (the client
         # is here), not through Redis, whose publish would let a tick send the room a delta
@@ -216,7 +222,7 @@ class CursorNamespace(ServiceNamespace):
         where = one_argument(args)
         # null: the pointer left the page (or the finger lifted): the cursor is hidden.
         x, y = (None, None) if where is None else position(where)
-        self.board.place(member.room, sid, Cursor(x, y, member.color, member.name))
+        self.board.place(member.room, sid, Cursor(x, y, member.look))
         return {"ok": True}
 
     async def on_snapshot(self, sid: str, *args: Any) -> dict[str, Any]:
