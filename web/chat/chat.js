@@ -1,6 +1,6 @@
 // The chat page: screen 1 picks a name, screen 2 is the room. docs/protocol.md ("Chat") is the
-// contract. Every text another person chose (names, messages) goes into the page with
-// textContent, never innerHTML.
+// contract. Every text another person chose (names, messages, the links in them) goes into the
+// page as text nodes and attributes set one by one, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
 import { Connection, byId, element } from "/shared/connection.js";
 import { followSignIn, withToken } from "/shared/signin.js";
@@ -14,6 +14,29 @@ const ACK_TIMEOUT_MS = 10_000;
 const FOLLOW_PX = 120;
 /** Messages from one person closer together than this share one header. */
 const GROUP_MS = 5 * 60_000;
+/**
+ * Joins and leaves are told in the conversation, coalesced (issue 16): what happens within
+ * NOTICE_WINDOW_MS of the first one is one notice ("Ann, Bob and 3 others joined"), told once
+ * nothing more came for NOTICE_SETTLE_MS (a rename is a user_left and a user_joined sent
+ * back to back), and at the latest NOTICE_MAX_MS after the first.
+ */
+const NOTICE_WINDOW_MS = 1_000;
+const NOTICE_SETTLE_MS = 300;
+const NOTICE_MAX_MS = 5_000;
+/** A leave waits this long for its person to come back (a reloaded tab, a phone changing
+ * networks): then neither is told. */
+const LEAVE_GRACE_MS = 3_000;
+/** More names than this in one notice: the first ones, then "and N others". */
+const NOTICE_NAMES = 3;
+/** What a link in a message may be: http(s) only, never javascript:, data: and the like. */
+const LINK_PATTERN = /\bhttps?:\/\/[^\s<>"]+/gi;
+/** Said by the composer while a message cannot be sent, by why (waitingReason()). */
+const WAITING = {
+  offline: "Not connected: your message will be sendable when we reconnect.",
+  stopped: "Not connected (see why at the top): what you typed stays here.",
+  naming: "Rejoining the room: your message will be sendable in a moment.",
+};
+const EMPTY_MESSAGE = "A message needs at least one character.";
 
 const ui = {
   room: byId("room"),
@@ -27,11 +50,12 @@ const ui = {
   chatScreen: byId("chat-screen"),
   users: byId("users"),
   userCount: byId("user-count"),
+  log: byId("log"),
   messages: byId("messages"),
   messageForm: byId("message-form"),
   messageInput: byId("message-input"),
   messageSubmit: byId("message-submit"),
-  chatError: byId("chat-error"),
+  composerNote: byId("composer-note"),
 };
 
 const room = new URLSearchParams(location.search).get("room") || DEFAULT_ROOM;
@@ -52,7 +76,17 @@ const chat = {
   /** Our member ids (a socket id per connection; our user's id when signed in), to tell our own
    * messages and entry apart. */
   ownIds: new Set(),
+  /**
+   * The joins, leaves and renames not told yet: {started, timer, changes, place}, with changes:
+   * member id -> {before: the name it had before the first of them (null: it was not here),
+   * leftAt: when it left, while it may come back}; `place`, the hidden item the notices will
+   * replace. The name it has after is read from `users` when told: the notice says what
+   * changed in all.
+   */
+  pending: null,
   unread: 0,
+  /** What the composer says of the last attempt to send (a refusal, empty): {text, kind}. */
+  composerError: null,
 };
 
 const socket = io({
@@ -87,6 +121,7 @@ function start() {
   ui.nameForm.addEventListener("submit", onNameSubmit);
   ui.nameInput.addEventListener("input", () => showNameError(""));
   ui.messageForm.addEventListener("submit", onMessageSubmit);
+  ui.messageInput.addEventListener("input", () => showChatError(null));
   document.addEventListener("visibilitychange", onVisibilityChange);
 
   socket.on("connect", onConnect);
@@ -102,7 +137,7 @@ function start() {
   });
   socket.on("chat_error", (refusal) => showChatError(refusal.message));
   socket.on("users", onUsers);
-  socket.on("user_joined", onMember);
+  socket.on("user_joined", onUserJoined);
   socket.on("user_updated", onMember);
   socket.on("user_left", onUserLeft);
   socket.on("history", onHistory);
@@ -250,12 +285,28 @@ function member({ name, connections = 1, signed_in: signedIn = false }) {
   return { name, connections, signedIn };
 }
 
+/**
+ * Who is in the room, all of it: on joining, after a reconnect, after our replica was cut off.
+ * Not a join nor a leave of anyone: what changed while we were away is not told.
+ */
 function onUsers(list) {
   chat.users = new Map(list.map((m) => [m.id, member(m)]));
   renderUsers();
 }
 
-/** `user_joined`, or `user_updated` (a signed-in user's count of connections changed). */
+/**
+ * `user_joined`: someone took a name, renamed, or a signed-in user's first connection came;
+ * also someone we hold already, written back by a replica that was taken for dead (told as
+ * nothing, since nothing changed for us).
+ */
+function onUserJoined(m) {
+  // Someone who left a moment ago under this name is back, on another connection.
+  comeBack(m.name);
+  noteChange(m.id, true);
+  onMember(m);
+}
+
+/** `user_updated`: a signed-in user's count of connections changed, never a join or a leave. */
 function onMember(m) {
   chat.users.set(m.id, member(m));
   renderUsers();
@@ -263,8 +314,10 @@ function onMember(m) {
 
 function onUserLeft({ id, name }) {
   // A rename sends user_left for the old name before user_joined for the new one; compare the
-  // name so that a late user_left never removes a newer entry.
-  if (chat.users.get(id)?.name === name) chat.users.delete(id);
+  // name so that a late user_left never removes a newer entry (nor tells of a leave).
+  if (chat.users.get(id)?.name !== name) return;
+  noteChange(id, false);
+  chat.users.delete(id);
   renderUsers();
 }
 
@@ -288,6 +341,125 @@ function renderUsers() {
   ui.userCount.textContent = String(items.length);
 }
 
+// --- Joins and leaves -------------------------------------------------------------------------
+
+/**
+ * Member `id` is about to join (`came`) or leave: kept for the next notice, with the name it
+ * had before. Not told: ourselves (our own joining, our other tabs), and anything before we are
+ * in the room ourselves.
+ */
+function noteChange(id, came) {
+  if (chat.screen !== "chat" || chat.ownIds.has(id)) return;
+  const now = Date.now();
+  // Its place in the conversation is kept now, so that what is said meanwhile comes after it.
+  chat.pending ??= { started: now, timer: 0, changes: new Map(), place: noticePlace() };
+  const { changes } = chat.pending;
+  if (!changes.has(id)) changes.set(id, { before: chat.users.get(id)?.name ?? null, leftAt: 0 });
+  // A leave waits for its person to come back, unless they already have (on a new connection,
+  // whose join can come first).
+  changes.get(id).leftAt = came || isBack(id) ? 0 : now;
+  scheduleNotice(now);
+}
+
+/** The pending notice is told NOTICE_WINDOW_MS after its first change, once nothing came for
+ * NOTICE_SETTLE_MS and nobody who left may still come back (LEAVE_GRACE_MS); at the latest
+ * NOTICE_MAX_MS after its first change. */
+function scheduleNotice(now) {
+  const batch = chat.pending;
+  let wanted = Math.max(batch.started + NOTICE_WINDOW_MS, now + NOTICE_SETTLE_MS);
+  for (const { leftAt } of batch.changes.values()) {
+    if (leftAt) wanted = Math.max(wanted, leftAt + LEAVE_GRACE_MS);
+  }
+  const deadline = Math.min(wanted, batch.started + NOTICE_MAX_MS);
+  clearTimeout(batch.timer);
+  batch.timer = setTimeout(tellChanges, Math.max(0, deadline - now));
+}
+
+/** Whether member `id`, leaving, is here already under the same name on another connection. */
+function isBack(id) {
+  const name = chat.users.get(id)?.name;
+  for (const [other, change] of chat.pending.changes) {
+    if (other !== id && change.before === null && chat.users.get(other)?.name === name) return true;
+  }
+  return false;
+}
+
+/** A leave of `name` pending is no longer waited on: its person is back. */
+function comeBack(name) {
+  for (const change of chat.pending?.changes.values() ?? []) {
+    if (change.before === name) change.leftAt = 0;
+  }
+}
+
+/** Tells the pending joins, leaves and renames: one notice for each kind. */
+function tellChanges() {
+  const batch = chat.pending;
+  chat.pending = null;
+  if (!batch) return;
+  const joined = [];
+  const left = [];
+  const renamed = [];
+  for (const [id, { before }] of batch.changes) {
+    const after = chat.users.get(id)?.name ?? null;
+    if (before === after) continue; // came and went, went and came back, or nothing changed
+    if (before === null) joined.push(after);
+    else if (after === null) left.push(before);
+    else renamed.push([before, after]);
+  }
+  // The same name gone from one connection and come on another: someone's new connection
+  // (a reloaded page, a phone that changed networks), not a leave and a join.
+  for (let i = joined.length - 1; i >= 0; i--) {
+    const back = left.indexOf(joined[i]);
+    if (back >= 0) {
+      left.splice(back, 1);
+      joined.splice(i, 1);
+    }
+  }
+  const follow = isNearBottom();
+  const notices = [];
+  if (joined.length) notices.push(notice("joined", `${namesList(joined)} joined`, joined));
+  if (left.length) notices.push(notice("left", `${namesList(left)} left`, left));
+  for (const [before, after] of renamed) {
+    notices.push(notice("renamed", `${before} is now ${after}`));
+  }
+  const next = batch.place.nextElementSibling;
+  batch.place.replaceWith(...notices);
+  if (next?.classList.contains("message")) groupWithPrevious(next);
+  if (follow) scrollToBottom();
+}
+
+/** "Ann", "Ann and Bob", "Ann, Bob and Cy", "Ann, Bob and 3 others": sorted, for a stable text. */
+function namesList(names) {
+  const sorted = [...names].sort((a, b) => a.localeCompare(b, undefined, { sensitivity: "base" }));
+  if (sorted.length === 1) return sorted[0];
+  if (sorted.length <= NOTICE_NAMES) {
+    return `${sorted.slice(0, -1).join(", ")} and ${sorted.at(-1)}`;
+  }
+  const shown = NOTICE_NAMES - 1;
+  return `${sorted.slice(0, shown).join(", ")} and ${sorted.length - shown} others`;
+}
+
+/**
+ * The place of notices to come, at the end of the conversation as it is now (messages go by
+ * id, notices where they happened): hidden, and so not announced, until they are told.
+ */
+function noticePlace() {
+  const place = element("li", "notice");
+  place.hidden = true;
+  ui.messages.append(place);
+  return place;
+}
+
+/** A notice of `kind` (joined, left, renamed); `names`, when some are not in the text, are
+ * its tooltip, with the time. */
+function notice(kind, text, names = []) {
+  const item = element("li", "notice", text);
+  item.dataset.kind = kind;
+  const time = new Date().toLocaleTimeString();
+  item.title = names.length > NOTICE_NAMES ? `${names.join(", ")} · ${time}` : time;
+  return item;
+}
+
 // --- Messages --------------------------------------------------------------------------------
 
 function onHistory(messages, info) {
@@ -300,6 +472,7 @@ function onHistory(messages, info) {
       ? "Some messages you missed are no longer available."
       : "Earlier messages are not shown.";
     const notice = element("li", "notice", text);
+    notice.dataset.kind = "gap";
     const first = messages.length ? findMessage(messages[0].id) : null;
     if (first) first.before(notice);
     else ui.messages.append(notice);
@@ -348,24 +521,85 @@ function renderMessage({ id, ts, sender, text }) {
   const from = element("span", "sender", sender.name);
   if (sender.signed_in) from.append(badge("✓", "signed in", "Signed in"));
   meta.append(from, time);
-  item.append(meta, element("p", "text", text));
+  const body = element("p", "text");
+  appendWithLinks(body, text);
+  item.append(meta, body);
   return item;
 }
 
-/** Ids sort by time; a message usually belongs at the end, so search from there. */
-function insertInOrder(item) {
-  for (let other = ui.messages.lastElementChild; other; other = other.previousElementSibling) {
-    if (other.dataset.id && compareIds(other.dataset.id, item.dataset.id) < 0) {
-      other.after(item);
-      return;
-    }
+/**
+ * `text` into `parent` as text nodes, with its http(s) addresses as links that open in a new
+ * tab without giving it our page (`noopener`) nor our address (`noreferrer`). Nothing else
+ * becomes a link: not javascript:, data: or any other scheme, nor an address the URL parser
+ * does not take.
+ */
+function appendWithLinks(parent, text) {
+  let at = 0;
+  for (const found of text.matchAll(LINK_PATTERN)) {
+    const shown = trimLink(found[0]);
+    const href = httpHref(shown);
+    if (!href) continue;
+    parent.append(text.slice(at, found.index));
+    const link = element("a", "", shown);
+    link.href = href;
+    link.rel = "noopener noreferrer";
+    link.target = "_blank";
+    parent.append(link);
+    at = found.index + shown.length;
   }
-  ui.messages.prepend(item);
+  parent.append(text.slice(at));
 }
 
-/** Consecutive messages from one person, close in time, show the name and time once. */
+/** An address as written in a sentence: without the punctuation after it ("see x.com/a)."),
+ * keeping the brackets it opened itself (en.wikipedia.org/wiki/Foo_(bar)). */
+function trimLink(candidate) {
+  let link = candidate;
+  const count = (char) => link.split(char).length - 1;
+  const opener = { ")": "(", "]": "[", "}": "{" };
+  while (link) {
+    const last = link.at(-1);
+    if (".,;:!?'\"*".includes(last)) link = link.slice(0, -1);
+    else if (last in opener && count(opener[last]) < count(last)) link = link.slice(0, -1);
+    else break;
+  }
+  return link;
+}
+
+/** The address to link to, when `candidate` is an http(s) URL with a host; else null. */
+function httpHref(candidate) {
+  try {
+    const url = new URL(candidate);
+    const web = url.protocol === "http:" || url.protocol === "https:";
+    return web && url.hostname ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Ids sort by time: a message newer than every one we hold goes at the end, after the notices
+ * told since; an older one (history that came late) right after the message before it.
+ */
+function insertInOrder(item) {
+  const held = ui.messages.querySelectorAll(":scope > .message");
+  const id = item.dataset.id;
+  for (let i = held.length - 1; i >= 0; i--) {
+    if (compareIds(held[i].dataset.id, id) > 0) continue;
+    if (i === held.length - 1) ui.messages.append(item);
+    else held[i].after(item);
+    return;
+  }
+  if (held.length) held[0].before(item);
+  else ui.messages.append(item);
+}
+
+/**
+ * Consecutive messages from one person, close in time, show the name and time once; a notice
+ * between them parts them (the place of one not told yet does not).
+ */
 function groupWithPrevious(item) {
-  const previous = item.previousElementSibling;
+  let previous = item.previousElementSibling;
+  while (previous?.hidden) previous = previous.previousElementSibling;
   const continued =
     previous?.classList.contains("message") &&
     previous.dataset.sender === item.dataset.sender &&
@@ -393,33 +627,38 @@ function formatTime(when) {
 }
 
 function isNearBottom() {
-  const list = ui.messages;
-  return list.scrollHeight - list.scrollTop - list.clientHeight < FOLLOW_PX;
+  const log = ui.log;
+  return log.scrollHeight - log.scrollTop - log.clientHeight < FOLLOW_PX;
 }
 
 function scrollToBottom() {
-  ui.messages.scrollTop = ui.messages.scrollHeight;
+  ui.log.scrollTop = ui.log.scrollHeight;
 }
 
 // --- Sending ---------------------------------------------------------------------------------
 
 function onMessageSubmit(event) {
   event.preventDefault();
-  const text = ui.messageInput.value;
-  if (!text.trim()) return;
+  // What the server would do (it refuses `empty`), said here at once.
+  const text = ui.messageInput.value.trim();
+  if (!text) {
+    showChatError(EMPTY_MESSAGE, "empty");
+    ui.messageInput.focus();
+    return;
+  }
   if (!canSend()) {
-    showChatError("Not connected: your message is kept here until we are back.");
+    // The note already says why; said again as a failed attempt, and what was typed stays.
+    showChatError(waitingReason(), "waiting");
     return;
   }
   // Clear at once so the next message can be typed; put the text back if it is refused.
   ui.messageInput.value = "";
+  showChatError(null);
   socket.timeout(ACK_TIMEOUT_MS).emit("message", text, (err, reply) => {
     if (err) {
       sendFailed(text, "No answer from the server: your message may not have been sent.");
     } else if (!reply?.ok) {
       sendFailed(text, reply?.message ?? "Your message was refused.");
-    } else {
-      showChatError("");
     }
   });
 }
@@ -433,15 +672,36 @@ function canSend() {
   return connection.state === "connected" && chat.nameConfirmed;
 }
 
-function updateComposer() {
-  const ready = canSend();
-  ui.messageSubmit.disabled = !ready;
-  ui.messageForm.dataset.ready = String(ready);
-  ui.messageInput.placeholder = ready ? "Write a message…" : "Waiting for the connection…";
+/** Why a message cannot be sent now, in words (WAITING). */
+function waitingReason() {
+  if (connection.state === "connected") return WAITING.naming;
+  if (connection.state === "disconnected") return WAITING.stopped;
+  return WAITING.offline;
 }
 
-function showChatError(message) {
-  ui.chatError.textContent = message;
+/**
+ * The composer as the connection allows: Send stays focusable (aria-disabled, so that trying
+ * it says why), and the note under the conversation says what stops a message, or what became
+ * of the last one.
+ */
+function updateComposer() {
+  const ready = canSend();
+  ui.messageSubmit.setAttribute("aria-disabled", String(!ready));
+  ui.messageForm.dataset.ready = String(ready);
+  // A failed attempt to send while away is over once we are back.
+  if (ready && chat.composerError?.kind === "waiting") chat.composerError = null;
+  const error = chat.composerError;
+  const note = error ? error.text : ready ? "" : waitingReason();
+  ui.composerNote.textContent = note;
+  ui.composerNote.dataset.tone = error ? "error" : "waiting";
+  const empty = error?.kind === "empty";
+  ui.messageInput.setAttribute("aria-invalid", String(empty));
+}
+
+/** What became of the last attempt to send (`kind`: "empty", "waiting", "refused"), or null. */
+function showChatError(text, kind = "refused") {
+  chat.composerError = text ? { text, kind } : null;
+  updateComposer();
 }
 
 // --- Page ------------------------------------------------------------------------------------
