@@ -13,6 +13,8 @@ from tests.conftest import Cluster
 from tests.harness import ServiceProcess, TurnServer
 
 PREFIX = "/api/signal"
+#: Open mode, with a key: anyone may come, and a signed-in person is named by its token.
+AUTH_SECRET = secrets.token_hex(32)
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +31,7 @@ def signal_env(turn: TurnServer, **extra: str) -> dict[str, str]:
         "SIGNAL_ICE_TRANSPORT_POLICY": "relay",
         # Every test call asks from 127.0.0.1: the per-address limit has a test of its own.
         "SIGNAL_ICE_PER_MINUTE": "10000",
+        "AUTH_SECRET": AUTH_SECRET,
         **extra,
     }
 

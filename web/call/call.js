@@ -1,18 +1,29 @@
 // The call page: a 1:1 video call with someone in the same room, or with the echo peer, in the
 // browser's own RTCPeerConnection. docs/protocol.md ("Signalling") is the contract: the room's
-// `clients`, simple-peer style `signal` objects relayed by the server with fromId set by it, and
-// the `iceServers` event for fresh TURN credentials on every call.
+// `people` (the course's `clients`, with names), simple-peer style `signal` objects relayed by
+// the server with fromId set by it, the `iceServers` event for fresh TURN credentials on every
+// call, and `media`, our camera and microphone state, for the one we call.
+//
+// People go by names (issue 16): a person gives one before joining (kept in this tab for the
+// room, so that a reload keeps it), or the sign-in gives it. A name refused (taken, ...) shows
+// the name form again, with the reason.
 //
 // A call: the caller makes an offer (with a data channel "control"), trickles its candidates,
 // and waits 30 s for an answer; the callee sees "Incoming call", and Accept answers. The control
 // channel carries ping/pong (the round-trip shown) and tells each side when the other hung up:
-// when it closes, the call is over. Hang up closes the peer connection. Ids other people chose
-// go into the page with textContent, never innerHTML.
+// when it closes, the call is over. Hang up closes the peer connection.
+//
+// One state at a time (page.view.state: idle | calling | incoming | connecting | connected |
+// failed | ended), and everything says the same: the state card, the people list's hint, the
+// Call and Hang up buttons, the stage's caption, the tab's title. Names other people chose go
+// into the page with textContent, never innerHTML.
 import { io } from "/vendor/socket.io.esm.min.js";
-import { Connection, byId, element } from "/shared/connection.js";
+import { Connection, byId, element, tabStore } from "/shared/connection.js";
 import { followSignIn, withToken } from "/shared/signin.js";
 
 const DEFAULT_ROOM = "lobby";
+/** A room so named needs a sign-in that grants it (docs/auth.md). */
+const PRIVATE_PREFIX = "private-";
 const ECHO_ID = "echo";
 /** A caller gives up after this long without an answer. */
 const NO_ANSWER_MS = 30_000;
@@ -38,6 +49,20 @@ const STATE_TEXT = {
 };
 /** How the line under the state names the other side. */
 const PARTNER_PREP = { calling: "to", incoming: "from" };
+/** What the people list says of the one we are calling, or who calls us, in each state. */
+const PEER_HINT = {
+  calling: "ringing…",
+  incoming: "calling you",
+  connecting: "connecting…",
+  connected: "in a call with you",
+};
+/** What the Call button says while it cannot call: the call under way, by its state. */
+const BUSY_BUTTON = {
+  calling: (name) => `Calling ${name}…`,
+  incoming: (name) => `${atStart(name)} is calling you`,
+  connecting: (name) => `Connecting to ${name}…`,
+  connected: (name) => `In a call with ${name}`,
+};
 
 const ui = {
   room: byId("room"),
@@ -52,6 +77,22 @@ const ui = {
   camToggle: byId("cam-toggle"),
   speakerToggle: byId("speaker-toggle"),
   hangup: byId("hangup"),
+  hangupText: byId("hangup-text"),
+  remotePlaceholder: byId("remote-placeholder"),
+  remoteAvatar: byId("remote-avatar"),
+  remotePlaceholderText: byId("remote-placeholder-text"),
+  remoteMic: byId("remote-mic"),
+  remoteMicText: byId("remote-mic-text"),
+  partnerMedia: byId("partner-media"),
+  nameForm: byId("name-form"),
+  nameInput: byId("name-input"),
+  nameSubmit: byId("name-submit"),
+  nameCancel: byId("name-cancel"),
+  nameError: byId("name-error"),
+  me: byId("me"),
+  myName: byId("my-name"),
+  myMark: byId("my-mark"),
+  rename: byId("rename"),
   callState: byId("call-state"),
   callStateText: byId("call-state-text"),
   callDuration: byId("call-duration"),
@@ -68,18 +109,38 @@ const ui = {
   peersEmpty: byId("peers-empty"),
   callButton: byId("call-button"),
   callButtonText: byId("call-button-text"),
-  myId: byId("my-id"),
   incoming: byId("incoming"),
   incomingFrom: byId("incoming-from"),
+  incomingAvatar: byId("incoming-avatar"),
   accept: byId("accept"),
   decline: byId("decline"),
 };
 
 const room = new URLSearchParams(location.search).get("room") || DEFAULT_ROOM;
+/** The name this tab goes by in this room, kept for a reload (another tab is another person). */
+const storedName = tabStore(`switchboard.call.name.${room}`);
+/** The token our name came with: it lets a new connection of this tab take the name back from
+ * the old one the server has not yet seen drop (docs/protocol.md, "Names"). */
+const nameToken = tabStore("switchboard.call.nameToken");
 
 const page = {
-  /** The others in the room: id -> the server's entry ({id, echo?}), in the server's order. */
+  /** The others in the room: id -> the server's `people` entry ({id, name, signed_in, echo}),
+   * in the server's order. */
   peers: new Map(),
+  /** What each id was last shown as, for the words about a call whose partner has gone. */
+  labels: new Map(),
+  /** The name we go by on this connection (the server's `name`), or null. */
+  myName: null,
+  /** Whether that name comes with our sign-in (no changing it). */
+  nameFixed: false,
+  /** The name we ask for when (re)connecting: the one we go by, or the one typed. */
+  wantName: storedName.load(),
+  /** True from asking for a name until the server says yes (`name`) or no (`name_error`). */
+  claiming: false,
+  /** True while the person changes their name (the form shows over the kept one). */
+  renaming: false,
+  /** The partner's camera and microphone as they said (`media`): id -> {audio, video}. */
+  remoteMedia: new Map(),
   /** The peer the Call button calls; `chosen` once the user picked it. */
   selected: null,
   chosen: false,
@@ -109,12 +170,16 @@ const media = {
 const socket = io({
   path: "/api/signal/socket.io",
   transports: ["websocket"],
-  auth: (cb) => cb(withToken({ room })),
+  // Not before we have a name to go by (or a sign-in that gives one): nobody is listed nameless.
+  autoConnect: false,
+  // A callback, not an object: socket.io calls it before every (re)connection.
+  auth: (cb) => cb(connectAuth()),
 });
 
 /** #status: our connection to the signalling server. */
 const connection = new Connection(socket, { onChange: render });
-followSignIn(socket, {
+/** Who this tab's sign-in token names (docs/auth.md), or null. */
+const signedIn = followSignIn(socket, {
   connection,
   errorEvent: "signal_error",
   app: "video calls",
@@ -126,7 +191,23 @@ start();
 
 function start() {
   ui.room.textContent = room;
-  document.title = `Call · #${room} · Switchboard`;
+  for (const ref of document.querySelectorAll(".room-ref")) ref.textContent = `#${room}`;
+  if (!signedIn && page.wantName) ui.nameInput.value = page.wantName;
+
+  ui.nameForm.addEventListener("submit", onNameSubmit);
+  ui.nameInput.addEventListener("input", () => showNameError(""));
+  ui.nameCancel.addEventListener("click", () => {
+    page.renaming = false;
+    showNameError("");
+    render();
+  });
+  ui.rename.addEventListener("click", () => {
+    page.renaming = true;
+    ui.nameInput.value = page.myName ?? "";
+    render();
+    ui.nameInput.focus();
+    ui.nameInput.select();
+  });
 
   ui.callButton.addEventListener("click", () => {
     if (page.selected) startCall(page.selected);
@@ -147,7 +228,11 @@ function start() {
   socket.on("disconnect", onDisconnect);
   // A bad room is final (the status says why); `unavailable` is retried.
   socket.on("connect_error", (err) => connection.connectError(err));
-  socket.on("clients", onClients);
+  // `people` is the course's `clients` with names: the page needs only it.
+  socket.on("people", onPeople);
+  socket.on("name", onName);
+  socket.on("name_error", onNameError);
+  socket.on("media", onMedia);
   socket.on("signal", onSignal);
   socket.on("peer_error", onPeerError);
   socket.on("signal_error", (refusal) => {
@@ -155,19 +240,123 @@ function start() {
     showNotice(refusal?.message || "The server refused a signalling message.");
   });
 
-  connection.set("connecting");
   startMedia();
+  // Signed in, the sign-in names us; a name kept from before is asked for again. A private
+  // room without a sign-in is tried at once: the server's refusal says what to do (the sign-in
+  // card), before anyone types a name for nothing.
+  if (signedIn || page.wantName || (room.startsWith(PRIVATE_PREFIX) && !signedIn)) join();
+  else {
+    connection.set("idle");
+    render();
+    ui.nameInput.focus();
+  }
+}
+
+// --- Our name ---------------------------------------------------------------------------------
+
+/** What the server gets on every (re)connection: the room, the name we go by and its token (a
+ * sign-in that gives a name wins over it, on the server). */
+function connectAuth() {
+  const auth = { room };
+  if (page.wantName) {
+    auth.name = page.wantName;
+    const token = nameToken.load();
+    if (token) auth.name_token = token;
+  }
+  return withToken(auth);
+}
+
+/** Connects, asking for page.wantName (or for the sign-in's). */
+function join() {
+  page.claiming = true;
+  connection.cancelRetry();
+  connection.set(connection.retrying());
+  socket.connect();
   render();
+}
+
+function onNameSubmit(event) {
+  event.preventDefault();
+  const name = ui.nameInput.value.trim();
+  if (!name) {
+    showNameError("Type the name the others will see.");
+    return;
+  }
+  showNameError("");
+  page.wantName = name;
+  if (!socket.connected) {
+    // The server checks the name as we connect: `name` or `name_error` says how it went.
+    if (!socket.active) join();
+    return;
+  }
+  page.claiming = true;
+  socket.timeout(ACK_TIMEOUT_MS).emit("name", name, (err) => {
+    // A refusal comes as `name_error`; only silence is ours to report.
+    if (err && page.claiming) {
+      page.claiming = false;
+      showNameError("The server did not answer; try again.");
+      render();
+    }
+  });
+  render();
+}
+
+/** `name(name, {id, signed_in, token?})`: the server holds this name for us. */
+function onName(name, about) {
+  if (typeof name !== "string") return;
+  page.myName = name;
+  page.nameFixed = about?.signed_in === true;
+  page.claiming = false;
+  page.renaming = false;
+  if (!page.nameFixed) {
+    page.wantName = name;
+    storedName.save(name);
+    if (typeof about?.token === "string") nameToken.save(about.token);
+  }
+  showNameError("");
+  render();
+}
+
+/** `name_error`: a name refused (on connecting, or asked for), or ours lost. */
+function onNameError(refusal) {
+  const message = refusal?.message || "That name was refused; pick another.";
+  page.claiming = false;
+  if (refusal?.error === "replaced") {
+    // A copy of this tab took our name back with its token: that tab is the one in the room
+    // now; this one stays out (the server disconnects it) until given another name.
+    nameToken.forget();
+    storedName.forget();
+    page.myName = null;
+    page.wantName = null;
+    connection.stop("your name is now used in another tab.");
+    showNameError("Your name is now used in another tab or window of yours: pick another to join here.");
+  } else {
+    // Taken (or no name at all): still in the room, without a name until another is picked.
+    if (refusal?.error !== "name_fixed" && !page.renaming) page.myName = null;
+    if (page.wantName) ui.nameInput.value = page.wantName;
+    showNameError(message);
+  }
+  render();
+  if (!ui.nameForm.hidden) ui.nameInput.focus();
+}
+
+function showNameError(message) {
+  ui.nameError.textContent = message;
+  ui.nameInput.setAttribute("aria-invalid", message ? "true" : "false");
 }
 
 // --- Connection to the server ------------------------------------------------------------------
 
 function onConnect() {
   connection.connected();
-  ui.myId.textContent = socket.id;
+  ui.me.dataset.id = socket.id;
 }
 
 function onDisconnect(reason) {
+  // The name goes with the connection; the next one asks for it again (with its token).
+  page.myName = null;
+  page.claiming = Boolean(page.wantName) || Boolean(signedIn);
+  delete ui.me.dataset.id;
   connection.disconnected(reason);
   // Our id is gone with the connection: the caller sees us leave, and the offer is moot.
   if (page.incoming) dropIncoming("ended", "Missed call: the connection to the server dropped.");
@@ -178,21 +367,30 @@ function onDisconnect(reason) {
 
 // --- The people in the room ---------------------------------------------------------------------
 
-function onClients(clients) {
+/** `people`: everyone in the room (us too) and the names they go by, as `clients` with names. */
+function onPeople(people) {
   const peers = new Map();
-  const entries = clients && typeof clients === "object" ? Object.values(clients) : [];
+  const entries = people && typeof people === "object" ? Object.values(people) : [];
   for (const entry of entries) {
-    if (!entry || typeof entry.id !== "string" || entry.id === socket.id) continue;
-    peers.set(entry.id, entry);
+    if (!entry || typeof entry.id !== "string") continue;
+    const name = typeof entry.name === "string" && entry.name ? entry.name : null;
+    const person = { id: entry.id, name, signedIn: entry.signed_in === true, echo: entry.echo };
+    if (entry.id === socket.id) {
+      // Signed in with a sign-in that gives no name: we name ourselves like anyone.
+      if (!name && page.claiming && !page.wantName) page.claiming = false;
+      continue;
+    }
+    peers.set(entry.id, person);
   }
   page.peers = peers;
+  for (const [id, label] of labelsOf(sortedPeers())) page.labels.set(id, label);
 
   // Whoever we were calling has left: the offer is over on our side too. A call under way
   // goes on peer to peer: the other side may only have lost its server (it reconnects under a
   // new id), and its hanging up reaches us as the control channel or the connection closing.
   const call = page.call;
   if (call && !call.connected && !peers.has(call.peerId)) {
-    endCall("ended", `${sideAtStart(call.peerId)} left the room.`);
+    endCall("ended", `${atStart(nameOf(call.peerId))} left the room.`);
   }
   if (page.incoming && !peers.has(page.incoming.from)) {
     dropIncoming("ended", "Missed call: the caller left the room.");
@@ -222,11 +420,53 @@ function isEcho(id) {
   return id === ECHO_ID || page.peers.get(id)?.echo === true;
 }
 
+/**
+ * What each of `peers` is shown as: its name; a nameless one (a program speaking the course's
+ * protocol, or someone choosing a name) "Guest"; the connections of one signed-in user, which
+ * share its name, and the guests, told apart by a number.
+ */
+function labelsOf(peers) {
+  const labels = new Map();
+  const seen = new Map();
+  const counts = new Map();
+  for (const peer of peers) {
+    if (isEcho(peer.id)) continue;
+    const base = peer.name ?? "Guest";
+    counts.set(base, (counts.get(base) ?? 0) + 1);
+  }
+  for (const peer of peers) {
+    if (isEcho(peer.id)) {
+      labels.set(peer.id, "the echo test");
+      continue;
+    }
+    const base = peer.name ?? "Guest";
+    const n = (seen.get(base) ?? 0) + 1;
+    seen.set(base, n);
+    labels.set(peer.id, counts.get(base) > 1 ? `${base} (${n})` : base);
+  }
+  return labels;
+}
+
+/** The name of `id` as the page shows it (kept after they left, for the words about a call). */
 function nameOf(id) {
-  return isEcho(id) ? "the echo test" : id;
+  if (isEcho(id)) return "the echo test";
+  return page.labels.get(id) ?? "the other side";
+}
+
+/** As nameOf, at the start of a sentence. */
+function atStart(name) {
+  return name.startsWith("the ") ? `T${name.slice(1)}` : name;
+}
+
+/** An avatar's letters: the first of the name's first two words. */
+function initials(name) {
+  const words = name.replace(/\(\d+\)$/, "").trim().split(/\s+/).filter(Boolean);
+  const letters = words.slice(0, 2).map((word) => Array.from(word)[0] ?? "");
+  return letters.join("").toUpperCase() || "?";
 }
 
 function renderPeers() {
+  const { state, peerId: viewPeer } = page.view;
   const items = sortedPeers().map((peer) => {
     const item = element("li", "peer");
     item.dataset.id = peer.id;
@@ -246,22 +486,33 @@ function renderPeers() {
         element("span", "peer-hint", "(sends your video back)"),
       );
     } else {
-      avatar.textContent = peer.id.slice(0, 2);
-      const name = element("span", "peer-name peer-id", peer.id);
-      name.title = peer.id;
+      const shown = nameOf(peer.id);
+      avatar.textContent = initials(shown);
+      const name = element("span", "peer-name", shown);
+      name.title = shown;
       label.append(name);
+      if (!peer.name) label.append(element("span", "peer-hint", "no name given"));
+      else if (peer.signedIn) label.append(element("span", "peer-hint", "signed in"));
     }
     item.append(avatar, label);
-    const call = page.call;
-    if (call && call.peerId === peer.id) {
-      item.dataset.inCall = "true";
-      label.append(element("span", "peer-hint", "on the line with you"));
+    // The one we call, or who calls us: what the call with them is now, in the state's words.
+    const hint = viewPeer === peer.id ? PEER_HINT[state] : undefined;
+    if (hint) {
+      item.dataset.call = state;
+      label.append(element("span", "peer-hint call-hint", hint));
     }
     return item;
   });
   ui.peers.replaceChildren(...items);
   ui.peerCount.textContent = String(items.length);
-  ui.peersEmpty.hidden = [...page.peers.keys()].some((id) => !isEcho(id));
+  const alone = ![...page.peers.keys()].some((id) => !isEcho(id));
+  // Cut off after we were in, the list is what we last knew (dimmed): nothing to add.
+  ui.peersEmpty.hidden = !alone || (!socket.connected && connection.everConnected);
+  ui.peersEmpty.textContent = socket.connected
+    ? "No one else is here yet. Open this page on another device, in the same room, to call it."
+    : page.wantName || signedIn
+      ? "Joining the room…"
+      : "Give your name above to see who is here and call them.";
 }
 
 function onPeerClick(event) {
@@ -369,14 +620,49 @@ function localTrack(kind) {
   return media.stream?.getTracks().find((track) => track.kind === kind) ?? null;
 }
 
-/** Mutes or unmutes: the track stays in the call, sending silence or black while disabled. */
+/** Mutes or unmutes: the track stays in the call, sending silence or black while disabled;
+ * the other side is told (`media`), so that it shows why. */
 function toggleTrack(kind) {
   const track = localTrack(kind);
   if (!track) return;
   if (kind === "audio") media.wantAudio = !track.enabled;
   else media.wantVideo = !track.enabled;
   track.enabled = kind === "audio" ? media.wantAudio : media.wantVideo;
+  sendMedia(page.call);
   render();
+}
+
+/** What we send: whether our microphone and camera are on (none is off). */
+function mediaState() {
+  return {
+    audio: Boolean(localTrack("audio")?.enabled),
+    video: Boolean(localTrack("video")?.enabled),
+  };
+}
+
+/** Tells the one we call (not the echo test, which sends us our own) how our media is. */
+function sendMedia(call) {
+  if (!call || call.finished || !call.descriptionSent || isEcho(call.peerId)) return;
+  if (!socket.connected) return;
+  socket.timeout(ACK_TIMEOUT_MS).emit("media", call.peerId, mediaState(), (err, ack) => {
+    if (err) console.warn("call: no ack for our media state", err);
+    else if (!ack?.ok) console.warn("call: media state refused", ack);
+  });
+}
+
+/** `media(myId, {audio, video}, fromId)`: how the other side's camera and microphone are. */
+function onMedia(_myId, state, fromId) {
+  if (typeof fromId !== "string" || !state || typeof state !== "object") return;
+  if (typeof state.audio !== "boolean" || typeof state.video !== "boolean") return;
+  page.remoteMedia.set(fromId, { audio: state.audio, video: state.video });
+  render();
+}
+
+/** The partner's camera and microphone, as far as we know: the echo test's are ours. */
+function partnerMedia(peerId) {
+  if (!peerId) return null;
+  if (isEcho(peerId)) return mediaState();
+  return page.remoteMedia.get(peerId) ?? null;
 }
 
 function toggleSpeaker() {
@@ -438,6 +724,7 @@ async function startCall(peerId) {
     await pc.setLocalDescription(await pc.createOffer());
     if (!current(call)) return;
     sendDescription(call, pc.localDescription);
+    sendMedia(call);
     call.timer = setTimeout(() => {
       if (current(call) && !call.remoteSet) endCall("ended", "No answer.");
     }, NO_ANSWER_MS);
@@ -468,6 +755,7 @@ async function acceptCall() {
     await pc.setLocalDescription(await pc.createAnswer());
     if (!current(call)) return;
     sendDescription(call, pc.localDescription);
+    sendMedia(call);
     watchConnecting(call);
   } catch (err) {
     if (current(call)) endCall("failed", `Could not answer the call: ${describe(err)}`);
@@ -495,6 +783,7 @@ function dropIncoming(state, reason) {
   if (!incoming) return;
   clearTimeout(incoming.timer);
   page.incoming = null;
+  page.remoteMedia.delete(incoming.from);
   setView(state, incoming.from, reason);
 }
 
@@ -520,6 +809,7 @@ function endCall(state, reason, { notify = true } = {}) {
   }
   for (const track of call.remoteTracks) track.stop?.();
   ui.remoteVideo.srcObject = null;
+  page.remoteMedia.delete(call.peerId);
   setView(state, call.peerId, reason);
 }
 
@@ -613,7 +903,7 @@ function holdChannel(call, channel) {
     }
   };
   channel.onclose = () => {
-    if (current(call)) endCall("ended", `${sideAtStart(call.peerId)} hung up.`);
+    if (current(call)) endCall("ended", `${atStart(nameOf(call.peerId))} hung up.`);
   };
 }
 
@@ -753,7 +1043,7 @@ function onPeerError(error) {
   if (call && error?.peerId === call.peerId && !call.connected) {
     const reason =
       error.reason === "unknown_peer"
-        ? `${sideAtStart(call.peerId)} is no longer in the room.`
+        ? `${atStart(nameOf(call.peerId))} is no longer in the room.`
         : message;
     endCall("failed", reason);
   } else {
@@ -772,7 +1062,10 @@ function render() {
   const { state, peerId, reason } = page.view;
   const name = peerId ? nameOf(peerId) : "";
   const call = page.call;
+  const connected = connection.state === "connected";
   document.body.dataset.callState = state;
+  // Ringing in, the incoming sheet (an alertdialog) says so, once: the card stays quiet.
+  ui.callState.setAttribute("aria-live", state === "incoming" ? "off" : "polite");
   ui.callState.dataset.state = state;
   if (peerId) ui.callState.dataset.peer = peerId;
   else delete ui.callState.dataset.peer;
@@ -780,23 +1073,36 @@ function render() {
   ui.callPartner.hidden = !peerId;
   ui.callPartnerPrep.textContent = PARTNER_PREP[state] ?? "with";
   ui.callPartnerName.textContent = name;
-  ui.callPartnerName.className = peerId && !isEcho(peerId) ? "peer-id" : "";
   ui.callReason.textContent = reason || idleHint(state);
   ui.callReason.classList.toggle("hint", !reason);
   if (!call) ui.rtt.hidden = true;
+  renderPartnerMedia();
   showRemote();
   updateDuration();
+  updateTitle();
+
+  // Our name: the form until we have one (or while changing it), else who we are.
+  const named = Boolean(page.myName);
+  ui.nameForm.hidden = signedIn && page.nameFixed ? true : (named || page.claiming) && !page.renaming;
+  ui.nameCancel.hidden = !page.renaming;
+  ui.nameSubmit.textContent = page.renaming ? "Change" : "Join";
+  ui.nameSubmit.disabled = page.claiming;
+  ui.me.hidden = !named;
+  ui.myName.textContent = page.myName ?? "";
+  ui.myMark.textContent = page.nameFixed ? " (signed in)" : "";
+  ui.rename.hidden = page.nameFixed || page.renaming;
 
   // Our camera.
   const video = localTrack("video");
   const audio = localTrack("audio");
   const camera = media.pending ? "pending" : !video ? "none" : video.enabled ? "on" : "off";
+  const micOff = Boolean(audio) && !audio.enabled;
   ui.localBox.dataset.camera = camera;
   ui.localNote.textContent = {
     pending: "Starting your camera…",
-    on: "You",
-    off: "Camera off",
-    none: "No camera",
+    on: micOff ? "You · microphone off" : "You",
+    off: micOff ? "Your camera and microphone are off" : "Your camera is off",
+    none: micOff ? "No camera · microphone off" : "No camera",
   }[camera];
   ui.mediaError.hidden = !media.error;
   ui.mediaErrorText.textContent = media.error
@@ -810,22 +1116,67 @@ function render() {
   ui.speakerToggle.setAttribute("aria-pressed", String(soundOn));
   ui.speakerToggle.title = soundOn ? "Sound on: turn it off" : "Sound off: turn it on";
 
-  // The buttons.
+  // The buttons: Hang up while a call is under way (Cancel while it only rings), Call when
+  // none is, saying what the call is while there is one.
   ui.hangup.hidden = !call;
+  ui.hangupText.textContent = state === "calling" ? "Cancel" : "Hang up";
+  const busy = call || page.incoming ? BUSY_BUTTON[state] : undefined;
   const selectedName = page.selected ? nameOf(page.selected) : "";
-  ui.callButtonText.textContent = call
-    ? "In a call"
+  ui.callButtonText.textContent = busy
+    ? busy(name)
     : page.selected
       ? `Call ${selectedName}`
       : "Call";
-  ui.callButton.title = page.selected ? `Call ${selectedName}` : "Pick someone to call";
+  ui.callButton.dataset.state = busy ? state : "idle";
+  // Ringing in, the incoming sheet's Accept and Decline are the buttons.
+  ui.callButton.hidden = state === "incoming" && Boolean(page.incoming);
+  ui.callButton.title = busy
+    ? ""
+    : !named
+      ? "Give your name first"
+      : page.selected
+        ? `Call ${selectedName}`
+        : "Pick someone to call";
   ui.callButton.disabled =
-    Boolean(call) || Boolean(page.incoming) || !page.selected || connection.state !== "connected";
+    Boolean(call) || Boolean(page.incoming) || !page.selected || !connected || !named;
 
   ui.incoming.hidden = !page.incoming;
-  ui.incomingFrom.textContent = page.incoming ? nameOf(page.incoming.from) : "";
+  const caller = page.incoming ? nameOf(page.incoming.from) : "";
+  ui.incomingFrom.textContent = atStart(caller);
+  ui.incomingAvatar.textContent = caller ? initials(caller) : "";
 
   renderPeers();
+}
+
+/** The tab's title says where the call stands, for a tab in the background. */
+function updateTitle() {
+  const { state, peerId } = page.view;
+  const name = peerId ? nameOf(peerId) : "";
+  const what = {
+    calling: `Calling ${name}…`,
+    incoming: `${atStart(name)} is calling`,
+    connecting: `Connecting to ${name}…`,
+    connected: `In a call with ${name}`,
+  }[state];
+  document.title = `${what ? `${what} · ` : ""}Call · #${room} · Switchboard`;
+}
+
+/** #partner-media: the other side's microphone and camera, in words, while there is a call. */
+function renderPartnerMedia() {
+  const call = page.call;
+  const state = call ? partnerMedia(call.peerId) : null;
+  const off = [];
+  if (state && !state.audio) off.push("microphone");
+  if (state && !state.video) off.push("camera");
+  const name = call ? atStart(nameOf(call.peerId)) : "";
+  let text = "";
+  if (call && isEcho(call.peerId)) {
+    if (off.length) text = `Your ${off.join(" and ")} ${off.length > 1 ? "are" : "is"} off.`;
+  } else if (off.length) {
+    text = `${name}'s ${off.join(" and ")} ${off.length > 1 ? "are" : "is"} off.`;
+  }
+  ui.partnerMedia.textContent = text;
+  ui.partnerMedia.hidden = !text;
 }
 
 function idleHint(state) {
@@ -833,34 +1184,68 @@ function idleHint(state) {
   return "Pick someone below and press Call; the echo test sends your own video back.";
 }
 
+/** A toggle's name stays its visible label (Mic, Camera); aria-pressed says whether it is on,
+ * and the tooltip what pressing does. */
 function setToggle(button, track, on, what) {
   button.disabled = !track;
   button.setAttribute("aria-pressed", String(Boolean(track && on)));
   if (!track) button.title = `No ${what.toLowerCase()}`;
   else button.title = on ? `${what} on: turn it off` : `${what} off: turn it on`;
-  button.setAttribute("aria-label", button.title);
 }
 
 /**
- * The remote picture shows once it has frames; before that the stage shows our own camera, with
- * a caption saying where the call stands.
+ * The remote picture shows once it has frames and the other side's camera is on; in a call
+ * without it, whose picture is missing and why (camera off, or no video); before a call, the
+ * stage shows our own camera, with a caption saying where the call stands.
  */
 function showRemote() {
   const call = page.call;
+  const partner = call ? partnerMedia(call.peerId) : null;
   const hasVideo =
     Boolean(call) &&
     ui.remoteVideo.srcObject !== null &&
     ui.remoteVideo.videoWidth > 0 &&
     call.remoteTracks.some((track) => track.kind === "video");
-  ui.stage.dataset.remote = hasVideo ? "video" : call?.connected ? "no-video" : "none";
+  const cameraOff = Boolean(call?.connected) && partner?.video === false;
+  ui.stage.dataset.remote = cameraOff
+    ? "camera-off"
+    : hasVideo
+      ? "video"
+      : call?.connected
+        ? "no-video"
+        : "none";
 
   const { state, peerId } = page.view;
   const name = peerId ? nameOf(peerId) : "";
+  ui.remoteVideo.setAttribute("aria-label", call ? `${atStart(name)}'s video` : "The other side's video");
+
+  // No picture from the other side during a call: their name, and why.
+  const placeholder = ui.stage.dataset.remote === "camera-off" || ui.stage.dataset.remote === "no-video";
+  ui.remotePlaceholder.hidden = !placeholder;
+  if (placeholder && call) {
+    const partnerName = nameOf(call.peerId);
+    ui.remoteAvatar.textContent = isEcho(call.peerId) ? "↺" : initials(partnerName);
+    ui.remotePlaceholderText.textContent = isEcho(call.peerId)
+      ? cameraOff
+        ? "Your camera is off: the echo test has no picture to send back"
+        : "No video from the echo test"
+      : cameraOff
+        ? `${atStart(partnerName)}'s camera is off`
+        : `No video from ${partnerName}`;
+  }
+  // Their microphone off: said over the picture, where the eyes are.
+  const micOff = Boolean(call) && partner?.audio === false && state !== "calling";
+  ui.remoteMic.hidden = !micOff;
+  if (micOff) {
+    ui.remoteMicText.textContent = isEcho(call.peerId)
+      ? "Your microphone is off"
+      : `${atStart(nameOf(call.peerId))} is muted`;
+  }
+
+  // Ringing in needs no caption: the incoming sheet says who calls.
   let caption = "";
   if (state === "calling") caption = `Calling ${name}…`;
   else if (state === "connecting") caption = `Connecting to ${name}…`;
-  else if (state === "incoming") caption = `${nameAtStart(peerId)} is calling you`;
-  else if (call?.connected && !hasVideo) caption = `No video from ${name}`;
   ui.stageCaption.textContent = caption;
   ui.stageCaption.hidden = !caption;
 }
@@ -902,14 +1287,4 @@ function showNotice(message) {
   page.noticeTimer = setTimeout(() => {
     ui.notice.hidden = true;
   }, NOTICE_MS);
-}
-
-/** The partner at the start of a sentence about the call (the line above it names them). */
-function sideAtStart(id) {
-  return isEcho(id) ? "The echo test" : "The other side";
-}
-
-/** As nameOf, at the start of a sentence (an id is never changed: its case matters). */
-function nameAtStart(id) {
-  return isEcho(id) ? "The echo test" : id;
 }

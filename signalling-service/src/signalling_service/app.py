@@ -1,27 +1,31 @@
 """The signalling service: the course's ``clients``, ``peerOffer``, ``peerAnswer``, ``peerIce``
 and ``signal`` events, relayed only within a room, with ``fromId`` set by the server, across
-replicas. docs/protocol.md is the contract this module keeps."""
+replicas; and the call page's names (``people``, ``name``) and camera and microphone state
+(``media``). docs/protocol.md is the contract this module keeps."""
 
 from __future__ import annotations
 
 import logging
 import math
+import secrets
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from socketio import AsyncServer
+from switchboard.auth import Identity
 from switchboard.errors import InputError
+from switchboard.hashing import digest
 from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.origins import address_key, peer_address
 from switchboard.ratelimit import MemoryLimit, RedisLimit, SharedLimit
 from switchboard.service import Service
-from switchboard.validation import connect_auth, room_of
+from switchboard.validation import connect_auth, one_argument, room_of
 
 from signalling_service import validation
 from signalling_service.echo import ECHO_ID, EchoPeers
 from signalling_service.ice import ice_servers, turn_user
-from signalling_service.roster import MemoryRoster, RedisRoster, Roster
+from signalling_service.roster import Claim, MemoryRoster, People, Person, RedisRoster, Roster
 from signalling_service.settings import SignalSettings
 
 log = logging.getLogger(__name__)
@@ -34,25 +38,54 @@ PAYLOADS = {
     "peerAnswer": lambda value: validation.description(value, ("answer", "pranswer")),
     "peerIce": validation.candidate,
     "signal": validation.signal,
+    "media": validation.media,
 }
 
 
+def user_of(identity: Identity) -> str:
+    """The signed-in user a name belongs to: a digest of the token's ``sub``, the same on all
+    its connections (the ``sub`` itself may be an email address: Redis never holds it)."""
+    return digest(identity.sub)[:24]
+
+
+def name_error(error: InputError) -> dict[str, Any]:
+    """A refusal of a name, as the ``name_error`` event carries it."""
+    return {**error.payload(), "event": "name"}
+
+
 class Rooms:
-    """Tells everyone in a room who is there: the course's ``clients`` event."""
+    """Tells everyone in a room who is there: the course's ``clients`` event (ids), then
+    ``people`` (the same, with the names they go by)."""
 
     def __init__(self, sio: AsyncServer, echo: EchoPeers | None) -> None:
         self.sio = sio
         self.echo = echo
 
-    async def announce(self, room: str, members: list[str]) -> None:
-        clients: dict[str, dict[str, Any]] = {sid: {"id": sid} for sid in members}
-        if self.echo:
-            clients[ECHO_ID] = {"id": ECHO_ID, "echo": True}
-        await self.sio.emit("clients", clients, room=room)
+    async def announce(self, room: str, people: People, *, clients: bool = True) -> None:
+        """``clients`` and ``people`` to ``room``; only ``people`` when only names changed."""
+        echo = {ECHO_ID: {"id": ECHO_ID, "echo": True}} if self.echo else {}
+        if clients:
+            await self.sio.emit(
+                "clients", {**{sid: {"id": sid} for sid in people}, **echo}, room=room
+            )
+        named = {
+            sid: {
+                "id": sid,
+                "name": person.name if person else None,
+                "signed_in": bool(person and person.user),
+            }
+            for sid, person in people.items()
+        }
+        await self.sio.emit("people", {**named, **echo}, room=room)
+
+    async def name_lost(self, sid: str, person: Person) -> None:
+        error = InputError("taken", f"Your name {person.name!r} was taken while we were cut off.")
+        await self.sio.emit("name_error", name_error(error), to=sid)
 
 
 class SignalNamespace(ServiceNamespace):
     error_event = "signal_error"
+    error_events = {"name": "name_error"}
 
     def __init__(
         self,
@@ -73,10 +106,65 @@ class SignalNamespace(ServiceNamespace):
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         auth = connect_auth(auth)
         room = room_of(auth, environ)
-        await self.admit(sid, auth, "signal", room)
-        await self.roster.join(sid, room)
+        identity = await self.admit(sid, auth, "signal", room)
+        proof = validation.name_token(auth.get("name_token"))
+        signed_name = validation.signed_in_name(identity) if identity else None
+        # A name is not a condition of entry (the course's clients give none): one refused is
+        # told on name_error, and the connection goes on without it. A signed-in user's is
+        # the user's, and nobody else's.
+        person: Person | None = None
+        token = ""
+        refused: InputError | None = None
+        if identity is not None and signed_name is not None:
+            person = Person(signed_name, validation.name_key(signed_name), user_of(identity))
+        elif "name" in auth:
+            try:
+                name = validation.person_name(auth["name"])
+            except InputError as error:
+                refused = error
+            else:
+                token = secrets.token_urlsafe(16)
+                person = Person(name, validation.name_key(name), proof=digest(token))
+        # Should Redis fail on the way, ServiceNamespace refuses with `unavailable` and runs
+        # on_disconnect, which forgets what was begun.
+        claim = await self.roster.join(sid, room, person, digest(proof) if proof else "")
+        if not claim.ok and person is not None:
+            if person.user:
+                raise InputError(
+                    "taken",
+                    f"Another signed-in user is called {person.name!r} here; ask for another name.",
+                )
+            refused = InputError("taken", f"The name {person.name!r} is taken here; pick another.")
+            person = None
+            claim = await self.roster.join(sid, room, None)
         await self.enter_room(sid, room)
+        if person is not None:
+            await self.tell_name(sid, person, token)
+        if refused is not None:
+            await self.emit("name_error", name_error(refused), to=sid)
+        await self.settle(claim)
         await self.announce(room)
+
+    async def tell_name(self, sid: str, person: Person, token: str) -> None:
+        """``name``: the name ``sid`` goes by now, and the token that lets its tab take the
+        name back on connecting again (a name given by hand)."""
+        about: dict[str, Any] = {"id": sid, "signed_in": bool(person.user)}
+        if token:
+            about["token"] = token
+        await self.emit("name", (person.name, about), to=sid)
+
+    async def settle(self, claim: Claim) -> None:
+        """Tell those a claim took a name from: a stale connection of the claimant's own tab
+        goes; an anonymous one whose name a signed-in user took picks another."""
+        for old in claim.replaced:
+            error = InputError(
+                "replaced", "Your name is now used from another connection of yours."
+            )
+            await self.emit("name_error", name_error(error), to=old)
+            await self.disconnect(old)
+        for old in claim.unnamed:
+            error = InputError("taken", "A signed-in user has that name here; pick another.")
+            await self.emit("name_error", name_error(error), to=old)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         if self.echo:
@@ -91,8 +179,30 @@ class SignalNamespace(ServiceNamespace):
             self.metrics.redis_errors.inc()
             log.warning("signal: Redis failed as %s left: %s", sid, exc)
 
-    async def announce(self, room: str) -> None:
-        await self.rooms.announce(room, await self.roster.members(room))
+    async def announce(self, room: str, *, clients: bool = True) -> None:
+        await self.rooms.announce(room, await self.roster.people(room), clients=clients)
+
+    async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
+        """``name``: go by another name in the room (or a first one)."""
+        name = validation.person_name(one_argument(args))
+        current = self.roster.persons.get(sid)
+        if current is not None and current.user:
+            raise InputError(
+                "name_fixed",
+                f"You are signed in as {current.name!r}: your name comes with your sign-in.",
+            )
+        if current is not None and current.name == name:
+            await self.tell_name(sid, current, "")
+            return {"ok": True, "name": name, "id": sid}
+        token = secrets.token_urlsafe(16)
+        person = Person(name, validation.name_key(name), proof=digest(token))
+        claim = await self.roster.rename(sid, person)
+        if not claim.ok:
+            raise InputError("taken", f"The name {name!r} is taken here; pick another.")
+        await self.tell_name(sid, person, token)
+        await self.settle(claim)
+        await self.announce(self.roster.rooms_of[sid], clients=False)
+        return {"ok": True, "name": name, "id": sid, "token": token}
 
     async def on_iceServers(self, sid: str, *args: Any) -> dict[str, Any]:
         """The ``iceServers`` for this connection's next call: TURN credentials go only to a
@@ -126,6 +236,10 @@ class SignalNamespace(ServiceNamespace):
 
     async def on_signal(self, sid: str, *args: Any) -> dict[str, Any]:
         return await self.relay("signal", sid, args)
+
+    async def on_media(self, sid: str, *args: Any) -> dict[str, Any]:
+        """``media(peerId, {audio, video})``: our camera and microphone, for the one we call."""
+        return await self.relay("media", sid, args)
 
     async def relay(self, event: str, sid: str, args: tuple[Any, ...]) -> dict[str, Any]:
         """``event(peerId, payload)`` from ``sid`` reaches peerId as
@@ -169,7 +283,7 @@ def create_service(settings: SignalSettings | None = None) -> Service:
     rooms = Rooms(service.sio, echo)
     roster: Roster = service.store(
         memory=MemoryRoster,
-        redis=lambda redis: RedisRoster(redis, service.replica, rooms.announce),
+        redis=lambda redis: RedisRoster(redis, service.replica, rooms),
     )
     per_minute = settings.ice_per_minute
     ice_limit: SharedLimit = service.store(

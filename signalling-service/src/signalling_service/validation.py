@@ -1,14 +1,19 @@
 """What a signalling message may carry (issue 6): session descriptions, ICE candidates and
-simple-peer's signal objects, each checked for shape and size and then passed on unchanged.
+simple-peer's signal objects, each checked for shape and size and then passed on unchanged;
+and what the call page adds (issue 16): the names people give, and their camera and
+microphone state.
 
 Each rule raises :class:`switchboard.errors.InputError` with a code a program can test.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
+from switchboard.auth import Identity
 from switchboard.errors import InputError
+from switchboard.validation import display_name
 
 #: Limits from the issue: an SDP of at most 64 KiB, a candidate line of at most 1 KiB.
 MAX_SDP = 64 * 1024
@@ -16,6 +21,48 @@ MAX_CANDIDATE = 1024
 MAX_PEER_ID = 64
 DESCRIPTION_TYPES = ("offer", "answer", "pranswer", "rollback")
 MEDIA_KINDS = ("audio", "video")
+
+
+def person_name(value: Any) -> str:
+    """A name people see in a call room: the rules every display name follows (switchboard's
+    ``display_name``); uniqueness in the room is the roster's job."""
+    return display_name(value)
+
+
+def name_key(name: str) -> str:
+    """What two names must differ in to be two people: their NFKC case folding, so that 'Ann',
+    'ANN' and 'ann' in full-width letters are one name. (Chat also folds look-alike letters
+    with ICU's confusable skeletons; signalling depends neither on ICU nor on chat.)"""
+    return unicodedata.normalize("NFKC", name.casefold())
+
+
+def signed_in_name(identity: Identity) -> str | None:
+    """The name a signed-in person has in a call room: its token's ``name``, else its ``sub``
+    when that is a valid name (``alice``), else none: the person names itself like anyone."""
+    if identity.name is not None:
+        return identity.name
+    try:
+        return display_name(identity.sub)
+    except InputError:
+        return None
+
+
+def name_token(value: Any) -> str:
+    """The token a client got with its name, sent again on connecting; or nothing."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not 16 <= len(value) <= 64:
+        raise InputError("bad_name_token", "name_token must be the token the name came with.")
+    return value
+
+
+def media(value: Any) -> dict[str, bool]:
+    """A caller's camera and microphone state: ``{"audio": bool, "video": bool}``, exactly."""
+    if not isinstance(value, dict) or set(value) != {"audio", "video"}:
+        raise InputError("bad_media", "A media state is an object {audio, video}.")
+    if not all(isinstance(value[kind], bool) for kind in MEDIA_KINDS):
+        raise InputError("bad_media", "audio and video are true or false.")
+    return {"audio": value["audio"], "video": value["video"]}
 
 
 def peer_id(value: Any) -> str:
