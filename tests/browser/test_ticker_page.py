@@ -1,8 +1,12 @@
-"""The ticker page follows a pair's trades from a scripted Bitstamp, and says when the feed is down.
+"""The ticker page follows a pair's trades from a scripted Bitstamp, and says when the feed is down,
+in words a person reads: never an upstream address or a close code (issue 16; those stay in
+``GET /api/ticker/status``). axe-core is run on each state the page reaches.
 
 What the tests look at in web/ticker/: ``#status[data-state]`` (our connection to the server),
 ``#feed[data-state]`` (the upstream feed: connected | reconnecting | stale | offline) with
-``#feed-detail`` (why), ``#pair`` (the picker, a <select> of pair names like btcusd),
+``#feed-title`` ("Bitstamp feed: Connected", "Simulated feed: ..."), ``#feed-detail`` (why, in
+words), ``#attempts`` (the failed attempts while it is down) and ``#reconnects`` (how often it
+came back, once up), ``#pair`` (the picker, a <select> of pair names like btcusd),
 ``#last-price`` (the price of the trade with the highest id, its exact string with thousands
 separators), ``#trades tr.trade`` (one row per trade, newest first, with ``data-id``,
 ``data-side`` = buy | sell and ``data-backfilled``; ``.col-price`` and ``.col-amount`` cells).
@@ -14,6 +18,7 @@ import asyncio
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import (
     Browser,
@@ -22,11 +27,16 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.browser.conftest import Cluster, cluster, new_context  # noqa: F401
+from tests.browser.conftest import Cluster, accessibility, new_context
 from tests.harness import ServiceProcess
+from tests.ticker.conftest import FAST
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+
+#: What a person must never be shown: the upstream's address, a WebSocket close code, an HTTP
+#: status (issue 16). GET /api/ticker/status keeps them for operators.
+INTERNALS = re.compile(r"wss?://|127\.0\.0\.1|\bcode \d|HTTP \d")
 
 
 def start_embedded(fake: FakeBitstamp, tmp_path: Path) -> ServiceProcess:
@@ -35,8 +45,20 @@ def start_embedded(fake: FakeBitstamp, tmp_path: Path) -> ServiceProcess:
         "HOST": "127.0.0.1",
         "TICKER_UPSTREAM_URL": fake.url,
         "TICKER_REST_URL": fake.rest_url,
+        # Quick retries, and an attempt held by the fake stays held (tests/ticker/conftest.py).
+        **FAST,
     }
     return ServiceProcess("switchboard.embedded", tmp_path, env, name="embedded-ticker")
+
+
+async def shows_no_internals(page: Page, *codes: str) -> None:
+    """Nothing of INTERNALS in the page's text, nor any of ``codes`` (a test that knows its
+    prices can look for a bare 1012 or 503)."""
+    text = await page.locator("body").inner_text()
+    found = INTERNALS.search(text)
+    assert not found, f"the page shows {found.group()!r}: {text[:600]}"
+    for code in codes:
+        assert code not in text, f"the page shows {code!r}: {text[:600]}"
 
 
 async def open_ticker(browser: Browser, process: ServiceProcess, query: str = "") -> Page:
@@ -56,6 +78,12 @@ async def test_trades_of_the_picked_pair_show_with_exact_prices_and_sides(
         page = await open_ticker(browser, process, "?pair=btcusd")
         await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
         await expect(page.locator("#feed")).to_have_attribute("data-state", "connected")
+        # Bitstamp (not the simulator): said so, with no badge; no address shown.
+        await expect(page.locator("#feed-title")).to_have_text("Bitstamp feed: Connected")
+        await expect(page.locator("#feed-detail")).to_have_text("Live trades, following 4 pairs.")
+        await expect(page.locator("#simulated")).to_be_hidden()
+        await expect(page.locator("#reconnects")).to_be_empty()
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Ticker")
         await expect(page.locator("#pair")).to_have_value("btcusd")
         await expect(page.locator("#trades-empty")).to_contain_text("No BTC/USD trades yet")
 
@@ -92,6 +120,14 @@ async def test_trades_of_the_picked_pair_show_with_exact_prices_and_sides(
         await expect(page.locator(f'#trades tr[data-id="{other["id"]}"]')).to_have_count(0)
         await expect(page.locator("#last-age")).to_contain_text("last trade")
         await page.screenshot(path=str(tmp_path / "ticker-btcusd.png"))
+        # A buy and a sell in the list, one of them just arrived (its row lit up).
+        await accessibility(page, "ticker, phone, connected, buys and sells")
+        await page.emulate_media(color_scheme="dark")
+        await accessibility(page, "ticker, phone, connected, buys and sells, dark")
+        await page.emulate_media(color_scheme="light")
+        await shows_no_internals(page)
+        picker = await page.locator("#pair").bounding_box()
+        assert picker and picker["height"] >= 44, f"the pair picker is a touch target: {picker}"
 
         # Another pair: its own trades only, and the pick is kept in the URL.
         await page.select_option("#pair", "ethusd")
@@ -143,9 +179,13 @@ async def test_a_dropped_connection_loses_and_doubles_no_trade(
         rows = page.locator("#trades tr.trade")
         await expect(rows).to_have_count(3)
 
+        await accessibility(page, "ticker, desktop, connected")
+
         gate.clear()
         await routes[-1].close()
         await expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+        # What the page shows is what it last knew, greyed, as readable as before.
+        await accessibility(page, "ticker, desktop, reconnecting to the server")
         missed = await fake.trade("btcusd", price="92000.01", amount="0.00100000", side=0)
         gate.set()
 
@@ -164,7 +204,7 @@ async def test_a_dropped_connection_loses_and_doubles_no_trade(
         process.stop()
 
 
-async def test_trades_missed_upstream_come_back_marked_backfilled(
+async def test_a_cut_feed_is_told_in_words_its_retries_counted_and_missed_trades_backfilled(
     browser: Browser, fake: FakeBitstamp, tmp_path: Path
 ) -> None:
     process = start_embedded(fake, tmp_path)
@@ -175,11 +215,50 @@ async def test_trades_missed_upstream_come_back_marked_backfilled(
         page = await open_ticker(browser, process, "?pair=btcusd")
         rows = page.locator("#trades tr.trade")
         await expect(rows).to_have_count(1)
+        feed, detail = page.locator("#feed"), page.locator("#feed-detail")
 
-        # The upstream connection vanishes; a trade happens on the exchange meanwhile.
-        await first.drop()
+        # Bitstamp restarts: it closes the connection (code 1012), and holds the next one's
+        # subscriptions, so the feed stays reconnecting while we look. A trade happens on the
+        # exchange meanwhile.
+        fake.hold = True
+        await first.close(1012)
         missed = fake.make_trade("btcusd", price="91250", amount="0.30000000", side=1)
+        await expect(feed).to_have_attribute("data-state", "reconnecting")
+        await expect(detail).to_have_text("The exchange closed the connection; reconnecting…")
+        await shows_no_internals(page, "1012")
+        await accessibility(page, "ticker, phone, feed reconnecting")
+        # The details are for operators, at GET /api/ticker/status.
+        async with httpx.AsyncClient(verify=False) as http:
+            status = (await http.get(f"https://localhost:{process.port}/api/ticker/status")).json()
+        assert "code 1012" in status["detail"] and status["upstream"] == fake.url, status
+
+        # It keeps failing: the held attempt ends, and the exchange turns the next ones away.
+        # The page counts them, and says the feed is offline after three.
+        [held] = await fake.until(
+            lambda: [c for c in fake.open() if c is not first and c.held], what="an attempt"
+        )
+        fake.hold = False
+        fake.refuse = 10**6
+        await held.close(1012)
+        await expect(feed).to_have_attribute("data-state", "offline")
+        await expect(page.locator("#attempts")).to_have_text(re.compile(r"^Tried \d+ times$"))
+        await expect(detail).to_have_text(
+            "The exchange is turning connections away (it may be down for maintenance)."
+        )
+        await shows_no_internals(page, "1012", "503")
+        await accessibility(page, "ticker, phone, feed offline")
+        tried = int(re.sub(r"\D", "", await page.locator("#attempts").inner_text()))
+        await expect(page.locator("#attempts")).not_to_have_text(f"Tried {tried} times")
+        assert tried >= 3
+
+        # Back: the count of retries goes, the reconnection is counted, and why.
+        fake.refuse = 0
         await fake.successor(first)
+        await expect(feed).to_have_attribute("data-state", "connected")
+        await expect(page.locator("#attempts")).to_be_empty()
+        await expect(page.locator("#reconnects")).to_have_text(
+            "Reconnected once (last: the exchange closed the connection)"
+        )
 
         row = page.locator(f'#trades tr[data-id="{missed["id"]}"]')
         await expect(row).to_have_attribute("data-backfilled", "true")
@@ -206,8 +285,13 @@ async def test_the_page_says_why_the_feed_is_down(
         await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
         feed = page.locator("#feed")
         await expect(feed).to_have_attribute("data-state", re.compile(r"^(reconnecting|offline)$"))
-        await expect(page.locator("#feed-detail")).to_contain_text("503")
+        # Why, in words (the server said HTTP 503 to operators), and its attempts counted.
+        await expect(page.locator("#feed-detail")).to_contain_text(
+            "The exchange is turning connections away"
+        )
         await expect(page.locator("#feed-detail")).to_be_visible()
+        await expect(page.locator("#attempts")).to_have_text(re.compile(r"^Tried "))
+        await shows_no_internals(page, "503")
         await expect(page.locator("#pair")).to_have_value("btcusd")
         await expect(page.locator("#trades tr.trade")).to_have_count(0)
         await page.screenshot(path=str(tmp_path / "ticker-down.png"))
@@ -217,15 +301,21 @@ async def test_the_page_says_why_the_feed_is_down(
 
 async def test_through_the_gateway_the_page_follows_the_simulator(
     browser: Browser,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """`make cluster` with SIMULATOR_PORT: two ticker replicas behind the gateway, one of
-    them holding the simulator's feed; the page says the feed is simulated."""
+    them holding the simulator's feed; the page says the feed is simulated, in its banner."""
     context = await new_context(browser)
     page = await context.new_page()
     await page.goto(f"{cluster.url}/ticker/?pair=btcusd")
     await expect(page.locator("#feed")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#feed-title")).to_have_text("Simulated feed: Connected")
+    await expect(page.locator("#feed-detail")).to_have_text(
+        "Trades made up by a local simulator, not Bitstamp's: following 4 pairs."
+    )
     await expect(page.locator("#simulated")).to_be_visible()
     await expect(page.locator("#trades tr.trade").first).to_be_visible()
     price = await page.locator("#last-price").text_content()
     assert re.fullmatch(r"[\d,]+(\.\d+)?", (price or "").strip()), price
+    await shows_no_internals(page)
+    await accessibility(page, "ticker, desktop, simulated feed (gateway)")

@@ -41,7 +41,8 @@ async def test_the_pages_and_the_socketio_client_are_served_from_web(embedded: E
         vendor = await http.get("/vendor/socket.io.esm.min.js")
         assert vendor.status_code == 200
         assert "javascript" in vendor.headers["content-type"]
-        assert (await http.get("/favicon.ico")).status_code == 404
+        favicon = await http.get("/favicon.ico")
+        assert favicon.status_code == 200 and favicon.content.startswith(b"\x00\x00\x01\x00")
         assert (await http.get("/chat/nothing-here.js")).status_code == 404
 
 

@@ -50,6 +50,11 @@ class Upstream:
         self.last_sent = time.monotonic()
         await self.socket.send_str(json.dumps(message))
 
+    async def close(self, code: int, reason: str = "") -> None:
+        """The server closes the connection with a close frame (1012: it is restarting)."""
+        self.closed_by = "server"
+        await self.socket.close(code=code, message=reason.encode())
+
     async def drop(self) -> None:
         """The connection vanishes: no close frame (a network cut, a crashed server)."""
         self.closed_by = "server"

@@ -111,6 +111,7 @@ async def test_a_browser_gets_its_pairs_trades_with_bitstamps_exact_strings(
             assert (pairs["pairs"][0]["base"], pairs["pairs"][0]["quote"]) == ("btc", "usd")
         status = await status_of(ticker.url)
         assert status["state"] == "connected" and status["simulated"] is False
+        assert (status["cause"], status["attempts"], status["last_cause"]) == (None, 0, None)
         assert status["pairs"]["btcusd"]["last_trade_at"] == int(later["microtimestamp"]) // 1000
     finally:
         ticker.stop()
@@ -186,6 +187,7 @@ async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplica
         status = await status_of(ticker.url)
         assert (status["state"], status["reconnects"]) == ("connected", 1)
         assert "bts:request_reconnect" in status["last_reason"]
+        assert status["last_cause"] == "reconnect_requested"
     finally:
         ticker.stop()
 
@@ -205,7 +207,8 @@ async def test_an_open_but_silent_connection_is_replaced_after_its_silence_timeo
         first.silent = True
         # Nothing heard for a heartbeat and its grace: browsers are told the feed is stale
         # (an interval and HEARTBEAT_GRACE, 5 s, after the silence began: before it is replaced).
-        await ann.wait("status", lambda s: s["state"] == "stale")
+        (stale,) = await ann.wait("status", lambda s: s["state"] == "stale")
+        assert stale["cause"] == "no_answer"
         second = await fake.successor(first, timeout=silence + PATIENCE)
         await fake.until(lambda: not first.open, what="the silent connection closed")
         assert first.closed_by == "client"
@@ -222,6 +225,7 @@ async def test_an_open_but_silent_connection_is_replaced_after_its_silence_timeo
         await ann.wait("status", lambda s: s["state"] == "connected" and s["reconnects"] == 1)
         status = await status_of(ticker.url)
         assert status["last_reason"] == f"no message from upstream for {silence} s"
+        assert status["last_cause"] == "silent"
         await fake.until(lambda: len(fake.rest_requests) == 8, what="a backfill after the gap")
     finally:
         ticker.stop()
@@ -259,6 +263,9 @@ async def test_refused_connections_back_off_with_full_jitter_and_say_offline(
         assert reason.startswith("upstream offline") and "HTTP 503" in reason
         (offline,) = await ann.wait("status", lambda s: s["state"] == "offline")
         assert "HTTP 503" in offline["detail"]
+        # Its retries are counted, for the page to say (issue 16): none of them reconnected.
+        assert offline["cause"] == "refused" and offline["attempts"] >= 3, offline
+        assert offline["reconnects"] == 0
 
         fake.refuse = 0
         await ticker.ready(PREFIX)
@@ -277,11 +284,19 @@ async def test_refused_connections_back_off_with_full_jitter_and_say_offline(
         )
         status = await status_of(ticker.url)
         assert status["state"] == "reconnecting" and "HTTP 503" in status["detail"], status
+        assert (status["cause"], status["attempts"], status["last_cause"]) == (
+            "refused",
+            1,
+            "dropped",
+        ), status
         retry = fake.attempts[tried:]
         assert len(retry) == 2 and retry[1] - retry[0] < base + LATENESS
         fake.hold = False
         await fake.release(held)
-        await ann.wait("status", lambda s: s["state"] == "connected" and s["reconnects"] == 1)
+        (back,) = await ann.wait(
+            "status", lambda s: s["state"] == "connected" and s["reconnects"] == 1
+        )
+        assert (back["cause"], back["attempts"]) == (None, 0), back
     finally:
         ticker.stop()
 
@@ -297,6 +312,7 @@ async def test_bitstamp_errors_are_reported_and_survived(
         status = await status_of(ticker.url)
         assert status["state"] in ("reconnecting", "offline")
         assert "Bitstamp refused the subscription: Bad subscription string." in status["detail"]
+        assert status["cause"] == "subscription_refused" and status["attempts"] >= 1
 
         fake.subscription_error = None
         await ticker.ready(PREFIX)
@@ -351,6 +367,7 @@ async def test_trades_missed_while_disconnected_are_backfilled_once(
         status = await status_of(ticker.url)
         assert status["reconnects"] == 1
         assert status["last_reason"] == "the connection dropped without a close frame"
+        assert status["last_cause"] == "dropped"
     finally:
         ticker.stop()
 
@@ -399,6 +416,7 @@ async def test_an_upstream_that_never_answers_times_out(tmp_path: Path, fake: Fa
 
         status = await until(given_up, "the status to say why", every=0.2)
         assert "did not answer and confirm the subscriptions within 1 s" in status["detail"]
+        assert status["cause"] == "timeout"
         assert status["state"] in ("reconnecting", "offline")
     finally:
         ticker.stop()

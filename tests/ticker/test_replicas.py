@@ -113,6 +113,7 @@ async def test_one_upstream_for_the_cluster_and_a_killed_leader_is_replaced_once
         status = await status_of(follower.url)
         assert (status["state"], status["reconnects"]) == ("connected", 1)
         assert status["last_reason"] == "the replica holding the upstream connection stopped"
+        assert status["last_cause"] == "replica_stopped"
     finally:
         for replica in replicas:
             replica.stop()

@@ -17,6 +17,7 @@ import websockets
 from prometheus_client import CollectorRegistry
 from ticker_service.settings import TickerSettings
 from ticker_service.simulator import Exchange
+from ticker_service.status import view
 from ticker_service.trades import Trade, from_stream
 from ticker_service.upstream import Feed, FeedMetrics, backoff_delay
 
@@ -132,6 +133,34 @@ async def test_the_feed_waits_the_backoff_it_draws(
     for failures, (gap, wait) in enumerate(zip(gaps, waits, strict=False), start=1):
         assert wait - 0.001 <= gap < wait + 1.0, (failures, gaps, waits)
     assert feed.state.state == "offline" and "HTTP 503" in feed.state.detail
+    # The refused attempts counted (the page says "Tried 8 times"), none a reconnection.
+    assert feed.state.cause == "refused" and feed.state.reconnects == 0
+    assert feed.state.attempts >= len(waits)
+
+
+def test_the_status_names_why_for_pages_in_a_code() -> None:
+    """The status's ``cause`` (docs/protocol.md): what a page words for people, while
+    ``detail`` keeps the operator's words. The status itself decides two of them."""
+    now = 1_000_000.0
+    common = {"heartbeat_interval": 10.0, "upstream": "ws://10.0.0.5:9100", "now": now}
+    nobody_yet = view(None, {}, **common)
+    assert (nobody_yet["state"], nobody_yet["cause"], nobody_yet["attempts"]) == (
+        "reconnecting",
+        "starting",
+        0,
+    )
+    failing = {"state": "offline", "detail": "x", "cause": "dns", "attempts": 4, "updated_at": now}
+    assert (view(failing, {}, **common)["cause"], view(failing, {}, **common)["attempts"]) == (
+        "dns",
+        4,
+    )
+    orphaned = {**failing, "updated_at": now - 60}
+    assert (view(orphaned, {}, **common)["state"], view(orphaned, {}, **common)["cause"]) == (
+        "stale",
+        "no_leader",
+    )
+    unanswered = {"state": "connected", "cause": None, "updated_at": now, "heard_at": now - 16}
+    assert view(unanswered, {}, **common)["cause"] == "no_answer"
 
 
 @pytest.mark.asyncio

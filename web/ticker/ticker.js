@@ -22,24 +22,60 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 
 /** The feed's states (the `status` event's `state`), in words. */
 const FEED_TEXT = {
-  unknown: "waiting for the status…",
-  connected: "connected",
-  reconnecting: "reconnecting",
-  stale: "stale",
-  offline: "offline",
+  unknown: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting",
+  stale: "Delayed",
+  offline: "Offline",
+};
+/**
+ * Why the feed is not connected (the status's `cause`, docs/protocol.md), in a person's words:
+ * the server's `detail` is for operators (an address, a close code), never shown here.
+ */
+const CAUSE_TEXT = {
+  starting: "Connecting to the exchange…",
+  replica_stopped:
+    "The server that held the connection to the exchange stopped; another one is taking over…",
+  closed: "The exchange closed the connection",
+  dropped: "The connection to the exchange was cut",
+  silent: "The exchange stopped answering",
+  refused: "The exchange is turning connections away (it may be down for maintenance)",
+  unreachable: "The exchange can't be reached",
+  dns: "The exchange can't be found: the server may have lost its internet connection",
+  timeout: "The exchange took too long to answer",
+  subscription_refused: "The exchange refused to send its trades",
+  protocol: "The exchange answered in a way the server doesn't understand",
+  internal: "Something went wrong on our side",
+  no_leader:
+    "None of our servers is connected to the exchange right now; one will take over shortly",
+  no_answer: "The exchange hasn't answered for a few seconds: prices may be behind",
+};
+/** What a state says when the server gave no cause we know. */
+const STATE_TEXT = {
+  reconnecting: "Reconnecting to the exchange…",
+  offline: "The exchange can't be reached right now",
+  stale: "No news from the exchange for a while: prices may be behind",
+};
+/** Why the last connection ended (the status's `last_cause`), after "last: ". */
+const LAST_CAUSE_TEXT = {
+  replica_stopped: "another of our servers took over",
+  closed: "the exchange closed the connection",
+  dropped: "the connection was cut",
+  silent: "the exchange stopped answering",
+  reconnect_requested: "the exchange asked us to reconnect",
 };
 const SIDE_TEXT = { buy: "Buy", sell: "Sell" };
 const SIDE_ARROW = { buy: "▲", sell: "▼" };
 
 const ui = {
   feed: byId("feed"),
+  feedSource: byId("feed-source"),
   feedState: byId("feed-state"),
   feedSince: byId("feed-since"),
   feedDetail: byId("feed-detail"),
   feedRetry: byId("feed-retry"),
+  attempts: byId("attempts"),
   reconnects: byId("reconnects"),
-  lastReason: byId("last-reason"),
-  upstream: byId("upstream"),
   pair: byId("pair"),
   pairError: byId("pair-error"),
   simulated: byId("simulated"),
@@ -579,21 +615,58 @@ function onStatus(status) {
   pairsFromStatus(status);
 
   const state = Object.hasOwn(FEED_TEXT, status.state) ? status.state : "unknown";
+  const simulated = status.simulated === true;
   ui.feed.dataset.state = state;
+  ui.feed.dataset.simulated = String(simulated);
+  setText(ui.feedSource, simulated ? "Simulated feed:" : "Bitstamp feed:");
   setText(ui.feedState, FEED_TEXT[state]);
-  const detail = typeof status.detail === "string" ? status.detail : "";
-  setText(ui.feedDetail, detail); // a live region: unchanged text is not said again
+  // A live region: unchanged text is not said again.
+  setText(ui.feedDetail, feedDetail(state, status, simulated));
 
-  ui.simulated.hidden = status.simulated !== true;
+  ui.simulated.hidden = !simulated;
 
-  const reconnects = Number.isSafeInteger(status.reconnects) ? status.reconnects : 0;
-  ui.reconnects.textContent = `Reconnects: ${reconnects}`;
-  // The reason is often the detail itself (or inside it): say it once.
-  const reason = typeof status.last_reason === "string" ? status.last_reason : "";
-  ui.lastReason.textContent = reason ? `Last problem: ${reason}` : "";
-  ui.lastReason.hidden = !reason || detail.includes(reason);
-  ui.upstream.textContent = typeof status.upstream === "string" ? `Upstream: ${status.upstream}` : "";
+  // While it is down: how many times it tried (the count starts again once it is back).
+  const attempts = count(status.attempts);
+  const down = state !== "connected" && state !== "unknown";
+  setText(ui.attempts, down && attempts ? `Tried ${times(attempts)}` : "");
+  // While it is up: how many times it came back, and why it last had to.
+  const reconnects = count(status.reconnects);
+  const last = Object.hasOwn(LAST_CAUSE_TEXT, status.last_cause)
+    ? LAST_CAUSE_TEXT[status.last_cause]
+    : "";
+  setText(
+    ui.reconnects,
+    !down && reconnects ? `Reconnected ${times(reconnects)}${last ? ` (last: ${last})` : ""}` : "",
+  );
   updateClocks();
+}
+
+/** The feed's state in a sentence: what is going on, and that we are on it. */
+function feedDetail(state, status, simulated) {
+  const pairs =
+    status.pairs && typeof status.pairs === "object" ? Object.keys(status.pairs).length : 0;
+  const following = pairs ? `following ${pairs} ${pairs === 1 ? "pair" : "pairs"}` : "";
+  if (state === "connected") {
+    if (simulated) {
+      const made = "Trades made up by a local simulator, not Bitstamp's";
+      return following ? `${made}: ${following}.` : `${made}.`;
+    }
+    return following ? `Live trades, ${following}.` : "Live trades.";
+  }
+  if (state === "unknown") return "";
+  const said = Object.hasOwn(CAUSE_TEXT, status.cause)
+    ? CAUSE_TEXT[status.cause]
+    : STATE_TEXT[state];
+  if (said.endsWith("…")) return said;
+  return state === "reconnecting" ? `${said}; reconnecting…` : `${said}.`;
+}
+
+function count(value) {
+  return Number.isSafeInteger(value) && value > 0 ? value : 0;
+}
+
+function times(n) {
+  return n === 1 ? "once" : n === 2 ? "twice" : `${n} times`;
 }
 
 /** Everything that says "ago" or "in", once a second, on the server's clock. */

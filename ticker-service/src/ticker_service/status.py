@@ -46,23 +46,27 @@ def view(
     record = dict(record or {})
     state = str(record.get("state") or "reconnecting")
     detail = str(record.get("detail") or "waiting for a replica to connect to upstream")
+    cause = record.get("cause") if record else "starting"
     updated = record.get("updated_at")
     heard = record.get("heard_at")
     if isinstance(updated, int | float) and now - updated > ORPHANED_AFTER:
-        state, detail = "stale", "no replica holds the upstream connection"
+        state, detail, cause = "stale", "no replica holds the upstream connection", "no_leader"
     elif (
         state == "connected"
         and isinstance(heard, int | float)
         and now - heard > heartbeat_interval + HEARTBEAT_GRACE
     ):
-        state, detail = "stale", "upstream has not answered our heartbeat"
+        state, detail, cause = "stale", "upstream has not answered our heartbeat", "no_answer"
     return {
         "state": state,
         "detail": detail,
+        "cause": cause,
         "upstream": record.get("upstream") or upstream,
         "simulated": bool(record.get("simulated")),
         "reconnects": int(record.get("reconnects") or 0),
+        "attempts": int(record.get("attempts") or 0),
         "last_reason": record.get("last_reason"),
+        "last_cause": record.get("last_cause"),
         "since": _ms(record.get("since")),
         "heard_at": _ms(heard),
         "retry_at": _ms(record.get("retry_at")),
@@ -85,7 +89,17 @@ def _ms(seconds: Any) -> int | None:
 def _headline(status: dict[str, Any]) -> tuple[Any, ...]:
     """What changes a status enough to tell browsers at once."""
     return tuple(
-        status[k] for k in ("state", "detail", "simulated", "reconnects", "last_reason", "retry_at")
+        status[k]
+        for k in (
+            "state",
+            "detail",
+            "cause",
+            "simulated",
+            "reconnects",
+            "attempts",
+            "last_reason",
+            "retry_at",
+        )
     )
 
 

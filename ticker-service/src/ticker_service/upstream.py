@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -62,6 +62,28 @@ CHANNEL_PREFIX = "live_trades_"
 #: Delivers trades to the store and the browsers; returns the ones that were new.
 OnTrades = Callable[[str, list[Trade]], Awaitable[list[Trade]]]
 
+#: Why the feed is not connected, or why its last connection ended, as a code a page can put
+#: in its own words (issue 16: a person never sees an address or a close code; the words for
+#: operators stay in ``detail`` and ``last_reason``). docs/protocol.md lists them.
+Cause = Literal[
+    "starting",  # the first connection is being opened
+    "replica_stopped",  # the replica that held the connection stopped; this one takes over
+    "closed",  # upstream closed the connection (a close frame)
+    "dropped",  # the connection vanished without a close frame
+    "silent",  # nothing heard for TICKER_SILENCE_TIMEOUT
+    "reconnect_requested",  # bts:request_reconnect (replaced without a gap)
+    "refused",  # the WebSocket handshake was answered with an HTTP error
+    "unreachable",  # no connection could be made (refused, reset, no route)
+    "dns",  # the host name did not resolve: offline, or no DNS
+    "timeout",  # no answer, or subscriptions not confirmed, within TICKER_CONNECT_TIMEOUT
+    "subscription_refused",  # bts:error in answer to a subscription
+    "protocol",  # upstream spoke something other than the WebSocket protocol we expect
+    "internal",  # a bug of ours (logged with its traceback)
+    # Told by the status (ticker_service.status), not by a feed:
+    "no_leader",  # no replica has refreshed the status: none holds the connection
+    "no_answer",  # connected, but upstream has not answered a heartbeat in time
+]
+
 
 def channel(pair: str) -> str:
     return f"{CHANNEL_PREFIX}{pair}"
@@ -82,8 +104,26 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def cause_of(exc: BaseException) -> Cause:
+    """The :data:`Cause` of an upstream failure that :func:`describe` puts in words."""
+    if isinstance(exc, websockets.InvalidStatus):
+        return "refused"
+    if isinstance(exc, websockets.ConnectionClosed):
+        return "dropped" if exc.rcvd is None else "closed"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, OSError):
+        return "unreachable"
+    return "protocol"
+
+
 class UpstreamError(Exception):
-    """An attempt to open a connection failed; the message says why, for a person."""
+    """An attempt to open a connection failed; the message says why, for a person, and
+    ``cause`` says it for a page."""
+
+    def __init__(self, message: str, cause: Cause) -> None:
+        super().__init__(message)
+        self.cause: Cause = cause
 
 
 @dataclass
@@ -115,12 +155,14 @@ class Received:
 class Closed:
     connection: Connection
     reason: str
+    cause: Cause
 
 
 @dataclass
 class Opened:
     connection: Connection | None
     error: str | None = None
+    cause: Cause = "internal"
     #: Messages received while the subscriptions were being confirmed.
     early: list[dict[str, Any]] = field(default_factory=list)
 
@@ -135,10 +177,15 @@ class FeedState:
     upstream: str
     state: str = "reconnecting"
     detail: str = "connecting"
+    #: Why the feed is not connected (None while it is): ``detail`` as a code.
+    cause: Cause | None = "starting"
     simulated: bool = False
     reconnects: int = 0
+    #: Failed attempts in a row to open the connection since it was last open (0 while open).
+    attempts: int = 0
     #: Why the last connection ended (a failed attempt is told by ``detail``).
     last_reason: str | None = None
+    last_cause: Cause | None = None
     #: Epoch seconds: when ``state`` began, when upstream was last heard, the next attempt.
     since: float = field(default_factory=time.time)
     heard_at: float | None = None
@@ -152,9 +199,12 @@ class FeedState:
             "upstream": self.upstream,
             "state": self.state,
             "detail": self.detail,
+            "cause": self.cause,
             "simulated": self.simulated,
             "reconnects": self.reconnects,
+            "attempts": self.attempts,
             "last_reason": self.last_reason,
+            "last_cause": self.last_cause,
             "since": self.since,
             "heard_at": self.heard_at,
             "retry_at": self.retry_at,
@@ -226,11 +276,12 @@ class Feed:
         self._backfills: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
 
-    def _set(self, state: str, detail: str, **changes: Any) -> None:
+    def _set(self, state: str, detail: str, cause: Cause | None, **changes: Any) -> None:
         if state != self.state.state:
             self.state.since = time.time()
         self.state.state = state
         self.state.detail = detail
+        self.state.cause = cause
         for name, value in changes.items():
             setattr(self.state, name, value)
         if self.on_change:
@@ -249,10 +300,15 @@ class Feed:
                 # leader last heard from upstream.
                 self.state.reconnects = int(previous.get("reconnects") or 0)
                 self.state.last_reason = "the replica holding the upstream connection stopped"
+                self.state.last_cause = "replica_stopped"
                 heard = previous.get("heard_at")
                 gap_from = float(heard) if isinstance(heard, int | float) else None
                 self._opened = 1
-            self._set("reconnecting", f"connecting to {self.settings.upstream_url}")
+            self._set(
+                "reconnecting",
+                f"connecting to {self.settings.upstream_url}",
+                "replica_stopped" if previous else "starting",
+            )
             while True:
                 if self._current is None and self._opening is None:
                     if self._failures:
@@ -266,7 +322,7 @@ class Feed:
                 elif isinstance(event, Closed):
                     if event.connection is self._current:
                         gap_from = event.connection.heard_wall
-                        self._lost(event.reason)
+                        self._lost(event.reason, event.cause)
                 elif isinstance(event, Received):
                     await self._handle(event.connection, event.message)
         finally:
@@ -306,7 +362,7 @@ class Feed:
                 # Open but silent (no heartbeat reply either): as good as closed.
                 await self._current.close()
                 reason = f"no message from upstream for {self.settings.silence_timeout:g} s"
-                return Closed(self._current, reason)
+                return Closed(self._current, reason, "silent")
             timeout = self.settings.silence_timeout - silent
         try:
             async with asyncio.timeout(timeout):
@@ -314,11 +370,13 @@ class Feed:
         except TimeoutError:
             return None
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, reason: str, cause: Cause) -> None:
         log.warning("upstream connection lost: %s", reason)
         self._current = None
         self.metrics.connected.set(0)
-        self._set("reconnecting", f"reconnecting: {reason}", last_reason=reason)
+        self._set(
+            "reconnecting", f"reconnecting: {reason}", cause, last_reason=reason, last_cause=cause
+        )
 
     async def _opened_event(self, event: Opened, gap_from: float | None) -> float | None:
         self._opening = None
@@ -333,7 +391,7 @@ class Feed:
             self.metrics.failed_attempts.inc()
             log.warning("upstream connection attempt %d failed: %s", self._failures, reason)
             state = "offline" if self._failures >= OFFLINE_AFTER else "reconnecting"
-            self._set(state, reason)
+            self._set(state, reason, event.cause, attempts=self._failures)
             return gap_from
         connection, previous = event.connection, self._current
         self._current = connection
@@ -346,6 +404,8 @@ class Feed:
         self._set(
             "connected",
             f"subscribed to {len(self.channels)} pairs",
+            None,
+            attempts=0,
             simulated=connection.simulated,
             heard_at=connection.heard_wall,
             retry_at=None,
@@ -365,10 +425,10 @@ class Feed:
             try:
                 opened = await self._open()
             except UpstreamError as exc:
-                opened = Opened(None, str(exc))
+                opened = Opened(None, str(exc), exc.cause)
             except Exception as exc:
                 log.exception("opening the upstream connection failed")
-                opened = Opened(None, f"internal error: {exc!r}")
+                opened = Opened(None, f"internal error: {exc!r}", "internal")
             await self._events.put(opened)
 
         return asyncio.get_running_loop().create_task(attempt(), name="ticker:upstream-open")
@@ -389,10 +449,11 @@ class Feed:
         except TimeoutError:
             raise UpstreamError(
                 f"{url} did not answer and confirm the subscriptions within "
-                f"{self.settings.connect_timeout:g} s"
+                f"{self.settings.connect_timeout:g} s",
+                "timeout",
             ) from None
         except (OSError, websockets.WebSocketException) as exc:
-            raise UpstreamError(f"{url}: {describe(exc)}") from None
+            raise UpstreamError(f"{url}: {describe(exc)}", cause_of(exc)) from None
         connection = Connection(number, ws, simulated)
         loop = asyncio.get_running_loop()
         connection.tasks = [
@@ -418,7 +479,10 @@ class Feed:
                 # Our simulator says so here; Bitstamp sends {} (field survey E.1).
                 simulated = simulated or (isinstance(data, dict) and data.get("simulated") is True)
             elif event == "bts:error":
-                raise UpstreamError(f"Bitstamp refused the subscription: {_error_text(message)}")
+                raise UpstreamError(
+                    f"Bitstamp refused the subscription: {_error_text(message)}",
+                    "subscription_refused",
+                )
             else:
                 early.append(message)
         return simulated, early
@@ -431,12 +495,15 @@ class Feed:
                 message = self._decode(raw)
                 if message is not None:
                     await self._events.put(Received(connection, message))
-        except (websockets.ConnectionClosed, OSError) as exc:
-            reason = describe(exc)
+        except websockets.ConnectionClosed as exc:
+            reason, cause = describe(exc), cause_of(exc)
+        except OSError as exc:
+            # On an open connection (a reset), not a connection that could not be made.
+            reason, cause = f"the connection failed: {exc.strerror or exc}", "dropped"
         else:
             code, why = connection.socket.close_code, connection.socket.close_reason
-            reason = f"the server closed the connection (code {code} {why!r})"
-        await self._events.put(Closed(connection, reason))
+            reason, cause = f"the server closed the connection (code {code} {why!r})", "closed"
+        await self._events.put(Closed(connection, reason, cause))
 
     async def _beat(self, connection: Connection) -> None:
         with contextlib.suppress(websockets.ConnectionClosed, OSError):
@@ -475,6 +542,7 @@ class Feed:
             if connection is self._current and self._opening is None:
                 log.info("upstream asked us to reconnect: opening a second connection first")
                 self.state.last_reason = "Bitstamp asked us to reconnect (bts:request_reconnect)"
+                self.state.last_cause = "reconnect_requested"
                 self._opening = self._open_in_background()
         elif event == "bts:error":
             self.metrics.upstream_errors.inc()
@@ -535,7 +603,7 @@ class Feed:
             if not filled:
                 log.warning("the gap of %.0f s since upstream was last heard is not filled", gap)
             self.state.gap = {"from": gap_from, "to": now, "filled": filled}
-            self._set(self.state.state, self.state.detail)
+            self._set(self.state.state, self.state.detail, self.state.cause)
 
 
 def _subscription(name: str) -> str:
