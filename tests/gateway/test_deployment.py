@@ -210,7 +210,8 @@ def test_the_gateway_routes_exactly_our_services() -> None:
     socketio = re.search(r"location ~ \^/api/\(([\w|]+)\)/socket", template)
     assert socketio and set(socketio.group(1).split("|")) == set(services())
     upstreams = set(re.findall(r"upstream (\w+) \{", template))
-    assert upstreams == set(services())
+    # Each service's replicas twice: websockets by least_conn, engine.io sessions by their id.
+    assert upstreams == set(services()) | {f"{name}_sessions" for name in services()}
     gateway = compose()["services"]["gateway"]
     for name in services():
         assert gateway["depends_on"][name]["condition"] in ("service_healthy", "service_started")
