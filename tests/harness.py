@@ -27,8 +27,10 @@ from typing import Any
 
 import aiohttp
 import httpx
+import pytest
 import socketio
 import websockets
+from switchboard.settings import ServiceSettings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The bound of a wait for something that must happen (an event, an ack, a state). Far above
@@ -40,6 +42,22 @@ PATIENCE = 60.0
 STARTUP = 180.0
 #: Settings of ours a developer's shell may hold; a test states the ones it wants.
 SERVICE_PREFIXES = ("CHAT_", "CURSORS_", "TICKER_", "SIGNAL_", "STUN_", "TURN_", "REDIS", "AUTH_")
+
+
+def settings_refusal(
+    monkeypatch: pytest.MonkeyPatch, settings_class: type[ServiceSettings], env: dict[str, str]
+) -> str:
+    """What ``settings_class`` says of ``env``, with no other service variable set: the text
+    of the SettingsError it must raise. (That a start then stops, saying it with no traceback,
+    is the shared runner's: tests/foundation/test_settings.py shows it once.)"""
+    for key in list(os.environ):
+        if key.startswith(SERVICE_PREFIXES):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as refused:
+        settings_class.from_env()
+    return str(refused.value)
 
 
 def rss_kb(pid: int) -> int:

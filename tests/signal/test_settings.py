@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from signalling_service.settings import SignalSettings
-from switchboard.settings import SettingsError
 
-from tests.harness import SERVICE_PREFIXES
+from tests.harness import settings_refusal
 
 
 @pytest.mark.parametrize(
@@ -25,14 +22,6 @@ from tests.harness import SERVICE_PREFIXES
 def test_bad_settings_are_refused_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], said: str
 ) -> None:
-    """In-process: that a start stops with the explanation and no traceback is the shared
-    runner's, shown once by tests/foundation/test_settings.py."""
-    for key in list(os.environ):
-        if key.startswith(SERVICE_PREFIXES):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(SettingsError) as refused:
-        SignalSettings.from_env()
-    assert said in str(refused.value)
-    assert "s3cret" not in str(refused.value)
+    refusal = settings_refusal(monkeypatch, SignalSettings, env)
+    assert said in refusal
+    assert "s3cret" not in refusal

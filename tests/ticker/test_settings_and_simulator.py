@@ -14,7 +14,6 @@ import httpx
 import pytest
 import websockets
 from prometheus_client import CollectorRegistry
-from switchboard.settings import SettingsError
 from ticker_service.settings import TickerSettings
 from ticker_service.simulator import Exchange
 from ticker_service.status import view
@@ -23,10 +22,10 @@ from ticker_service.upstream import Feed, FeedMetrics, backoff_delay
 
 from tests.harness import (
     PATIENCE,
-    SERVICE_PREFIXES,
     Client,
     Process,
     free_port,
+    settings_refusal,
     wait_for_port,
 )
 from tests.ticker.conftest import PREFIX, TICKER_PATH, launch, start_ticker
@@ -62,16 +61,7 @@ def test_the_defaults_are_bitstamp_and_the_issues_timers(monkeypatch: pytest.Mon
 def test_bad_settings_are_refused_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], said: str
 ) -> None:
-    """In-process: that a start stops with the explanation and no traceback is the shared
-    runner's, shown once by tests/foundation/test_settings.py."""
-    for key in list(os.environ):
-        if key.startswith(SERVICE_PREFIXES):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(SettingsError) as refused:
-        TickerSettings.from_env()
-    assert said in str(refused.value)
+    assert said in settings_refusal(monkeypatch, TickerSettings, env)
 
 
 def test_backoff_is_full_jitter_capped_and_not_in_lockstep() -> None:

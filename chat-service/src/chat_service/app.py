@@ -15,7 +15,7 @@ from switchboard.hashing import digest
 from switchboard.health import READY_TIMEOUT
 from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.service import Service
-from switchboard.validation import connect_auth, one_argument, room_of
+from switchboard.validation import connect_auth, name_token, one_argument, room_of
 
 from chat_service import validation
 from chat_service.settings import ChatSettings
@@ -59,7 +59,7 @@ class ChatNamespace(ServiceNamespace):
         room = room_of(auth, environ)
         identity = await self.admit(sid, auth, "chat", room)
         last_id = validation.message_id(auth.get("last_id"))
-        proof = validation.name_token(auth.get("name_token"))
+        proof = name_token(auth.get("name_token"))
         signed_name = validation.signed_in_name(identity) if identity else None
         # Should Redis fail on the way, ServiceNamespace refuses with `unavailable` and runs
         # on_disconnect, which forgets what was begun.

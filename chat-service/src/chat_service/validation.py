@@ -27,16 +27,14 @@ def nickname(value: Any) -> str:
 def signed_in_name(identity: Identity) -> str:
     """The name a signed-in user has in chat: its token's ``name``, else its ``sub`` when that
     is a valid name (``alice``), else none: ``name_required``."""
-    if identity.name is not None:
-        return identity.name
-    try:
-        return display_name(identity.sub)
-    except InputError:
+    name = identity.shown_name
+    if name is None:
         raise InputError(
             "name_required",
             "Chat shows people by name: this token has no name claim and its sub is not a "
             "name (1 to 32 visible characters).",
-        ) from None
+        )
+    return name
 
 
 def nickname_key(name: str) -> str:
@@ -66,15 +64,6 @@ def message_id(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not MESSAGE_ID_PATTERN.fullmatch(value):
         raise InputError("bad_last_id", "last_id must be a message id such as '1700000000000-0'.")
-    return value
-
-
-def name_token(value: Any) -> str:
-    """The token a client got with its name, sent again on connecting; or nothing."""
-    if value is None:
-        return ""
-    if not isinstance(value, str) or not 16 <= len(value) <= 64:
-        raise InputError("bad_name_token", "name_token must be the token the name came with.")
     return value
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
-from switchboard.auth import Identity
 from switchboard.components import cancel
 from switchboard.errors import InputError
 from switchboard.fanout import (
@@ -55,19 +54,6 @@ def diff(before: View, after: View) -> dict[str, Any] | None:
 class Member:
     room: str
     look: Look
-
-
-def signed_in_name(identity: Identity | None) -> str | None:
-    """The name a sign-in gives: its token's ``name``, else its ``sub`` when that is a valid
-    name (as in chat); None without a sign-in, or with neither."""
-    if identity is None:
-        return None
-    if identity.name is not None:
-        return identity.name
-    try:
-        return display_name(identity.sub)
-    except InputError:
-        return None
 
 
 @dataclass(slots=True)
@@ -179,7 +165,7 @@ class CursorNamespace(ServiceNamespace):
         room = room_of(auth, environ)
         identity = await self.admit(sid, auth, "cursors", room)
         asked = display_name(auth["name"]) if auth.get("name") is not None else ""
-        signed_in = signed_in_name(identity)
+        signed_in = identity.shown_name if identity else None
         name = asked if signed_in is None else signed_in
         # Here from the start, pointer not on the page yet: everyone can count who is in. With
         # a look nobody else in the room has, and a name numbered if someone shows it already.

@@ -20,7 +20,7 @@ from switchboard.namespace import RateLimit, ServiceNamespace
 from switchboard.origins import address_key, peer_address
 from switchboard.ratelimit import MemoryLimit, RedisLimit, SharedLimit
 from switchboard.service import Service
-from switchboard.validation import connect_auth, one_argument, room_of
+from switchboard.validation import connect_auth, name_token, one_argument, room_of
 
 from signalling_service import validation
 from signalling_service.echo import ECHO_ID, EchoPeers
@@ -107,8 +107,9 @@ class SignalNamespace(ServiceNamespace):
         auth = connect_auth(auth)
         room = room_of(auth, environ)
         identity = await self.admit(sid, auth, "signal", room)
-        proof = validation.name_token(auth.get("name_token"))
-        signed_name = validation.signed_in_name(identity) if identity else None
+        proof = name_token(auth.get("name_token"))
+        # Without a name the sign-in could give, the person names itself like anyone.
+        signed_name = identity.shown_name if identity else None
         # A name is not a condition of entry (the course's clients give none): one refused is
         # told on name_error, and the connection goes on without it. A signed-in user's is
         # the user's, and nobody else's.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from switchboard.auth import Identity
 from switchboard.errors import InputError
 from switchboard.validation import display_name
 
@@ -34,26 +33,6 @@ def name_key(name: str) -> str:
     'ANN' and 'ann' in full-width letters are one name. (Chat also folds look-alike letters
     with ICU's confusable skeletons; signalling depends neither on ICU nor on chat.)"""
     return unicodedata.normalize("NFKC", name.casefold())
-
-
-def signed_in_name(identity: Identity) -> str | None:
-    """The name a signed-in person has in a call room: its token's ``name``, else its ``sub``
-    when that is a valid name (``alice``), else none: the person names itself like anyone."""
-    if identity.name is not None:
-        return identity.name
-    try:
-        return display_name(identity.sub)
-    except InputError:
-        return None
-
-
-def name_token(value: Any) -> str:
-    """The token a client got with its name, sent again on connecting; or nothing."""
-    if value is None:
-        return ""
-    if not isinstance(value, str) or not 16 <= len(value) <= 64:
-        raise InputError("bad_name_token", "name_token must be the token the name came with.")
-    return value
 
 
 def media(value: Any) -> dict[str, bool]:

@@ -75,6 +75,17 @@ class Identity:
     #: When the token expires (Unix seconds).
     expires: float = 0.0
 
+    @property
+    def shown_name(self) -> str | None:
+        """The name the user is shown by: the token's ``name``, else its ``sub`` when that is a
+        valid display name (``alice``), else none (an opaque id is no name to show)."""
+        if self.name is not None:
+            return self.name
+        try:
+            return display_name(self.sub)
+        except InputError:
+            return None
+
     def may_enter(self, service: str, room: str) -> bool:
         return room_granted(self.rooms.get(service, ()), room)
 

@@ -84,3 +84,13 @@ def room_of(auth: Mapping[str, Any], environ: Mapping[str, Any]) -> str:
         return room(auth["room"])
     values = parse_qs(str(environ.get("QUERY_STRING", ""))).get("room")
     return room(values[0] if values else None)
+
+
+def name_token(value: Any) -> str:
+    """The token a client got with its name (chat, call), sent again on connecting to take the
+    name back from a connection of its own; or nothing."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not 16 <= len(value) <= 64:
+        raise InputError("bad_name_token", "name_token must be the token the name came with.")
+    return value
