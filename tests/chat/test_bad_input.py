@@ -4,6 +4,8 @@ not leave half-written state behind either."""
 
 from __future__ import annotations
 
+import json
+import secrets
 from pathlib import Path
 
 import httpx
@@ -250,3 +252,29 @@ async def test_rejections_are_counted_in_the_metrics(
     )
     assert 'switchboard_events_received_total{event="name",service="chat"}' in text
     assert "switchboard_connected_clients" in text
+
+
+async def test_a_proposed_session_id_is_taken_only_as_the_gateway_writes_it(
+    chat_cluster: Cluster,
+) -> None:
+    """The gateway proposes each engine.io session's id (X-Switchboard-Session, issue 16). A
+    replica takes it only when it is 32 hex digits and no session has it: anything else a
+    client sends there gets the library's own random id."""
+
+    async def handshake(http: httpx.AsyncClient, proposed: str) -> str:
+        answer = await http.get(
+            f"{chat_cluster.a}{CHAT_PATH}/",
+            params={"EIO": 4, "transport": "polling"},
+            headers={"X-Switchboard-Session": proposed},
+        )
+        assert answer.status_code == 200
+        sid: str = json.loads(answer.text[1:])["sid"]  # "0{...}": engine.io's OPEN packet
+        return sid
+
+    good = secrets.token_hex(16)
+    async with httpx.AsyncClient(timeout=PATIENCE) as http:
+        assert await handshake(http, good) == good
+        # The same id again is taken already: the second session gets another.
+        assert await handshake(http, good) != good
+        for hostile in ["short", good.upper(), good + "0", "../" + good[3:], "a" * 4096]:
+            assert await handshake(http, hostile) != hostile
