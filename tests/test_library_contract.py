@@ -10,14 +10,24 @@ from importlib.metadata import version
 from typing import Any
 
 import socketio
+import uvicorn
 from engineio.async_drivers import asgi as eio_asgi
 from engineio.async_socket import AsyncSocket
 from socketio import redis_manager
 from socketio.async_pubsub_manager import AsyncPubSubManager
-from switchboard.fanout import INTERNALS, FanoutRedisManager, emit_message, listener, start_listener
+from switchboard.fanout import (
+    INTERNALS,
+    FanoutRedisManager,
+    WireProtocol,
+    emit_message,
+    listener,
+    start_listener,
+)
+from uvicorn.server import ServerState
 
 VERSIONS = (
-    f"python-socketio {version('python-socketio')}, python-engineio {version('python-engineio')}"
+    f"python-socketio {version('python-socketio')}, python-engineio {version('python-engineio')}, "
+    f"uvicorn {version('uvicorn')}"
 )
 
 
@@ -35,6 +45,9 @@ async def specimens() -> dict[str, Any]:
         "socketio.AsyncRedisManager": manager,
         "engineio.async_drivers.asgi": eio_asgi,
         "socketio.redis_manager": redis_manager,
+        "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol": (
+            WireProtocol(uvicorn.Config(server), ServerState(), {})
+        ),
     }
 
 

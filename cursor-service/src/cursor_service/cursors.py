@@ -14,10 +14,11 @@ from redis.exceptions import RedisError
 from switchboard.components import cancel
 from switchboard.errors import InputError
 from switchboard.fanout import (
+    Encoded,
+    behind,
     deliver_locally,
     encode_event,
     participants,
-    queued,
     send_encoded,
 )
 from switchboard.namespace import RateLimit, ServiceNamespace
@@ -143,9 +144,10 @@ class CursorNamespace(ServiceNamespace):
         self, room: str, state: RoomState, changes: dict[str, Any] | None, stamp: int
     ) -> None:
         server = self.server
-        delta = snapshot = None
+        delta: Encoded | None = None
+        snapshot: Encoded | None = None
         for sid, eio_sid in participants(server, room):
-            if queued(server, eio_sid) > self.settings.max_queued:
+            if behind(server, eio_sid, self.settings.max_queued):
                 self.behind.add(sid)
             elif sid in self.behind:
                 self.behind.discard(sid)

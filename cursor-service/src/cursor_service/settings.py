@@ -31,8 +31,9 @@ class CursorSettings(ServiceSettings):
     remote_rate_per_second: float = Field(250.0, gt=0, le=100_000)
     #: CURSORS_REMOTE_RATE_BURST: events a remote-control connection may send at once.
     remote_rate_burst: int = Field(500, ge=1, le=100_000)
-    #: CURSORS_MAX_QUEUED: frames waiting for a slow client before it is skipped; it gets one
-    #: snapshot once it has caught up, instead of every frame it missed.
+    #: CURSORS_MAX_QUEUED: frames waiting for a slow client on long-polling before it is skipped;
+    #: it gets one snapshot once it has caught up, instead of every frame it missed. A client on a
+    #: websocket is skipped while its connection's send buffer is full.
     max_queued: int = Field(2, ge=1, le=1000)
     #: CURSORS_PAIRING_TTL: seconds a remote-control pairing token and code stay valid unused.
     pairing_ttl: float = Field(300.0, gt=0, le=86_400)

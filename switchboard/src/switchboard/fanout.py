@@ -12,6 +12,14 @@ slowest client).
 
 Broadcasts with an ack callback keep the library's path.
 
+**The wire** (issue 17). A websocket client's packets do not wait in its engine.io queue for a
+writer task: :class:`WireProtocol` (uvicorn's websocket protocol) hands the engine.io layer its
+connection, and a :class:`WireSocket` writes each packet's websocket frame straight to it, so a
+broadcast is framed once and the same bytes written to every recipient (:class:`Encoded`). The
+library's reader, which made two tasks and a timer per packet received, is replaced by one loop
+with one deadline. A client whose frames pile up unread in this process past
+:attr:`GatewaySessions.send_buffer_limit` bytes is cut off. Long-polling keeps the library's path.
+
 :class:`GuardedServer` looks at each inbound packet before the library does (issue 12), and
 opens engine.io sessions under the id the gateway proposes (:class:`GatewaySessions`, issue 16).
 """
@@ -28,15 +36,19 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import engineio
 import socketio
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as eio_asgi
+from engineio.async_socket import AsyncSocket
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from socketio import packet
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
 
 from switchboard.components import cancel
 from switchboard.redisclient import redis_client
@@ -56,7 +68,26 @@ INTERNALS: dict[str, tuple[str, ...]] = {
     ),
     "engineio.AsyncServer": ("sockets", "_async", "_handle_connect", "generate_id"),
     "engineio.async_drivers.asgi": ("WebSocket",),
-    "engineio.async_socket.AsyncSocket": ("queue", "upgraded"),
+    "engineio.async_socket.AsyncSocket": (
+        "queue",
+        "upgraded",
+        "upgrading",
+        "connected",
+        "closed",
+        "_websocket_handler",
+        "check_ping_timeout",
+        "receive",
+        "close",
+    ),
+    # The websocket protocol the wire writes through (WireProtocol).
+    # (and its ``scope``, made by ``handle_connect``: without it, no wire, the library's path).
+    "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol": (
+        "handle_connect",
+        "transport",
+        "writable",
+        "close_sent",
+        "disconnected",
+    ),
     "socketio.AsyncManager": ("rooms", "get_participants", "initialize", "server"),
     "socketio.AsyncRedisManager": (
         "_redis_connect",
@@ -124,29 +155,58 @@ def _arguments(data: Any) -> list[Any]:
     return [data]
 
 
+class Encoded:
+    """An event encoded once, for any number of clients: as engine.io packets (for a client on
+    long-polling, or one still upgrading) and as the websocket frames that carry them, made the
+    first time a client on the wire needs them."""
+
+    __slots__ = ("_frames", "packets")
+
+    def __init__(self, packets: list[eio_packet.Packet]) -> None:
+        self.packets = packets
+        self._frames: list[bytes] | None = None
+
+    @property
+    def frames(self) -> list[bytes]:
+        if self._frames is None:
+            self._frames = [websocket_frame(frame.encode()) for frame in self.packets]
+        return self._frames
+
+
 def encode_event(
     server: socketio.AsyncServer, namespace: str, event: str, args: list[Any]
-) -> list[eio_packet.Packet]:
-    """An event encoded once, as the engine.io packets to hand to any number of clients."""
+) -> Encoded:
+    """An event encoded once, to hand to any number of clients."""
     encoded = server.packet_class(packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-    return [
-        eio_packet.Packet(eio_packet.MESSAGE, part)
-        for part in (encoded if isinstance(encoded, list) else [encoded])
-    ]
+    return Encoded(
+        [
+            eio_packet.Packet(eio_packet.MESSAGE, part)
+            for part in (encoded if isinstance(encoded, list) else [encoded])
+        ]
+    )
 
 
-async def send_encoded(
-    server: socketio.AsyncServer, eio_sid: str, frames: list[eio_packet.Packet]
-) -> None:
-    for frame in frames:
-        await server._send_eio_packet(eio_sid, frame)
-
-
-def queued(server: socketio.AsyncServer, eio_sid: str) -> int:
-    """Packets waiting to be written to a client: more than a few means it reads slowly (the
-    websocket's writer waits while the socket's send buffer is full)."""
+async def send_encoded(server: socketio.AsyncServer, eio_sid: str, encoded: Encoded) -> None:
+    """Send an encoded event to one client: written at once on the wire, else queued."""
     socket = server.eio.sockets.get(eio_sid)
-    return socket.queue.qsize() if socket is not None else 0
+    if isinstance(socket, WireSocket) and socket.wire is not None:
+        for frame in encoded.frames:
+            socket.write(frame)
+        return
+    for part in encoded.packets:
+        await server._send_eio_packet(eio_sid, part)
+
+
+def behind(server: socketio.AsyncServer, eio_sid: str, most_queued: int) -> bool:
+    """Whether a client reads too slowly to be sent more now: on the wire, its connection's send
+    buffer is over the transport's high-water mark (what the kernel would take is taken, and
+    frames wait in this process); on long-polling, more than ``most_queued`` packets wait."""
+    socket = server.eio.sockets.get(eio_sid)
+    if socket is None:
+        return False
+    if isinstance(socket, WireSocket) and socket.wire is not None:
+        return socket.wire.paused
+    return bool(socket.queue.qsize() > most_queued)
 
 
 async def deliver_locally(
@@ -157,15 +217,26 @@ async def deliver_locally(
     room: Any,
     skip_sid: Any,
 ) -> None:
-    """Send ``event`` to this process's participants of ``room``, encoded once."""
-    recipients = participants(manager.server, room, namespace)
-    if not recipients:
+    """Send ``event`` to this process's participants of ``room``, encoded once, framed once."""
+    server = manager.server
+    if namespace not in manager.rooms:
         return
+    recipients = manager.get_participants(namespace, room)
     skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
-    frames = encode_event(manager.server, namespace, event, args)
+    sockets = server.eio.sockets
+    encoded: Encoded | None = None
     for sid, eio_sid in recipients:
-        if sid not in skip:
-            await send_encoded(manager.server, eio_sid, frames)
+        if sid in skip:
+            continue
+        if encoded is None:
+            encoded = encode_event(server, namespace, event, args)
+        socket = sockets.get(eio_sid)
+        if isinstance(socket, WireSocket) and socket.wire is not None:
+            for frame in encoded.frames:
+                socket.write(frame)
+        else:
+            for part in encoded.packets:
+                await server._send_eio_packet(eio_sid, part)
 
 
 class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -452,10 +523,199 @@ BINARY_TYPES = (str(packet.BINARY_EVENT), str(packet.BINARY_ACK))
 ENGINEIO_TYPES = frozenset(str(kind) for kind in range(len(eio_packet.packet_names)))
 
 
+# --- the wire: frames written straight to a websocket's connection (issue 17) ----------------
+
+#: The ASGI scope extension under which :class:`WireProtocol` offers its connection.
+WIRE_EXTENSION = "switchboard.wire"
+#: Bytes that may wait unread in this process for one client before it is cut off (the setting
+#: SEND_BUFFER_LIMIT; what the kernel's socket buffer holds comes on top).
+SEND_BUFFER_LIMIT = 1024 * 1024
+
+
+def websocket_frame(payload: str | bytes) -> bytes:
+    """A whole server-to-client websocket frame (final, unmasked: RFC 6455 5.2): text for a
+    str, binary for bytes. The same bytes serve every client a broadcast goes to."""
+    if isinstance(payload, str):
+        data, head = payload.encode(), 0x81
+    else:
+        data, head = payload, 0x82
+    size = len(data)
+    if size < 126:
+        return bytes((head, size)) + data
+    if size < 1 << 16:
+        return bytes((head, 126)) + size.to_bytes(2, "big") + data
+    return bytes((head, 127)) + size.to_bytes(8, "big") + data
+
+
+class WireProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol (websockets' sans-I/O implementation), offering its
+    connection to the engine.io layer under :data:`WIRE_EXTENSION`: a frame is written to the
+    transport at once, from the task that sends it, with nothing queued and no task woken."""
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # only an accepted handshake makes one
+        if scope is not None:
+            scope["extensions"][WIRE_EXTENSION] = self
+
+    @property
+    def open(self) -> bool:
+        return not (self.close_sent or self.disconnected)
+
+    @property
+    def paused(self) -> bool:
+        """Over the transport's high-water mark: frames wait here, not in the kernel."""
+        return not self.writable.is_set()
+
+    def write(self, frame: bytes) -> int:
+        """Write a whole frame; the bytes now waiting in this process to be sent."""
+        if not self.open:
+            return 0
+        transport = self.transport
+        transport.write(frame)
+        return int(transport.get_write_buffer_size())
+
+    def cut(self) -> None:
+        """End the connection now, dropping what waits to be sent."""
+        self.transport.abort()
+
+
+class WireSocket(AsyncSocket):  # type: ignore[misc]
+    """An engine.io socket whose packets, once it is on a websocket, go straight to the wire.
+
+    :class:`GuardedWebSocket` makes a socket one (by setting its class: the library makes its
+    sockets itself, without a hook) when the ASGI server offers the wire, and then serves the
+    websocket with :meth:`_websocket_handler` instead of the library's."""
+
+    # The library's (set in its __init__), typed for mypy.
+    connected: bool
+    upgrading: bool
+    upgraded: bool
+    closed: bool
+    #: The connection, once the socket is on the websocket transport; None before and after.
+    wire: WireProtocol | None = None
+    websocket: GuardedWebSocket | None = None
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        if self.wire is None:
+            await super().send(pkt)
+            return
+        if await self.check_ping_timeout():
+            self.write(websocket_frame(pkt.encode()))
+
+    def write(self, frame: bytes) -> None:
+        """Write a frame to the wire; cut the client off when too much waits unread."""
+        wire = self.wire
+        if wire is None:
+            return
+        if wire.write(frame) > self.server.send_buffer_limit:
+            log.info("cutting off %s: its frames wait unread (SEND_BUFFER_LIMIT)", self.sid)
+            if self.server.on_cut_off is not None:
+                self.server.on_cut_off()
+            self.wire = None
+            wire.cut()
+
+    async def hang_up(self) -> None:
+        """Close the websocket now (a close frame), without waiting for the client."""
+        if self.websocket is not None:
+            self.wire = None
+            await self.websocket.close()
+
+    async def _websocket_handler(self, ws: GuardedWebSocket) -> None:
+        """The library's handler, with the writer task and the per-packet timers gone: the
+        upgrade from long-polling (probe, then upgrade packet) as the library does it, then
+        whatever was queued meanwhile written in order, then every packet written at once."""
+        if self.connected:
+            self.upgrading = True
+            try:
+                if await self._upgrade(ws):
+                    self.upgraded = True
+            finally:
+                self.upgrading = False
+            if not self.upgraded:
+                return
+        else:
+            self.connected = True
+            self.upgraded = True
+        wire = ws.wire
+        if wire is None:
+            return
+        self.websocket = ws
+        while not self.queue.empty():
+            queued = self.queue.get_nowait()
+            self.queue.task_done()
+            if queued is not None:
+                wire.write(websocket_frame(queued.encode()))
+        self.wire = wire
+        try:
+            await self._read(ws)
+        finally:
+            self.wire = None
+            await ws.close()
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    async def _upgrade(self, ws: GuardedWebSocket) -> bool:
+        """The upgrade from long-polling: ``2probe`` answered ``3probe``, the pending poll ended,
+        then ``5``. False (the socket stays on polling) when the client says anything else."""
+        try:
+            probe = await ws.wait()
+        except OSError:
+            return False
+        if probe != "2probe":
+            return False
+        await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+        await self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+        try:
+            upgrade = await ws.wait()
+        except OSError:
+            return False
+        return bool(upgrade == "5")
+
+    async def _read(self, ws: GuardedWebSocket) -> None:
+        """Hand each packet the client sends to the library, until it closes, sends something
+        too large, or is silent for longer than a ping cycle (one deadline, moved each time)."""
+        server = self.server
+        silence = server.ping_interval + server.ping_timeout
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    deadline.reschedule(loop.time() + silence)
+                    data = await ws.wait()
+                    if data is None or len(data) > server.max_http_buffer_size:
+                        return
+                    try:
+                        await self.receive(eio_packet.Packet(encoded_packet=data))
+                    except eio_exceptions.UnknownPacketError:
+                        pass
+                    except eio_exceptions.SocketIsClosedError:
+                        return
+                    except Exception:
+                        log.exception("engine.io: a received packet failed")
+        except (TimeoutError, OSError):
+            return
+
+
 class GuardedWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
     """python-engineio's ASGI websocket, but a text frame that is no engine.io packet (empty,
     or not starting with a packet type) ends the connection as a client's close would: the
-    library then cleans up after it as usual."""
+    library then cleans up after it as usual. When the ASGI server offers the wire
+    (:class:`WireProtocol`), the socket it serves becomes a :class:`WireSocket`."""
+
+    handler: Callable[[GuardedWebSocket], Awaitable[None]]
+
+    def __init__(self, handler: Callable[[GuardedWebSocket], Awaitable[None]], server: Any) -> None:
+        super().__init__(handler, server)
+        self.wire: WireProtocol | None = None
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        wire = environ["asgi.scope"].get("extensions", {}).get(WIRE_EXTENSION)
+        socket = getattr(self.handler, "__self__", None)
+        if isinstance(wire, WireProtocol) and type(socket) is AsyncSocket:
+            self.wire = wire
+            socket.__class__ = WireSocket
+            self.handler = cast(WireSocket, socket)._websocket_handler
+        return await super().__call__(environ)
 
     async def wait(self) -> Any:
         message = await super().wait()
@@ -478,7 +738,15 @@ class GatewaySessions(engineio.AsyncServer):  # type: ignore[misc]
     this replica by hashing the ``sid`` they carry: the handshake was sent here by hashing the
     same id (gateway/nginx.conf.template). Without the header (a client that reaches the
     replica directly), or with one that is not 32 hex digits or is taken, the library's own
-    random id. A client that sets the header itself only names its own session."""
+    random id. A client that sets the header itself only names its own session.
+
+    It also holds what the wire needs of the server: the send buffer limit, and how many clients
+    were cut off for reading too slowly."""
+
+    #: Bytes waiting unread for one client past which it is cut off (:class:`WireSocket`).
+    send_buffer_limit: int = SEND_BUFFER_LIMIT
+    #: Called when a client is cut off (for /metrics).
+    on_cut_off: Callable[[], object] | None = None
 
     async def _handle_connect(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         proposed = environ.get(SESSION_HEADER, "")
@@ -529,7 +797,9 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
         log.info("closing connection %s: its packet was refused: %s", eio_sid, why)
         socket = self.eio.sockets.get(eio_sid)
         await self.eio.disconnect(eio_sid)
-        if socket is not None and socket.upgraded:
+        if isinstance(socket, WireSocket):
             # The library keeps a websocket open until its client answers the close (or the
-            # ping times out, 45 s later): ending its writer closes it now.
-            socket.queue.put_nowait(None)
+            # ping times out, 45 s later): close it now.
+            await socket.hang_up()
+        elif socket is not None and socket.upgraded:
+            socket.queue.put_nowait(None)  # the library's writer ends, and closes it

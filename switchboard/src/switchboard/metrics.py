@@ -51,6 +51,13 @@ class ServiceMetrics:
             ["service"],
             registry=self.registry,
         ).labels(service=service)
+        self.slow_clients_cut_off = Counter(
+            "switchboard_slow_clients_cut_off",
+            "websocket clients cut off because more than SEND_BUFFER_LIMIT bytes waited "
+            "unread for them",
+            ["service"],
+            registry=self.registry,
+        ).labels(service=service)
         self._service = service
 
     def received(self, event: str) -> None:

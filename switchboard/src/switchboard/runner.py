@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from switchboard.fanout import WireProtocol
 from switchboard.logs import configure_logging
 from switchboard.redisclient import shown
 from switchboard.service import MAX_MESSAGE_BYTES, Service
@@ -69,7 +70,8 @@ def uvicorn_options(
         "forwarded_allow_ips": list(trusted_proxies),
         "loop": "uvloop",
         "http": "httptools",
-        "ws": "websockets-sansio",
+        # websockets' sans-I/O protocol, offering its connection to the engine.io layer.
+        "ws": WireProtocol,
         # Frames over the socket.io limit are refused by the websocket layer itself.
         "ws_max_size": max_message_bytes + 1024,
         # Compressing every frame of a broadcast costs more CPU than it saves on a LAN.

@@ -55,9 +55,11 @@ class CountingServer(GuardedServer):
     """A guarded server that counts what it emits, by event name, and the packets it refuses,
     for /metrics."""
 
-    def __init__(self, metrics: ServiceMetrics, **kwargs: Any) -> None:
+    def __init__(self, metrics: ServiceMetrics, send_buffer_limit: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.metrics = metrics
+        self.eio.send_buffer_limit = send_buffer_limit
+        self.eio.on_cut_off = metrics.slow_clients_cut_off.inc
 
     async def emit(self, event: str, *args: Any, **kwargs: Any) -> None:
         self.metrics.sent(event)
@@ -119,6 +121,7 @@ class Service:
             )
         self.sio = CountingServer(
             self.metrics,
+            settings.send_buffer_limit,
             async_mode="asgi",
             client_manager=manager,
             json=jsonenc,

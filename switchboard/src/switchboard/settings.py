@@ -121,6 +121,15 @@ class ServiceSettings(BaseSettings):
     replica_ttl: float = Field(
         15.0, gt=1, le=300, validation_alias=AliasChoices("REPLICA_TTL", "replica_ttl")
     )
+    #: SEND_BUFFER_LIMIT: bytes that may wait in a service, unread, for one websocket client
+    #: (beyond what the kernel's socket buffer holds) before the client is cut off as too slow
+    #: a reader; it reconnects and catches up like any client that lost its connection.
+    send_buffer_limit: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        validation_alias=AliasChoices("SEND_BUFFER_LIMIT", "send_buffer_limit"),
+    )
     #: DRAIN_SECONDS: on SIGTERM, how long a replica says it is not ready (``/readyz`` 503)
     #: while still serving, before it closes its connections (clients reconnect to another
     #: replica) and leaves; a second signal ends it at once. Unset: 5 with REDIS_URL, else 0
