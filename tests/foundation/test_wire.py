@@ -129,3 +129,44 @@ async def test_long_polling_and_its_upgrade_work_beside_the_wire(
         ]
     assert polling.sio.transport() == "polling"
     assert upgrading.sio.transport() == "websocket"
+
+
+@pytest.fixture(scope="module")
+def quick_heartbeat(log_dir: Path) -> Iterator[ServiceProcess]:
+    """Pings every second, a second to answer."""
+    process = start_chat(
+        log_dir, {"PING_INTERVAL": "1", "PING_TIMEOUT": "1"}, name="chat-heartbeat"
+    )
+    yield process
+    process.stop()
+
+
+async def test_a_client_that_stops_answering_pings_is_let_go_and_the_others_stay(
+    quick_heartbeat: ServiceProcess, clients: list[Client], unique: str
+) -> None:
+    url = quick_heartbeat.url
+    room = f"heartbeat-{unique}"
+    # Ann answers pings (python-socketio does), on a websocket and on long-polling.
+    on_websocket = await connect_chat(clients, url, room=room)
+    on_polling = Client(url, CHAT_PATH)
+    clients.append(on_polling)
+    await on_polling.connect(auth={"room": room}, transports=["polling"])
+    # This one reads (it gets its pings) but never answers.
+    host_port = url.removeprefix("http://")
+    silent = await websockets.connect(
+        f"ws://{host_port}{CHAT_PATH}/?EIO=4&transport=websocket", open_timeout=PATIENCE
+    )
+    try:
+        await silent.send(f'40{{"room": "{room}"}}')
+        frames: list[str] = []
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(PATIENCE):
+                while True:
+                    frames.append(str(await silent.recv()))
+        assert "2" in frames, "pinged before being let go"
+        # The others answered every ping meanwhile (at least two cycles): still here.
+        for client in (on_websocket, on_polling):
+            assert client.sio.connected
+            assert (await client.call("name", f"N{len(frames)}-{client.sio.transport()}"))["ok"]
+    finally:
+        await silent.close()

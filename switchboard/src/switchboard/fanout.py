@@ -47,6 +47,7 @@ from engineio.async_socket import AsyncSocket
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from socketio import packet
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
@@ -66,7 +67,15 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "eio",
         "_engineio_server_class",
     ),
-    "engineio.AsyncServer": ("sockets", "_async", "_handle_connect", "generate_id"),
+    "engineio.AsyncServer": (
+        "sockets",
+        "_async",
+        "_handle_connect",
+        "_trigger_event",
+        "generate_id",
+        "start_background_task",
+        "reason",
+    ),
     "engineio.async_drivers.asgi": ("WebSocket",),
     "engineio.async_socket.AsyncSocket": (
         "queue",
@@ -76,6 +85,9 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "closed",
         "_websocket_handler",
         "check_ping_timeout",
+        "schedule_ping",
+        "last_ping",
+        "closing",
         "receive",
         "close",
     ),
@@ -83,12 +95,38 @@ INTERNALS: dict[str, tuple[str, ...]] = {
     # (and its ``scope``, made by ``handle_connect``: without it, no wire, the library's path).
     "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol": (
         "handle_connect",
+        "run_asgi",
+        "send_receive_event_to_app",
+        "handle_parser_exception",
+        "send_500_response",
         "transport",
+        "queue",
+        "conn",
+        "frames",
+        "curr_msg_data_type",
+        "read_paused",
         "writable",
         "close_sent",
+        "close_timer",
+        "handshake_complete",
         "disconnected",
+        "logger",
+        "tasks",
     ),
-    "socketio.AsyncManager": ("rooms", "get_participants", "initialize", "server"),
+    "socketio.AsyncManager": (
+        "rooms",
+        "get_participants",
+        "initialize",
+        "server",
+        "basic_enter_room",
+        "basic_leave_room",
+        "basic_close_room",
+        "basic_disconnect",
+        "get_rooms",
+        "callbacks",
+        "pending_connect",
+        "pending_disconnect",
+    ),
     "socketio.AsyncRedisManager": (
         "_redis_connect",
         "_redis_listen_with_retries",
@@ -132,7 +170,8 @@ def emit_message(
     event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any, host_id: str
 ) -> dict[str, Any]:
     """The message python-socketio's pub/sub managers exchange for an emit without binary data
-    or callback (``AsyncPubSubManager.emit``)."""
+    or callback (``AsyncPubSubManager.emit``), with ``host_id`` last: a replica's listener
+    knows its own by their end (:meth:`FanoutRedisManager._listen`)."""
     return {
         "method": "emit",
         "event": event,
@@ -239,7 +278,49 @@ async def deliver_locally(
                 await server._send_eio_packet(eio_sid, part)
 
 
-class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
+class ClientRooms(socketio.AsyncManager):  # type: ignore[misc]
+    """A manager that knows each client's rooms. python-socketio's finds them by looking in
+    every room of the namespace (each client has one of its own): a disconnect cost a look at
+    every client's, and a thousand leaving at once a million (bench/versus_node.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (namespace, sid): the rooms the client is in, its own included.
+        self.client_rooms: dict[tuple[str, str], set[Any]] = {}
+
+    def basic_enter_room(
+        self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
+    ) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self.client_rooms.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self.client_rooms.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self.client_rooms[(namespace, sid)]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[Any]:
+        return [r for r in self.client_rooms.get((namespace, sid), ()) if r is not None]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """The library's, leaving only the client's own rooms."""
+        if namespace not in self.rooms:
+            return
+        for room in list(self.client_rooms.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+
+class FanoutManager(ClientRooms):
     """The in-memory manager (one process), with the fast broadcast."""
 
     async def emit(
@@ -306,7 +387,7 @@ def delivery() -> Iterator[Delivery]:
 OnHeardAgain = Callable[[float], Awaitable[None]]
 
 
-class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+class FanoutRedisManager(ClientRooms, socketio.AsyncRedisManager):  # type: ignore[misc]
     """The Redis manager, with the fast broadcast for what it delivers in this process, and
     publishing before delivering locally, so that the other replicas start at once instead of
     after this one has served all its own clients.
@@ -457,7 +538,13 @@ class FanoutRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 log.exception("catching up after the listener's gap failed")
 
     async def _listen(self) -> AsyncIterator[bytes]:
+        # Redis sends a subscriber what it published itself too: our broadcasts were delivered
+        # here already, and are known by their end (emit_message puts host_id last) without
+        # decoding them; the library would decode each to find out.
+        own = b'"host_id":"' + self.host_id.encode() + b'"}'
         async for data in super()._listen():
+            if isinstance(data, bytes) and data.endswith(own):
+                continue
             if isinstance(data, bytes) and data.startswith(PROBE_PREFIX):
                 with contextlib.suppress(ValueError, KeyError):
                     heard = self._probes.get(self.json.loads(data)["nonce"])
@@ -549,8 +636,19 @@ def websocket_frame(payload: str | bytes) -> bytes:
 
 class WireProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websocket protocol (websockets' sans-I/O implementation), offering its
-    connection to the engine.io layer under :data:`WIRE_EXTENSION`: a frame is written to the
-    transport at once, from the task that sends it, with nothing queued and no task woken."""
+    connection to the engine.io layer under :data:`WIRE_EXTENSION`.
+
+    Once the engine.io socket is on the websocket, it is attached (:meth:`attach`): frames
+    are written to the transport without a task or a queue (those of one turn of the event
+    loop together), and frames received go straight to the socket. The ASGI application then
+    returns (a connection kept for hours keeps no task and no chain of awaiting calls) and the
+    connection stays open: its events (a frame, the peer's close, the transport lost, the
+    server shutting down) reach the socket."""
+
+    #: The engine.io socket this connection carries, once attached.
+    socket: WireSocket | None = None
+    #: Frames written this turn of the event loop, not yet handed to the transport.
+    corked: list[bytes] | None = None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -558,43 +656,209 @@ class WireProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][WIRE_EXTENSION] = self
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # The handshake's request and response (and their headers) are not needed again:
+            # a connection kept for hours should not keep them (the request's headers are
+            # emptied: websockets' parser keeps the request itself).
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
+
+    def attach(self, socket: WireSocket) -> None:
+        """From now on, what the client sends goes to ``socket``; what waits goes first."""
+        waiting, self.queue = self.queue, _Events(socket)  # type: ignore[assignment]
+        self.socket = socket
+        while not waiting.empty():
+            self.queue.put_nowait(waiting.get_nowait())
+        self.resume()
+
+    async def run_asgi(self) -> None:
+        """uvicorn's, but an attached connection stays open when the application returns."""
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned %r.", result)
+        if self.close_timer is None and self.socket is None:
+            self.transport.close()
+
+    def send_receive_event_to_app(self) -> None:
+        if self.socket is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # after our close, as uvicorn does
+        if self.curr_msg_data_type != "text":
+            self.socket.inbound(bytes(data))
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.conn.send_close(1007)  # invalid frame payload data (RFC 6455 7.4.1)
+            self.handle_parser_exception()
+            return
+        self.socket.inbound(text)
+
     @property
     def open(self) -> bool:
-        return not (self.close_sent or self.disconnected)
+        return not (self.close_sent or self.disconnected or self.transport.is_closing())
 
     @property
     def paused(self) -> bool:
         """Over the transport's high-water mark: frames wait here, not in the kernel."""
         return not self.writable.is_set()
 
-    def write(self, frame: bytes) -> int:
-        """Write a whole frame; the bytes now waiting in this process to be sent."""
-        if not self.open:
-            return 0
+    def write(self, frame: bytes) -> None:
+        """Write a whole frame, with the others written to this client in the same turn of
+        the event loop: one system call for all of them, at the end of the turn."""
+        if self.corked is None:
+            if not self.open:
+                return
+            self.corked = [frame]
+            _CORKED.append(self)
+            if len(_CORKED) == 1:
+                asyncio.get_running_loop().call_soon(_uncork)
+        else:
+            self.corked.append(frame)
+
+    def flush(self) -> None:
+        """Write what this turn of the loop has for the client now; if too much waits unread,
+        the socket says what becomes of it."""
+        corked, self.corked = self.corked, None
+        if not corked or not self.open:
+            return
         transport = self.transport
-        transport.write(frame)
-        return int(transport.get_write_buffer_size())
+        transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+        if self.socket is not None and transport.get_write_buffer_size() > self.socket.limit:
+            self.socket.too_slow()
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """A task of this connection's that uvicorn waits for when it stops, as it waits for
+        the ASGI application's (a client's disconnect handlers run before the lifespan ends)."""
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def pause(self) -> None:
+        """Read nothing more from the client for now."""
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    async def hang_up(self) -> None:
+        """Close the websocket (a close frame, after what was written before it; the transport
+        closes when the client answers, or 10 s later)."""
+        self.flush()
+        with contextlib.suppress(Exception):
+            await self.send({"type": "websocket.close"})
 
     def cut(self) -> None:
         """End the connection now, dropping what waits to be sent."""
         self.transport.abort()
 
 
-class WireSocket(AsyncSocket):  # type: ignore[misc]
-    """An engine.io socket whose packets, once it is on a websocket, go straight to the wire.
+#: The connections written to in this turn of the event loop, in order.
+_CORKED: list[WireProtocol] = []
 
-    :class:`GuardedWebSocket` makes a socket one (by setting its class: the library makes its
-    sockets itself, without a hook) when the ASGI server offers the wire, and then serves the
-    websocket with :meth:`_websocket_handler` instead of the library's."""
+
+def _uncork() -> None:
+    """At the end of a turn of the event loop: every frame of it to its connection."""
+    corked = _CORKED.copy()
+    _CORKED.clear()
+    for wire in corked:
+        try:
+            wire.flush()
+        except Exception:  # one connection's trouble must not keep the others' frames
+            log.exception("writing to a websocket failed")
+
+
+class _Events:
+    """What an attached :class:`WireProtocol` has for its ASGI receive queue: uvicorn puts the
+    connection's events in it, and they go to the socket at once. Nobody receives from it."""
+
+    def __init__(self, socket: WireSocket) -> None:
+        self.socket = socket
+
+    def put_nowait(self, event: dict[str, Any]) -> None:
+        if event["type"] == "websocket.receive":
+            text = event.get("text")
+            self.socket.inbound(text if text is not None else event.get("bytes") or b"")
+        elif event["type"] == "websocket.disconnect":
+            self.socket.peer_gone()
+
+    def empty(self) -> bool:
+        return True
+
+
+class Drained:
+    """The queue of a socket on the wire, which has none (every packet is written at once):
+    always empty; a packet put in it (only the library's own paths could, for a socket whose
+    connection is gone) is dropped. One for all sockets."""
+
+    def empty(self) -> bool:
+        return True
+
+    def qsize(self) -> int:
+        return 0
+
+    async def join(self) -> None:
+        return None
+
+    def put_nowait(self, item: object) -> None:
+        pass
+
+    async def put(self, item: object) -> None:
+        self.put_nowait(item)
+
+
+DRAINED = Drained()
+
+#: Packets received and not yet handled, past which a client's connection is not read until
+#: they are: a client that sends faster than its events are handled waits in TCP, not here.
+INBOX_MOST = 32
+
+
+class WireSocket(AsyncSocket):  # type: ignore[misc]
+    """An engine.io socket whose packets, once it is on a websocket, go straight to the wire
+    and come straight from it (:meth:`inbound`); packets received are handled in order by a
+    task that lives while there are some.
+
+    :func:`on_the_wire` makes a socket one when the ASGI server offers the wire, and
+    :class:`GuardedWebSocket` then serves the websocket with :meth:`_websocket_handler`
+    instead of the library's."""
 
     # The library's (set in its __init__), typed for mypy.
     connected: bool
     upgrading: bool
     upgraded: bool
     closed: bool
-    #: The connection, once the socket is on the websocket transport; None before and after.
+    closing: bool
+    queue: Any
+    last_ping: float | None
+    #: The connection, once the socket is on the websocket transport.
     wire: WireProtocol | None = None
-    websocket: GuardedWebSocket | None = None
+    #: The next ping, or the deadline of the pong the last one asked for: one timer.
+    heartbeat: asyncio.TimerHandle | None = None
+    inbox: deque[str | bytes] | None = None
+    #: Handles the inbox, while it has packets.
+    reader: asyncio.Task[None] | None = None
+    #: The connection ended: the socket closes once the inbox is handled.
+    ended: bool = False
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         if self.wire is None:
@@ -604,27 +868,146 @@ class WireSocket(AsyncSocket):  # type: ignore[misc]
             self.write(websocket_frame(pkt.encode()))
 
     def write(self, frame: bytes) -> None:
-        """Write a frame to the wire; cut the client off when too much waits unread."""
-        wire = self.wire
-        if wire is None:
-            return
-        if wire.write(frame) > self.server.send_buffer_limit:
-            log.info("cutting off %s: its frames wait unread (SEND_BUFFER_LIMIT)", self.sid)
-            if self.server.on_cut_off is not None:
-                self.server.on_cut_off()
-            self.wire = None
-            wire.cut()
+        """Write a frame to the wire."""
+        if self.wire is not None:
+            self.wire.write(frame)
+
+    @property
+    def limit(self) -> int:
+        """Bytes that may wait unread for the client (SEND_BUFFER_LIMIT)."""
+        return int(self.server.send_buffer_limit)
+
+    def too_slow(self) -> None:
+        """More than :attr:`limit` waits unread: the client is cut off."""
+        log.info("cutting off %s: its frames wait unread (SEND_BUFFER_LIMIT)", self.sid)
+        if self.server.on_cut_off is not None:
+            self.server.on_cut_off()
+        if self.wire is not None:
+            self.wire.cut()
 
     async def hang_up(self) -> None:
         """Close the websocket now (a close frame), without waiting for the client."""
-        if self.websocket is not None:
-            self.wire = None
-            await self.websocket.close()
+        self._stop_heartbeat()
+        if self.wire is not None:
+            await self.wire.hang_up()
+
+    # -- what the client sends ----------------------------------------------------------------
+
+    def inbound(self, data: str | bytes) -> None:
+        """A frame from the client: handled after those before it."""
+        if self.ended or self.closed:
+            return
+        if len(data) > self.server.max_http_buffer_size or (
+            isinstance(data, str) and data[:1] not in ENGINEIO_TYPES
+        ):
+            # Too large, or no engine.io packet: the end of the connection, as the library
+            # ends it for a frame too large (and GuardedWebSocket for one that is no packet).
+            log.info("closing %s: a frame too large or that is no engine.io packet", self.sid)
+            self.peer_gone()
+            self.server.start_background_task(self.hang_up)
+            return
+        if self.inbox is None:
+            self.inbox = deque()
+        self.inbox.append(data)
+        if self.reader is None:
+            self.reader = self._start_reader()
+        elif len(self.inbox) > INBOX_MOST and self.wire is not None:
+            self.wire.pause()
+
+    def peer_gone(self) -> None:
+        """The connection ended (the client closed it, it was lost, the server stops)."""
+        if self.ended:
+            return
+        self.ended = True
+        self._stop_heartbeat()
+        if self.reader is None:
+            self.reader = self._start_reader()
+
+    def _start_reader(self) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._read())
+        if self.wire is not None:
+            self.wire.track(task)
+        return task
+
+    async def _read(self) -> None:
+        """Hand each packet received to the library, in order; then, if the connection
+        ended, close the socket."""
+        inbox = self.inbox
+        try:
+            while inbox and not self.closed:
+                data = inbox.popleft()
+                if self.wire is not None and len(inbox) < INBOX_MOST // 2:
+                    self.wire.resume()
+                try:
+                    await self.receive(eio_packet.Packet(encoded_packet=data))
+                except eio_exceptions.UnknownPacketError:
+                    pass
+                except eio_exceptions.SocketIsClosedError:
+                    break
+                except Exception:
+                    log.exception("engine.io: a received packet failed")
+        finally:
+            self.reader = None
+            self.inbox = None
+            if self.ended or self.closed:
+                await self._end()
+
+    async def _end(self) -> None:
+        self.ended = True
+        self._stop_heartbeat()
+        if not self.closed:
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        await self.hang_up()
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+
+    # -- the heartbeat (engine.io: the server pings every ping_interval, the client answers
+    # -- within ping_timeout) on one timer, instead of the library's task a ping and its sweep
+
+    def schedule_ping(self) -> None:
+        """Called by the library when the socket opens and on each pong."""
+        if self.last_ping:  # not while a ping is unanswered
+            self.last_ping = None
+            self._arm(self.server.ping_interval, self._ping)
+
+    def _arm(self, delay: float, then: Callable[[], None]) -> None:
+        self._stop_heartbeat()
+        self.heartbeat = asyncio.get_running_loop().call_later(delay, then)
+
+    def _stop_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            self.heartbeat = None
+
+    def _ping(self) -> None:
+        if self.closing or self.closed or self.ended:
+            return
+        self.last_ping = time.time()
+        if self.wire is not None:
+            self.write(websocket_frame("2"))
+        else:  # still on long-polling, or upgrading: the library's queue
+            self.server.start_background_task(super().send, eio_packet.Packet(eio_packet.PING))
+        self._arm(self.server.ping_timeout, self._pong_overdue)
+
+    def _pong_overdue(self) -> None:
+        self.heartbeat = None
+        if not (self.closing or self.closed):
+            log.info("%s: no pong within %s s, closing", self.sid, self.server.ping_timeout)
+            self.server.start_background_task(self._gone)
+
+    async def _gone(self) -> None:
+        await self.close(wait=False, abort=True, reason=self.server.reason.PING_TIMEOUT)
+        if self.wire is not None:
+            await self.hang_up()  # its end then removes the socket
+        elif self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+
+    # -- the websocket transport ----------------------------------------------------------------
 
     async def _websocket_handler(self, ws: GuardedWebSocket) -> None:
-        """The library's handler, with the writer task and the per-packet timers gone: the
-        upgrade from long-polling (probe, then upgrade packet) as the library does it, then
-        whatever was queued meanwhile written in order, then every packet written at once."""
+        """The library's handler, without its writer and reader tasks: the upgrade from
+        long-polling (probe, then upgrade packet) as the library does it, then whatever was
+        queued meanwhile written in order, and the socket attached to the connection."""
         if self.connected:
             self.upgrading = True
             try:
@@ -640,19 +1023,14 @@ class WireSocket(AsyncSocket):  # type: ignore[misc]
         wire = ws.wire
         if wire is None:
             return
-        self.websocket = ws
         while not self.queue.empty():
             queued = self.queue.get_nowait()
             self.queue.task_done()
             if queued is not None:
                 wire.write(websocket_frame(queued.encode()))
+        self.queue = DRAINED  # never used again: its memory goes
         self.wire = wire
-        try:
-            await self._read(ws)
-        finally:
-            self.wire = None
-            await ws.close()
-            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        wire.attach(self)
 
     async def _upgrade(self, ws: GuardedWebSocket) -> bool:
         """The upgrade from long-polling: ``2probe`` answered ``3probe``, the pending poll ended,
@@ -671,29 +1049,19 @@ class WireSocket(AsyncSocket):  # type: ignore[misc]
             return False
         return bool(upgrade == "5")
 
-    async def _read(self, ws: GuardedWebSocket) -> None:
-        """Hand each packet the client sends to the library, until it closes, sends something
-        too large, or is silent for longer than a ping cycle (one deadline, moved each time)."""
-        server = self.server
-        silence = server.ping_interval + server.ping_timeout
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(None) as deadline:
-                while True:
-                    deadline.reschedule(loop.time() + silence)
-                    data = await ws.wait()
-                    if data is None or len(data) > server.max_http_buffer_size:
-                        return
-                    try:
-                        await self.receive(eio_packet.Packet(encoded_packet=data))
-                    except eio_exceptions.UnknownPacketError:
-                        pass
-                    except eio_exceptions.SocketIsClosedError:
-                        return
-                    except Exception:
-                        log.exception("engine.io: a received packet failed")
-        except (TimeoutError, OSError):
-            return
+
+def wire_of(environ: dict[str, Any]) -> WireProtocol | None:
+    """The wire the ASGI server offers for this request (a websocket's), if any."""
+    wire = environ["asgi.scope"].get("extensions", {}).get(WIRE_EXTENSION)
+    return wire if isinstance(wire, WireProtocol) else None
+
+
+def on_the_wire(socket: AsyncSocket) -> WireSocket:
+    """Make a socket a :class:`WireSocket` (the library makes its sockets itself, with no hook
+    to make another class; this one only adds to it)."""
+    if type(socket) is AsyncSocket:
+        socket.__class__ = WireSocket
+    return cast(WireSocket, socket)
 
 
 class GuardedWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
@@ -709,12 +1077,11 @@ class GuardedWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
         self.wire: WireProtocol | None = None
 
     async def __call__(self, environ: dict[str, Any]) -> Any:
-        wire = environ["asgi.scope"].get("extensions", {}).get(WIRE_EXTENSION)
+        wire = wire_of(environ)
         socket = getattr(self.handler, "__self__", None)
-        if isinstance(wire, WireProtocol) and type(socket) is AsyncSocket:
+        if wire is not None and isinstance(socket, AsyncSocket):
             self.wire = wire
-            socket.__class__ = WireSocket
-            self.handler = cast(WireSocket, socket)._websocket_handler
+            self.handler = on_the_wire(socket)._websocket_handler
         return await super().__call__(environ)
 
     async def wait(self) -> Any:
@@ -755,6 +1122,12 @@ class GatewaySessions(engineio.AsyncServer):  # type: ignore[misc]
             return await super()._handle_connect(environ, *args, **kwargs)
         finally:
             _proposed_session.reset(token)
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect" and wire_of(args[1]) is not None:
+            # A client that opens with a websocket: on the wire from its first ping.
+            on_the_wire(self.sockets[args[0]])
+        return await super()._trigger_event(event, *args, **kwargs)
 
     def generate_id(self) -> str:
         proposed = _proposed_session.get()

@@ -72,6 +72,8 @@ def uvicorn_options(
         "http": "httptools",
         # websockets' sans-I/O protocol, offering its connection to the engine.io layer.
         "ws": WireProtocol,
+        # engine.io has its own heartbeat (ping and pong packets): no websocket pings too.
+        "ws_ping_interval": None,
         # Frames over the socket.io limit are refused by the websocket layer itself.
         "ws_max_size": max_message_bytes + 1024,
         # Compressing every frame of a broadcast costs more CPU than it saves on a LAN.

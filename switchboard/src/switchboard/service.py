@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 
 #: socket.io frames and long-polling bodies above this are refused (issue 2: 64 KiB).
 MAX_MESSAGE_BYTES = 64 * 1024
-#: Below nginx's proxy_read_timeout (60 s by default), so an idle tunnel is never cut.
-PING_INTERVAL = 25
-PING_TIMEOUT = 20
 
 #: The two kinds of a store: in memory, in Redis.
 M = TypeVar("M", bound=Component)
@@ -128,8 +125,8 @@ class Service:
             # Never "*" nor [], which switch the check off (CSWSH).
             cors_allowed_origins=list(settings.allowed_origins) or same_origin,
             max_http_buffer_size=max_message_bytes,
-            ping_interval=PING_INTERVAL,
-            ping_timeout=PING_TIMEOUT,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
             http_compression=False,
             # One client's events are handled one after the other, in the order it sent them
             # (a press after a move, a second message after the first), never interleaved at

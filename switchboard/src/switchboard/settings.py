@@ -121,6 +121,16 @@ class ServiceSettings(BaseSettings):
     replica_ttl: float = Field(
         15.0, gt=1, le=300, validation_alias=AliasChoices("REPLICA_TTL", "replica_ttl")
     )
+    #: PING_INTERVAL: seconds between engine.io's pings to each client; below nginx's
+    #: proxy_read_timeout (60 s), so that an idle connection through the gateway is never cut.
+    ping_interval: float = Field(
+        25.0, ge=1, le=50, validation_alias=AliasChoices("PING_INTERVAL", "ping_interval")
+    )
+    #: PING_TIMEOUT: seconds a client has to answer a ping before it counts as gone (its
+    #: connection is closed and it leaves its rooms).
+    ping_timeout: float = Field(
+        20.0, ge=1, le=60, validation_alias=AliasChoices("PING_TIMEOUT", "ping_timeout")
+    )
     #: SEND_BUFFER_LIMIT: bytes that may wait in a service, unread, for one websocket client
     #: (beyond what the kernel's socket buffer holds) before the client is cut off as too slow
     #: a reader; it reconnects and catches up like any client that lost its connection.
