@@ -20,6 +20,7 @@ reaping the replica; plus the heartbeat's ``replica:<id>`` and ``replicas``
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -232,6 +233,11 @@ return out
 """
 
 # KEYS[1] the room's hash. ARGV[1] the key prefix, ARGV[2] the sid. 1 when there and alive.
+#: Seconds a relay's addressee on another replica, once found in its room, is believed there.
+PRESENT_REMEMBERED = 1.0
+#: Addressees remembered at most (expired ones are dropped first, then all).
+PRESENT_REMEMBERED_MOST = 100_000
+
 _PRESENT = """
 local rid = redis.call('HGET', KEYS[1], ARGV[2])
 if not rid then return 0 end
@@ -273,6 +279,8 @@ class RedisRoster(ReplicaEntries):
         self.events = events
         self.rooms_of: dict[str, str] = {}
         self.persons: dict[str, Person | None] = {}
+        #: (room, sid) of other replicas' clients found present, until when it is believed.
+        self.seen: dict[tuple[str, str], float] = {}
         self._join = redis.register_script(_JOIN)
         self._people = redis.register_script(_PEOPLE)
         self._present = redis.register_script(_PRESENT)
@@ -397,4 +405,21 @@ class RedisRoster(ReplicaEntries):
         }
 
     async def present(self, room: str, sid: str) -> bool:
-        return bool(await self._present(keys=[self._key("room", room)], args=[self.prefix, sid]))
+        """Whether ``sid`` is in ``room`` (a relay's addressee): known here for this replica's
+        own clients; for another replica's, asked of Redis, and a yes remembered for
+        :data:`PRESENT_REMEMBERED` s, so that the candidates of one call (tens a second) cost
+        one round trip, not one each. A peer that leaves meanwhile is relayed to for that
+        long: the relay goes nowhere, as one sent just before it left would."""
+        if sid in self.rooms_of:
+            return self.rooms_of[sid] == room
+        now = time.monotonic()
+        if self.seen.get((room, sid), 0.0) > now:
+            return True
+        found = bool(await self._present(keys=[self._key("room", room)], args=[self.prefix, sid]))
+        if found:
+            if len(self.seen) >= PRESENT_REMEMBERED_MOST:
+                self.seen = {key: until for key, until in self.seen.items() if until > now}
+                if len(self.seen) >= PRESENT_REMEMBERED_MOST:
+                    self.seen.clear()
+            self.seen[(room, sid)] = now + PRESENT_REMEMBERED
+        return found

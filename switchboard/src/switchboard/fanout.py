@@ -33,12 +33,13 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
 import engineio
+import orjson
 import socketio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
@@ -195,34 +196,50 @@ def _arguments(data: Any) -> list[Any]:
 
 
 class Encoded:
-    """An event encoded once, for any number of clients: as engine.io packets (for a client on
-    long-polling, or one still upgrading) and as the websocket frames that carry them, made the
-    first time a client on the wire needs them."""
+    """An event encoded once, for any number of clients: as the websocket frames that carry it
+    (for a client on the wire) and as engine.io packets (for a client on long-polling, or one
+    still upgrading), each made the first time a client needs it."""
 
-    __slots__ = ("_frames", "packets")
+    __slots__ = ("_frames", "_packets", "parts")
 
-    def __init__(self, packets: list[eio_packet.Packet]) -> None:
-        self.packets = packets
+    def __init__(self, parts: list[str | bytes]) -> None:
+        #: The engine.io message packets' payloads: socket.io's packet, then any attachments.
+        self.parts = parts
         self._frames: list[bytes] | None = None
+        self._packets: list[eio_packet.Packet] | None = None
 
     @property
     def frames(self) -> list[bytes]:
         if self._frames is None:
-            self._frames = [websocket_frame(frame.encode()) for frame in self.packets]
+            self._frames = [
+                websocket_frame(b"4" + part.encode())
+                if isinstance(part, str)
+                else websocket_frame(part, binary=True)
+                for part in self.parts
+            ]
         return self._frames
+
+    @property
+    def packets(self) -> list[eio_packet.Packet]:
+        if self._packets is None:
+            self._packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in self.parts]
+        return self._packets
 
 
 def encode_event(
     server: socketio.AsyncServer, namespace: str, event: str, args: list[Any]
 ) -> Encoded:
-    """An event encoded once, to hand to any number of clients."""
-    encoded = server.packet_class(packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-    return Encoded(
-        [
-            eio_packet.Packet(eio_packet.MESSAGE, part)
-            for part in (encoded if isinstance(encoded, list) else [encoded])
-        ]
-    )
+    """An event encoded once, to hand to any number of clients. JSON is written straight (what
+    socket.io's packet class writes, without its walk through the data looking for binary: our
+    events carry none); data that JSON cannot hold (binary) takes the library's way."""
+    try:
+        data = orjson.dumps([event, *args]).decode()
+    except TypeError:  # orjson's error for bytes, among others
+        encoded = server.packet_class(packet.EVENT, namespace=namespace, data=[event, *args])
+        parts = encoded.encode()
+        return Encoded(parts if isinstance(parts, list) else [parts])
+    head = "2" if namespace == "/" else f"2{namespace},"
+    return Encoded([head + data])
 
 
 async def send_encoded(server: socketio.AsyncServer, eio_sid: str, encoded: Encoded) -> None:
@@ -258,9 +275,14 @@ async def deliver_locally(
 ) -> None:
     """Send ``event`` to this process's participants of ``room``, encoded once, framed once."""
     server = manager.server
-    if namespace not in manager.rooms:
+    rooms = manager.rooms.get(namespace)
+    if rooms is None:
         return
-    recipients = manager.get_participants(namespace, room)
+    connected = rooms.get(None)
+    if isinstance(room, str) and connected is not None and room in connected:
+        recipients: Iterable[tuple[str, str]] = ((room, connected[room]),)  # one client
+    else:
+        recipients = manager.get_participants(namespace, room)
     skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
     sockets = server.eio.sockets
     encoded: Encoded | None = None
@@ -407,8 +429,9 @@ class FanoutRedisManager(ClientRooms, socketio.AsyncRedisManager):  # type: igno
         #: When the listener last heard anything (or subscribed): a gap starts there.
         self.last_heard = time.time()
         self._probes: dict[str, asyncio.Event] = {}
-        #: Messages Redis would not take, oldest first, and the task that publishes them.
-        self.unpublished: deque[dict[str, Any]] = deque()
+        #: Messages Redis would not take (their JSON), oldest first, and the task that
+        #: publishes them.
+        self.unpublished: deque[bytes] = deque()
         self._republisher: asyncio.Task[None] | None = None
 
     async def emit(
@@ -423,7 +446,15 @@ class FanoutRedisManager(ClientRooms, socketio.AsyncRedisManager):  # type: igno
         **kwargs: Any,
     ) -> None:
         args = _arguments(data)
-        if callback is not None or kwargs.get("ignore_queue") or packet.Packet.data_is_binary(args):
+        namespace = namespace or "/"
+        room = to or room
+        message: bytes | None = None
+        if callback is None and not kwargs.get("ignore_queue"):
+            with contextlib.suppress(TypeError):  # binary data: JSON cannot hold it
+                message = orjson.dumps(
+                    emit_message(event, args, namespace, room, skip_sid, self.host_id)
+                )
+        if message is None:
             await super().emit(
                 event,
                 data,
@@ -435,29 +466,27 @@ class FanoutRedisManager(ClientRooms, socketio.AsyncRedisManager):  # type: igno
                 **kwargs,
             )
             return
-        namespace = namespace or "/"
-        room = to or room
         if isinstance(room, str) and skip_sid is None and self.is_connected(room, namespace):
             # To one of this replica's own clients (an ack's event, a refusal): no other
             # replica has it to deliver, and Redis, slow or gone, must not hold it up.
             await deliver_locally(self, event, args, namespace, room, skip_sid)
             return
-        published = await self._publish(
-            emit_message(event, args, namespace, room, skip_sid, self.host_id)
-        )
+        published = await self._publish(message)
         await deliver_locally(self, event, args, namespace, room, skip_sid)
         if not published and (outcome := _DELIVERY.get()) is not None:
             outcome.delayed = True
 
-    async def _publish(self, data: dict[str, Any]) -> bool:
-        """Publish to the other replicas: true when Redis took it. Otherwise (after a second
-        try: a connection may have been cut) the message waits, in order, behind any already
-        waiting, and is published as soon as Redis takes it again: late, never lost. The
-        library only logged the failure and dropped the message."""
+    async def _publish(self, data: dict[str, Any] | bytes) -> bool:
+        """Publish a message (or its JSON) to the other replicas: true when Redis took it.
+        Otherwise (after a second try: a connection may have been cut) the message waits, in
+        order, behind any already waiting, and is published as soon as Redis takes it again:
+        late, never lost. The library only logged the failure and dropped the message."""
+        if not isinstance(data, bytes):
+            data = orjson.dumps(data)
         if not self.unpublished:
             for attempt in (1, 2):
                 try:
-                    await self._client().publish(self.channel, self.json.dumps(data))
+                    await self._client().publish(self.channel, data)
                     return True
                 except Exception as exc:
                     if attempt == 2:
@@ -480,8 +509,7 @@ class FanoutRedisManager(ClientRooms, socketio.AsyncRedisManager):  # type: igno
             await asyncio.sleep(backoff_delay(failures, LISTEN_RETRY_FIRST, LISTEN_RETRY_MOST))
             try:
                 while self.unpublished:
-                    message = self.json.dumps(self.unpublished[0])
-                    await self._client().publish(self.channel, message)
+                    await self._client().publish(self.channel, self.unpublished[0])
                     self.unpublished.popleft()
                 log.info("broadcasts kept while Redis refused them are published")
             except Exception as exc:
@@ -619,19 +647,24 @@ WIRE_EXTENSION = "switchboard.wire"
 SEND_BUFFER_LIMIT = 1024 * 1024
 
 
-def websocket_frame(payload: str | bytes) -> bytes:
-    """A whole server-to-client websocket frame (final, unmasked: RFC 6455 5.2): text for a
-    str, binary for bytes. The same bytes serve every client a broadcast goes to."""
-    if isinstance(payload, str):
-        data, head = payload.encode(), 0x81
-    else:
-        data, head = payload, 0x82
+def websocket_frame(payload: str | bytes, *, binary: bool = False) -> bytes:
+    """A whole server-to-client websocket frame (final, unmasked: RFC 6455 5.2): a text frame
+    (a str, or bytes of UTF-8), a binary one with ``binary``. The same bytes serve every client
+    a broadcast goes to."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    head = 0x82 if binary else 0x81
     size = len(data)
     if size < 126:
         return bytes((head, size)) + data
     if size < 1 << 16:
         return bytes((head, 126)) + size.to_bytes(2, "big") + data
     return bytes((head, 127)) + size.to_bytes(8, "big") + data
+
+
+def packet_frame(pkt: eio_packet.Packet) -> bytes:
+    """An engine.io packet's websocket frame (binary for binary data)."""
+    encoded = pkt.encode()
+    return websocket_frame(encoded, binary=isinstance(encoded, bytes))
 
 
 class WireProtocol(WebSocketsSansIOProtocol):
@@ -865,7 +898,7 @@ class WireSocket(AsyncSocket):  # type: ignore[misc]
             await super().send(pkt)
             return
         if await self.check_ping_timeout():
-            self.write(websocket_frame(pkt.encode()))
+            self.write(packet_frame(pkt))
 
     def write(self, frame: bytes) -> None:
         """Write a frame to the wire."""
@@ -1027,7 +1060,7 @@ class WireSocket(AsyncSocket):  # type: ignore[misc]
             queued = self.queue.get_nowait()
             self.queue.task_done()
             if queued is not None:
-                wire.write(websocket_frame(queued.encode()))
+                wire.write(packet_frame(queued))
         self.queue = DRAINED  # never used again: its memory goes
         self.wire = wire
         wire.attach(self)

@@ -3,6 +3,8 @@ mode, the tests) never mix their counts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
@@ -59,12 +61,22 @@ class ServiceMetrics:
             registry=self.registry,
         ).labels(service=service)
         self._service = service
+        # Each event's counter, found once: labels() costs more than the count itself, and
+        # every message received and sent is counted.
+        self._received_by: dict[str, Any] = {}
+        self._sent_by: dict[str, Any] = {}
 
     def received(self, event: str) -> None:
-        self._received.labels(self._service, event).inc()
+        counter = self._received_by.get(event)
+        if counter is None:
+            counter = self._received_by[event] = self._received.labels(self._service, event)
+        counter.inc()
 
     def sent(self, event: str) -> None:
-        self._sent.labels(self._service, event).inc()
+        counter = self._sent_by.get(event)
+        if counter is None:
+            counter = self._sent_by[event] = self._sent.labels(self._service, event)
+        counter.inc()
 
     def rejected(self, event: str, error: str) -> None:
         self._rejected.labels(self._service, event, error).inc()
