@@ -23,7 +23,7 @@ of the servers turns by one every round), each row of the report the median and 
 - ``large-fanout``: 1,000 receivers, one sender at 20 msg/s: deliveries/s, server CPU, p99;
 - ``presence`` (``ours`` and ``node`` only: Node's chat announces nobody): 1,000 receivers in
   one room take names within 2 s; the server's CPU seconds for the joins, from the first name
-  until every ``name`` echo and every announcement (``user_joined``...) arrived, less what the
+  until every ``name`` echo and every announcement (``presence``, ``users``) arrived, less what the
   measured messages cost it (the same messages sent again on the quiet server afterwards); and
   the p99 of 10 messages sent at 5 msg/s from 1 s after the last name.
 
@@ -99,7 +99,25 @@ RAWPY = SCRIPT.with_name("rawpy.py")
 ROOM = "bench"
 CHAT_PATH = "/api/chat/socket.io/"
 MODES = ("node", "raw", "ours")
-MODE_NAMES = {"node": "Node (chat.js)", "raw": "raw Python", "ours": "chat_service"}
+#: Ours under other ASGI servers and websocket implementations (bench/serve_asgi.py), without
+#: the wire (switchboard/fanout.py): for choosing the server, not run by default.
+SERVERS = {
+    "ours-sansio": "uvicorn-sansio",
+    "ours-websockets": "uvicorn-websockets",
+    "ours-wsproto": "uvicorn-wsproto",
+    "ours-granian": "granian",
+}
+ALL_MODES = (*MODES, *SERVERS)
+MODE_NAMES = {
+    "node": "Node (chat.js)",
+    "raw": "raw Python",
+    "ours": "chat_service",
+    "ours-sansio": "uvicorn sans-I/O, no wire",
+    "ours-websockets": "uvicorn websockets, no wire",
+    "ours-wsproto": "uvicorn wsproto, no wire",
+    "ours-granian": "granian, no wire",
+}
+SERVE_ASGI = Path(__file__).resolve().with_name("serve_asgi.py")
 #: The presence row is ours against Node only: rawpy announces nobody either.
 PRESENCE_MODES = ("node", "ours")
 KINDS = ("fanout", "throughput", "idle", "connect", "large-fanout", "presence")
@@ -139,7 +157,7 @@ class ClientPool:
 
     Every ``message`` frame is counted while measuring, and the latency of a measured one
     (``TIMED``) kept; a ``name`` echo, a refusal and any other event (an announcement such as
-    ``user_joined``, or what a server sends on connecting) are counted apart."""
+    ``presence``, or what a server sends on connecting) are counted apart."""
 
     def __init__(self) -> None:
         self.clients: list[SioClient] = []
@@ -338,6 +356,11 @@ async def deploy(mode: str, launcher: Launcher, node_dir: Path | None) -> Deploy
         argv = [sys.executable, "-m", "chat_service"]
         return await deploy_service(
             launcher, "memory", "chat", argv, chat_env, CHAT_PATH, {"room": ROOM}
+        )
+    if mode in SERVERS:
+        argv = [sys.executable, str(SERVE_ASGI), SERVERS[mode]]
+        return await deploy_service(
+            launcher, "memory", mode, argv, chat_env, CHAT_PATH, {"room": ROOM}
         )
     if mode == "node":
         assert node_dir is not None
@@ -828,7 +851,7 @@ def rounds_tables(results: list[Result], args: argparse.Namespace) -> str:
             continue
         keys = list(dict.fromkeys(k for r in runs for k in r.figures)) or ["figures"]
         rows = []
-        for r in sorted(runs, key=lambda r: (r.round, MODES.index(r.mode))):
+        for r in sorted(runs, key=lambda r: (r.round, ALL_MODES.index(r.mode))):
             cells = [r.mode, str(r.round), str(r.clients)]
             if r.error:
                 cells += [f"failed: {r.error}"] + [""] * (len(keys) - 1)
@@ -852,7 +875,15 @@ def plot(results: list[Result], args: argparse.Namespace, folder: Path) -> list[
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    colours = {"node": "tab:green", "raw": "tab:gray", "ours": "tab:blue"}
+    colours = {
+        "node": "tab:green",
+        "raw": "tab:gray",
+        "ours": "tab:blue",
+        "ours-sansio": "tab:cyan",
+        "ours-websockets": "tab:purple",
+        "ours-wsproto": "tab:brown",
+        "ours-granian": "tab:orange",
+    }
     for kind in args.scenarios:
         rows = [m for m in MEASURES if m.kind == kind]
         modes = [m for m in args.modes if any(values(results, kind, m, r.key) for r in rows)]
@@ -929,7 +960,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios", type=mode_list(KINDS), default=list(KINDS), help=",".join(KINDS)
     )
-    parser.add_argument("--modes", type=mode_list(MODES), default=list(MODES), help="node,raw,ours")
+    parser.add_argument(
+        "--modes",
+        type=mode_list(ALL_MODES),
+        default=list(MODES),
+        help=f"node,raw,ours (default); also {','.join(SERVERS)}",
+    )
     for name, full in FULL.items():
         parser.add_argument(
             f"--{name}", type=at_least_one, default=None, help=f"{full} (--quick: {QUICK[name]})"
