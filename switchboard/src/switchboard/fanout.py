@@ -76,6 +76,7 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "generate_id",
         "start_background_task",
         "reason",
+        "handlers",
     ),
     "engineio.async_drivers.asgi": ("WebSocket",),
     "engineio.async_socket.AsyncSocket": (
@@ -972,7 +973,12 @@ class WireSocket(AsyncSocket):  # type: ignore[misc]
                 if self.wire is not None and len(inbox) < INBOX_MOST // 2:
                     self.wire.resume()
                 try:
-                    await self.receive(eio_packet.Packet(encoded_packet=data))
+                    if isinstance(data, str) and data[:1] == "4":
+                        # A message: straight to socket.io's handler, without engine.io's
+                        # decoding (which tries it as JSON first) and its wrappers.
+                        await self.server.handlers["message"](self.sid, data[1:])
+                    else:
+                        await self.receive(eio_packet.Packet(encoded_packet=data))
                 except eio_exceptions.UnknownPacketError:
                     pass
                 except eio_exceptions.SocketIsClosedError:

@@ -117,19 +117,17 @@ class ServiceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return await super().trigger_event(event, *args)
         # The name refusals carry, and the label the metrics count the event under.
         known = isinstance(event, str) and event.isidentifier()
-        if known and event in RESERVED_EVENTS:
-            handler, name, label = None, event, "(reserved)"
-            refusal = InputError("reserved_event", f"{event!r} is not an event to send")
-        else:
-            handler = getattr(self, f"on_{event}", None) if known else None
-            name = label = event if handler is not None else "(unknown)"
-            refusal = InputError("unknown_event", f"there is no event {repr(event)[:40]}")
-        self.metrics.received(label)
+        reserved = known and event in RESERVED_EVENTS
+        handler = getattr(self, f"on_{event}", None) if known and not reserved else None
+        name = event if reserved or handler is not None else "(unknown)"
+        self.metrics.received("(reserved)" if reserved else name)
         try:
             # Every event spends tokens, the refused ones too: a flood is a flood.
             self.throttle(sid, name)
+            if reserved:
+                raise InputError("reserved_event", f"{event!r} is not an event to send")
             if handler is None:
-                raise refusal
+                raise InputError("unknown_event", f"there is no event {repr(event)[:40]}")
             return await handler(*args)
         except InputError as error:
             return await self.refuse(sid, name, error)
