@@ -39,6 +39,10 @@ export GATEWAY_PUBLIC_HTTPS_PORT=${GATEWAY_PUBLIC_HTTPS_PORT:-$GATEWAY_HTTPS_POR
 export GATEWAY_SOCKETS_PER_ADDRESS=${GATEWAY_SOCKETS_PER_ADDRESS:-256}
 export GATEWAY_HANDSHAKES_PER_SECOND=${GATEWAY_HANDSHAKES_PER_SECOND:-20}
 export GATEWAY_HANDSHAKE_BURST=${GATEWAY_HANDSHAKE_BURST:-100}
+# Connections (two a client) and file descriptors of each nginx worker; within this machine's
+# hard limit on open files (ulimit -Hn).
+export GATEWAY_WORKER_CONNECTIONS=${GATEWAY_WORKER_CONNECTIONS:-8192}
+export GATEWAY_WORKER_NOFILE=${GATEWAY_WORKER_NOFILE:-16384}
 export GATEWAY_RUN_DIR=$CLUSTER_DIR/nginx
 # nginx's workers run as whoever starts the cluster (as root they would otherwise be "nobody",
 # who cannot read web/ in a checkout only its owner may enter, such as one made by mktemp -d).
