@@ -1,4 +1,11 @@
-"""Debian's chromium, driven by Playwright: never a browser downloaded by a test tool."""
+"""Debian's chromium, driven by Playwright: never a browser downloaded by a test tool.
+
+One chromium serves every browser test of the session (a launch, with Playwright's driver,
+costs a second or more, many on a busy machine); what keeps the tests apart is a browser
+context of each person's own (cookies, storage, cache, pages), made by the test and closed
+after it. Playwright's objects belong to the event loop that made them, so the browser tests
+run in the session's loop: each module says ``pytest.mark.asyncio(loop_scope="session")``, and
+the async fixtures they use are the session loop's (below)."""
 
 from __future__ import annotations
 
@@ -13,11 +20,20 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+import pytest_asyncio
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    async_playwright,
+    expect,
+)
 
 # The cluster of `make cluster` (tests/gateway/conftest.py), for the pages through the gateway.
 from tests.gateway.conftest import Cluster, cluster  # noqa: F401
-from tests.harness import PATIENCE
+from tests.harness import PATIENCE, Client
+from tests.ticker.fake_bitstamp import FakeBitstamp
 
 #: Playwright's bound of a wait, in its milliseconds.
 PATIENCE_MS = PATIENCE * 1000
@@ -79,14 +95,93 @@ async def accessibility(page: Page, state: str) -> list[dict[str, Any]]:
     return [v for v in violations if v["impact"] not in FORBIDDEN_IMPACTS]
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A browser test in a loop of its own would be handed a browser it cannot drive: say so
+    at collection, not as Playwright's error in the middle of a run."""
+    here = Path(__file__).parent
+    for item in items:
+        marker = item.get_closest_marker("asyncio")
+        if item.path.parent == here and marker and marker.kwargs.get("loop_scope") != "session":
+            raise pytest.UsageError(
+                f"{item.nodeid}: browser tests run in the session's event loop; mark "
+                'the module pytest.mark.asyncio(loop_scope="session") (see this conftest)'
+            )
+
+
+class Chromium:
+    """A chromium launched with ``args`` when first asked for, and again should it have died
+    (one crash fails the test it happens in, not every test after it)."""
+
+    def __init__(self, playwright: Playwright, args: list[str]) -> None:
+        self.playwright = playwright
+        self.args = args
+        self._browser: Browser | None = None
+
+    async def browser(self) -> Browser:
+        if self._browser is None or not self._browser.is_connected():
+            self._browser = await self.playwright.chromium.launch(
+                executable_path=CHROMIUM, args=self.args, timeout=PATIENCE_MS
+            )
+        return self._browser
+
+    async def close(self) -> None:
+        if self._browser is not None and self._browser.is_connected():
+            await self._browser.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def playwright_driver() -> AsyncIterator[Playwright]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=FLAGS, timeout=PATIENCE_MS
-        )
-        yield browser
-        await browser.close()
+        yield playwright
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def chromium(playwright_driver: Playwright) -> AsyncIterator[Chromium]:
+    shared = Chromium(playwright_driver, FLAGS)
+    yield shared
+    await shared.close()
+
+
+async def close_contexts(browser: Browser) -> None:
+    """Every person's browser a test opened, with its pages and their connections."""
+    for context in browser.contexts:
+        await context.close()
+
+
+async def for_one_test(chromium: Chromium) -> Browser:
+    """The shared browser with no context open: none of an earlier test's is left."""
+    browser = await chromium.browser()
+    await close_contexts(browser)
+    return browser
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def browser(chromium: Chromium) -> AsyncIterator[Browser]:
+    shared = await for_one_test(chromium)
+    yield shared
+    await close_contexts(shared)
+
+
+# tests/conftest.py's async fixtures run in each test's own loop; the browser tests' loop is
+# the session's, so these are theirs, the same in that loop.
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fake() -> AsyncIterator[FakeBitstamp]:
+    """A scripted Bitstamp (tests/ticker/fake_bitstamp.py) in the browser tests' loop."""
+    exchange = FakeBitstamp()
+    await exchange.start()
+    yield exchange
+    await exchange.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def clients() -> AsyncIterator[list[Client]]:
+    """Every client a test opens through ``connect_chat`` is closed after it."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        await client.close()
 
 
 async def new_context(browser: Browser, **options: Any) -> BrowserContext:

@@ -35,20 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, WebSocketRoute, async_playwright, expect
+import pytest_asyncio
+from playwright.async_api import Browser, Page, Playwright, WebSocketRoute, expect
 
 from tests.browser.conftest import (
-    CHROMIUM,
     FLAGS,
-    PATIENCE_MS,
+    Chromium,
     Site,
     accessibility,
+    close_contexts,
+    for_one_test,
     new_context,
 )
 from tests.harness import ServiceProcess, TurnServer
 from tests.signal.conftest import turn  # noqa: F401  (the session's coturn, re-exported)
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 
 MEDIA_FLAGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
@@ -71,34 +73,41 @@ VIDEO_WENT_ON = """([selector, first]) => {
 }"""
 
 
-@pytest.fixture
-async def media_browser() -> AsyncIterator[Browser]:
-    """Chromium with a fake camera and microphone, allowed without asking."""
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=FLAGS + MEDIA_FLAGS, timeout=PATIENCE_MS
-        )
-        yield browser
-        await browser.close()
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def media_chromium(playwright_driver: Playwright) -> AsyncIterator[Chromium]:
+    """Chromium with a fake camera and microphone, allowed without asking: one for the
+    module's tests, each with contexts of its own (tests/browser/conftest.py)."""
+    shared = Chromium(playwright_driver, FLAGS + MEDIA_FLAGS)
+    yield shared
+    await shared.close()
 
 
-@pytest.fixture(params=["embedded", "gateway"])
+@pytest_asyncio.fixture(loop_scope="session")
+async def media_browser(media_chromium: Chromium) -> AsyncIterator[Browser]:
+    shared = await for_one_test(media_chromium)
+    yield shared
+    await close_contexts(shared)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=["embedded", "gateway"])
 async def server(
     request: pytest.FixtureRequest,
     turn: TurnServer,  # noqa: F811
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Site]:
     """The embedded server, or the gateway of `make cluster` in front of two signalling
-    replicas; every call relayed by a coturn on loopback."""
+    replicas; every call relayed by a coturn on loopback. One for the module's tests: each
+    test's people are in rooms of their own."""
     if request.param == "gateway":
         cluster = request.getfixturevalue("cluster")
         yield Site("gateway", cluster.url, cluster)
         return
+    directory = tmp_path_factory.mktemp("embedded-call")
     process = ServiceProcess(
         "switchboard.embedded",
-        tmp_path,
+        directory,
         {
-            "CERT_DIR": str(tmp_path / "certs"),
+            "CERT_DIR": str(directory / "certs"),
             "HOST": "127.0.0.1",
             "TURN_URLS": turn.url,
             "TURN_SECRET": turn.secret,

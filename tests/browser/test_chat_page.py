@@ -3,9 +3,10 @@ and talk; they are told who joins and leaves, links in messages can be followed,
 says why a message cannot be sent. axe-core is run on each state the page reaches (issue 16).
 
 What the tests look at in web/chat/: ``#name-input``, ``#name-error``, ``#chat-screen``,
-``#users li``, ``#messages .message`` (``.sender``, ``.text``, its links), ``#messages .notice``
-(joins, leaves and renames, ``data-kind``), ``#message-input`` and ``#composer-note`` (why a
-message cannot go), ``#status[data-state]``, the header ``.topbar``.
+``#users li``, ``#crowd`` and ``#user-count`` (a room too big to list), ``#messages .message``
+(``.sender``, ``.text``, its links), ``#messages .notice`` (joins, leaves and renames,
+``data-kind``), ``#message-input`` and ``#composer-note`` (why a message cannot go),
+``#status[data-state]``, the header ``.topbar``.
 
 Notices are told about a second after a burst of joins or leaves (web/chat/chat.js,
 NOTICE_WINDOW_MS and after): where a test is about what one notice holds, ``page.clock`` moves
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,9 @@ from playwright.async_api import Browser, Page, Route, WebSocketRoute, expect
 
 from tests.browser.conftest import Site, accessibility, new_context
 from tests.conftest import connect_chat
-from tests.harness import Client
+from tests.harness import Client, ServiceProcess, free_port
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 
 PHONE = {"width": 390, "height": 844}
 #: Longer than any wait of a notice (NOTICE_MAX_MS in chat.js); short of socket.io's heartbeat
@@ -307,3 +309,59 @@ async def test_a_late_comer_on_a_phone_sees_the_history_and_who_comes_and_goes(
     await stop_time(late)
     await late.clock.run_for(NOTICE_TOLD_MS)
     await expect(notices).to_have_text([joined, left, renamed])
+
+
+@pytest.fixture
+def small_rooms(log_dir: Path, tmp_path: Path) -> Iterator[Site]:
+    """`make run`'s server listing the people of rooms of at most 3 (CHAT_PRESENCE_LIST_MAX;
+    200 by default), its ticker pointed nowhere (it is not used here)."""
+    nowhere = free_port()
+    process = ServiceProcess(
+        "switchboard.embedded",
+        log_dir,
+        {
+            "CERT_DIR": str(tmp_path / "certs"),
+            "HOST": "127.0.0.1",
+            "CHAT_PRESENCE_LIST_MAX": "3",
+            "TICKER_UPSTREAM_URL": f"ws://127.0.0.1:{nowhere}",
+            "TICKER_REST_URL": f"http://127.0.0.1:{nowhere}",
+        },
+        name="embedded-small-rooms",
+    )
+    try:
+        process.wait_ready("/api/chat", scheme="https")
+        yield Site("embedded", f"https://localhost:{process.port}")
+    finally:
+        process.stop()
+
+
+async def test_a_room_too_big_to_list_says_how_many_are_here_and_lists_them_once_small(
+    browser: Browser, small_rooms: Site, unique: str, clients: list[Client]
+) -> None:
+    room = f"big-{unique}"
+    ann = await open_chat(browser, small_rooms, room)
+    await pick_name(ann, f"ann-{unique}")
+    await expect(ann.locator("#chat-screen")).to_be_visible()
+    names = [f"c{i}-{unique}" for i in range(4)]
+    people = await asyncio.gather(
+        *(connect_chat(clients, small_rooms.url, room=room) for _ in names)
+    )
+    for person, name in zip(people[:3], names, strict=False):
+        assert (await person.call("name", name))["ok"] is True
+
+    # Four are more than the room lists: how many, not who.
+    await expect(ann.locator("#crowd")).to_have_text("4 people here: too many to list.")
+    await expect(ann.locator("#users")).to_be_hidden()
+    await expect(ann.locator("#user-count")).to_have_text("4")
+    await accessibility(ann, "chat: a room too big to list, desktop")
+    # Nobody's coming is told in the conversation of a room that big.
+    told = await ann.locator("#messages .notice").count()
+    assert (await people[3].call("name", names[3]))["ok"] is True
+    await expect(ann.locator("#crowd")).to_have_text("5 people here: too many to list.")
+    await expect(ann.locator("#messages .notice")).to_have_count(told)
+
+    # Three leave: two are few enough to list again.
+    await asyncio.gather(*(person.close() for person in people[:3]))
+    await expect(ann.locator("#users li")).to_have_text(sorted([f"ann-{unique}", names[3]]))
+    await expect(ann.locator("#crowd")).to_be_hidden()
+    await expect(ann.locator("#user-count")).to_have_text("2")

@@ -14,7 +14,7 @@ from playwright.async_api import Browser, expect
 
 from tests.browser.conftest import Site, accessibility, new_context
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 
 APPS = {
     "Chat": "/chat/",

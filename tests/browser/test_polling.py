@@ -13,7 +13,7 @@ from playwright.async_api import Page, WebSocketRoute
 from tests.browser.conftest import new_context
 from tests.gateway.conftest import Cluster
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 
 #: A socket.io client as a page's script would make one, with socket.io's defaults: only its
 #: path and the room are given. It takes a name, and keeps what it hears in window.heard.

@@ -14,7 +14,7 @@ from switchboard.token import mint
 from tests.browser.conftest import PATIENCE_MS, new_context
 from tests.gateway.conftest import AUTH_SECRET, Cluster
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 
 
 async def open_page(browser: Browser, url: str) -> Page:

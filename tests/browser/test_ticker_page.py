@@ -29,10 +29,10 @@ from playwright.async_api import (
 
 from tests.browser.conftest import Cluster, accessibility, new_context
 from tests.harness import ServiceProcess
-from tests.ticker.conftest import FAST
+from tests.ticker.conftest import FAST, stop_tickers
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.browser]
 
 #: What a person must never be shown: the upstream's address, a WebSocket close code, an HTTP
 #: status (issue 16). GET /api/ticker/status keeps them for operators.
@@ -149,7 +149,7 @@ async def test_trades_of_the_picked_pair_show_with_exact_prices_and_sides(
         await expect(page.locator("#last-price")).to_have_text("3,100")
         await page.screenshot(path=str(tmp_path / "ticker-ethusd.png"))
     finally:
-        process.stop()
+        await stop_tickers(process)
 
 
 async def test_a_dropped_connection_loses_and_doubles_no_trade(
@@ -201,7 +201,7 @@ async def test_a_dropped_connection_loses_and_doubles_no_trade(
         await expect(rows).to_have_count(5)
     finally:
         gate.set()
-        process.stop()
+        await stop_tickers(process)
 
 
 async def test_a_cut_feed_is_told_in_words_its_retries_counted_and_missed_trades_backfilled(
@@ -270,7 +270,7 @@ async def test_a_cut_feed_is_told_in_words_its_retries_counted_and_missed_trades
         await expect(page.locator("#last-price")).to_have_text("91,250")
         await page.screenshot(path=str(tmp_path / "ticker-backfilled.png"))
     finally:
-        process.stop()
+        await stop_tickers(process)
 
 
 async def test_the_page_says_why_the_feed_is_down(
@@ -296,7 +296,7 @@ async def test_the_page_says_why_the_feed_is_down(
         await expect(page.locator("#trades tr.trade")).to_have_count(0)
         await page.screenshot(path=str(tmp_path / "ticker-down.png"))
     finally:
-        process.stop()
+        await stop_tickers(process)
 
 
 async def test_through_the_gateway_the_page_follows_the_simulator(

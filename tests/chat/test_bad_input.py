@@ -12,6 +12,7 @@ import httpx
 import pytest
 import socketio
 
+from tests.chat.presence import told
 from tests.conftest import CHAT_PATH, Cluster, connect_chat, start_chat
 from tests.harness import PATIENCE, Client
 
@@ -202,7 +203,7 @@ async def test_a_one_megabyte_frame_is_refused_and_the_service_stays_healthy(
 
     await flooder.emit("message", "x" * 1_000_000)
 
-    await bystander.wait("user_left", lambda u: u["name"] == f"flood-{unique}")
+    await bystander.wait("presence", told("left", name=f"flood-{unique}"))
     assert not flooder.sio.connected
     assert bystander.received("message") == []
     async with httpx.AsyncClient(timeout=PATIENCE) as http:

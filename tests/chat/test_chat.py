@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chat.presence import bare, seen, told
 from tests.conftest import Cluster, connect_chat, start_chat
 from tests.harness import PATIENCE, Client, until
 
@@ -48,7 +49,10 @@ async def test_naming_echoes_the_name_as_in_the_course(
     # NFC: "e" + combining acute becomes one character; spaces around are trimmed.
     ack = await ann.call("name", "  Rene\u0301e  ")
     assert (ack["ok"], ack["name"]) == (True, "Ren\u00e9e")
-    assert await ann.wait("name") == ("Ren\u00e9e", {"id": ann.sid})
+    name, about = await ann.wait("name")
+    assert (name, about["id"]) == ("Ren\u00e9e", ann.sid)
+    # The rev of the change the name made: what came before it is no news to the client.
+    assert isinstance(about["rev"], int)
 
 
 async def test_a_name_held_on_a_is_refused_on_b_whatever_its_case(
@@ -87,9 +91,9 @@ async def test_renaming_frees_the_old_name_and_tells_the_room(
 
     await ann.call("name", f"anna-{unique}")
 
-    left = await watcher.wait("user_left", lambda u: u["name"] == f"ann-{unique}")
-    joined = await watcher.wait("user_joined", lambda u: u["name"] == f"anna-{unique}")
-    assert left[0]["id"] == joined[0]["id"] == ann.sid
+    # A rename is a join of the same id under its new name: it replaces the old.
+    await watcher.wait("presence", told("joined", id=ann.sid, name=f"anna-{unique}"))
+    assert seen(watcher).members[ann.sid]["name"] == f"anna-{unique}"
     newcomer = await connect_chat(clients, chat_cluster.b, room=room)
     assert (await newcomer.call("name", f"ann-{unique}"))["ok"] is True
 
@@ -108,8 +112,10 @@ async def test_presence_is_the_same_from_either_replica(
 
     expected = {(ann.sid, f"ann-{unique}"), (bob.sid, f"bob-{unique}")}
     for observer in (seen_from_a, seen_from_b):
-        (users,) = observer.received("users")[0]
+        users, info = observer.received("users")[0]
         assert {(u["id"], u["name"]) for u in users} == expected
+        # A small room is listed; its count is its members, on every replica.
+        assert (info["count"], info["listed"]) == (2, True)
 
 
 async def test_the_room_hears_who_joins_and_who_leaves(
@@ -120,11 +126,16 @@ async def test_the_room_hears_who_joins_and_who_leaves(
     bob = await named(clients, chat_cluster.b, f"bob-{unique}", room)
 
     bob_id = bob.sid
-    assert await ann.wait("user_joined", lambda u: u["id"] == bob_id)
+    (came,) = await ann.wait("presence", told("joined", id=bob_id))
+    assert came["listed"] is True and came["count"] >= 1
     await bob.close()
 
-    (left,) = await ann.wait("user_left", lambda u: u["id"] == bob_id)
-    assert left == {"id": bob_id, "name": f"bob-{unique}"}
+    (went,) = await ann.wait("presence", told("left", id=bob_id))
+    (left,) = [member for member in went["left"] if member["id"] == bob_id]
+    assert bare(left) == {"id": bob_id, "name": f"bob-{unique}"}
+    # Revs grow: the leave is newer than the join, and than what the count was read with.
+    (joined,) = [member for member in came["joined"] if member["id"] == bob_id]
+    assert came["rev"] >= joined["rev"] and left["rev"] > joined["rev"]
 
 
 async def test_rooms_keep_their_messages_to_themselves(
@@ -269,8 +280,8 @@ async def test_a_client_that_comes_back_takes_its_name_back_from_its_old_connect
     assert ack["token"] != token
     (replaced,) = await phone.wait("name_error")
     assert replaced["error"] == "replaced"
-    await watcher.wait("user_left", lambda u: u["id"] == old_id)
-    await watcher.wait("user_joined", lambda u: u["id"] == back.sid)
+    await watcher.wait("presence", told("left", id=old_id))
+    await watcher.wait("presence", told("joined", id=back.sid))
     await until(lambda: not phone.sio.connected, "the replaced connection is still open")
     # The token was used up: the old one no longer proves anything.
     again = await connect_chat(clients, chat_cluster.a, room=room, name_token=token)

@@ -10,6 +10,7 @@ import pytest
 import socketio
 from switchboard.token import mint
 
+from tests.chat.presence import bare, changes, seen, told
 from tests.conftest import AUTH_SECRET, Cluster, connect_chat
 from tests.harness import Client, until
 
@@ -40,19 +41,23 @@ async def test_two_connections_of_one_user_are_one_member_who_leaves_with_the_la
     room, name = f"r-{unique}", f"Ann {unique}"
     watcher = await connect_chat(clients, chat_cluster.a, room=room)
     laptop = await signed_in(clients, chat_cluster.a, room, f"ann-{unique}", name)
-    (joined,) = await watcher.wait("user_joined")
-    assert joined["name"] == name and joined["signed_in"] is True
+    await watcher.wait("presence", told("joined", name=name))
+    (joined,) = changes(watcher, "joined", name=name)
+    assert joined["signed_in"] is True
     assert joined["connections"] == 1
     assert joined["id"].startswith("u:") and f"ann-{unique}" not in joined["id"]
-    assert (await laptop.wait("name")) == (name, {"id": joined["id"]})
+    # The rev of its coming: what changed before it is no news to this connection's page.
+    assert (await laptop.wait("name")) == (name, {"id": joined["id"], "rev": joined["rev"]})
 
     phone = await signed_in(clients, chat_cluster.b, room, f"ann-{unique}", name)
-    (updated,) = await watcher.wait("user_updated")
-    assert updated == {**joined, "connections": 2}
+    await watcher.wait("presence", told("updated", id=joined["id"]))
+    (updated,) = changes(watcher, "updated", id=joined["id"])
+    assert bare(updated) == {**bare(joined), "connections": 2}
     # Seen from either replica, the user is there once, with both connections.
     for url in (chat_cluster.a, chat_cluster.b):
         newcomer = await connect_chat(clients, url, room=room)
-        (users,) = await newcomer.wait("users")
+        users, info = await newcomer.wait("users")
+        assert info["count"] == 1
         assert one(users, name)["connections"] == 2
 
     # Both connections speak as the one member.
@@ -61,12 +66,14 @@ async def test_two_connections_of_one_user_are_one_member_who_leaves_with_the_la
     assert sender == {"id": joined["id"], "name": name, "signed_in": True}
 
     await laptop.close()
-    (fewer,) = await watcher.wait("user_updated", lambda m: m["connections"] == 1)
-    assert fewer["id"] == joined["id"]
-    assert not watcher.received("user_left")
+    await watcher.wait("presence", told("updated", id=joined["id"], connections=1))
+    assert not changes(watcher, "left")
+    assert seen(watcher).members[joined["id"]]["connections"] == 1
     await phone.close()
-    (left,) = await watcher.wait("user_left")
+    await watcher.wait("presence", told("left", id=joined["id"]))
+    (left,) = changes(watcher, "left")
     assert (left["id"], left["connections"]) == (joined["id"], 0)
+    assert seen(watcher).members == {}
 
 
 async def test_a_users_name_is_its_own_while_it_is_here(

@@ -12,6 +12,7 @@ import redis
 import socketio
 from switchboard.token import mint
 
+from tests.chat.presence import bare, changes, told
 from tests.conftest import AUTH_SECRET, connect_chat, start_chat
 from tests.harness import PATIENCE, Client, RedisServer, until
 
@@ -47,8 +48,9 @@ async def test_a_killed_replicas_names_and_presence_are_freed_once_its_heartbeat
         # Two tries a second: within the default rate limit.
         await until(taken_back, "the dead replica's name freed", every=0.5)
 
-        (left,) = await bob.wait("user_left", lambda u: u["id"] == ann_id)
-        assert left == {"id": ann_id, "name": f"ann-{unique}"}
+        await bob.wait("presence", told("left", id=ann_id))
+        (left,) = changes(bob, "left", id=ann_id)
+        assert bare(left) == {"id": ann_id, "name": f"ann-{unique}"}
         late = await connect_chat(clients, survivor.url, room=room)
         names = {u["name"] for u in late.received("users")[0][0]}
         assert names == {f"bob-{unique}", f"ann-{unique}"}  # ann now held by `other`

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import connect_chat, start_chat, start_cursors
+from tests.chat.presence import told
+from tests.conftest import connect_chat
 from tests.cursors.test_cursors import join as join_cursors
 from tests.cursors.test_cursors import sees_at
+from tests.faults.conftest import start_together
 from tests.harness import Client, RedisServer, ServiceProcess, until
-from tests.signal.conftest import start_signal
 from tests.signal.test_safety import join as join_call
 
 pytestmark = pytest.mark.asyncio
@@ -50,18 +51,18 @@ class Refusing:
 
 
 def pair(
-    start: object, log_dir: Path, redis_url: str, name: str
+    service: str, log_dir: Path, redis_url: str, name: str
 ) -> tuple[ServiceProcess, ServiceProcess]:
     # Beats every second: what waits for a beat does not wait long.
     env = {"REDIS_URL": redis_url, "REPLICA_TTL": "3"}
-    a, b = (start(log_dir, env, f"{name}-{side}") for side in "ab")  # type: ignore[operator]
+    a, b = start_together(log_dir, ((service, env, f"{name}-{side}") for side in "ab"))
     return a, b
 
 
 async def test_chat_a_name_and_presence_go_once_redis_answers(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    a, b = pair(start_chat, log_dir, own_redis.url, "chat-ghost")
+    a, b = pair("chat", log_dir, own_redis.url, "chat-ghost")
     redis_acl = Refusing(own_redis.port)
     try:
         room = f"ghost-{unique}"
@@ -72,11 +73,11 @@ async def test_chat_a_name_and_presence_go_once_redis_answers(
 
         with redis_acl.refusing("-@scripting"):  # the leave script among them
             await ann.close()
-            await bob.wait("user_left", lambda member: member["name"] == f"ann-{unique}")
+            await bob.wait("presence", told("left", name=f"ann-{unique}"))
 
         async def gone() -> bool:
             newcomer = await connect_chat(clients, b.url, room=room)
-            (users,) = newcomer.received("users")[0]
+            users = newcomer.received("users")[0][0]
             taken = await newcomer.call("name", f"ann-{unique}")
             await newcomer.close()
             return f"ann-{unique}" not in {user["name"] for user in users} and taken["ok"]
@@ -90,7 +91,7 @@ async def test_chat_a_name_and_presence_go_once_redis_answers(
 async def test_signalling_a_peer_is_off_the_list_once_redis_answers(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    a, b = pair(start_signal, log_dir, own_redis.url, "signal-ghost")
+    a, b = pair("signal", log_dir, own_redis.url, "signal-ghost")
     redis_acl = Refusing(own_redis.port)
     try:
         room = f"ghost-{unique}"
@@ -116,7 +117,7 @@ async def test_signalling_a_peer_is_off_the_list_once_redis_answers(
 async def test_cursors_a_cursor_leaves_every_screen_once_redis_answers(
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
-    a, b = pair(start_cursors, log_dir, own_redis.url, "cursors-ghost")
+    a, b = pair("cursors", log_dir, own_redis.url, "cursors-ghost")
     redis_acl = Refusing(own_redis.port)
     try:
         room = f"ghost-{unique}"

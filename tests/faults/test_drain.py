@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import connect_chat, start_chat
+from tests.conftest import connect_chat
+from tests.faults.conftest import start_together
 from tests.harness import PATIENCE, Client, RedisServer, until
 
 pytestmark = pytest.mark.asyncio
@@ -28,8 +29,13 @@ async def test_a_stopping_replica_drains_then_hands_its_clients_over(
     log_dir: Path, redis_server: RedisServer, clients: list[Client], unique: str
 ) -> None:
     shared = {"REDIS_URL": redis_server.url}
-    a = start_chat(log_dir, {**shared, "DRAIN_SECONDS": str(DRAIN)}, "chat-drain-a")
-    b = start_chat(log_dir, shared, "chat-drain-b")
+    a, b = start_together(
+        log_dir,
+        [
+            ("chat", {**shared, "DRAIN_SECONDS": str(DRAIN)}, "chat-drain-a"),
+            ("chat", shared, "chat-drain-b"),
+        ],
+    )
     try:
         room = f"drain-{unique}"
         ann = await connect_chat(clients, a.url, room=room)
@@ -51,7 +57,9 @@ async def test_a_stopping_replica_drains_then_hands_its_clients_over(
         await until(lambda: not ann.sio.connected, "Ann's connection is closed")
         assert time.monotonic() - told >= DRAIN - 0.5
         a.popen.wait(PATIENCE)
-        await bob.wait("user_left", lambda member: member["name"] == f"ann-{unique}")
+        await bob.wait(
+            "presence", lambda diff: any(m["name"] == f"ann-{unique}" for m in diff.get("left", []))
+        )
         again = await connect_chat(clients, b.url, room=room)
         assert (await again.call("name", f"ann-{unique}"))["ok"] is True
     finally:

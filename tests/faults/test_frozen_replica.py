@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import connect_chat, start_chat, start_cursors
+from tests.chat.presence import told
+from tests.conftest import connect_chat
 from tests.cursors.test_cursors import join as join_cursors
 from tests.cursors.test_cursors import sees_at, where
+from tests.faults.conftest import start_together
 from tests.faults.users import until_listed
 from tests.harness import Client, RedisServer, until
-from tests.signal.conftest import start_signal
 from tests.signal.peers import SIGNAL_PATH
 from tests.signal.test_safety import join as join_call
 
@@ -27,7 +28,7 @@ async def test_a_frozen_replica_wakes_to_what_the_others_decided(
     log_dir: Path, redis_server: RedisServer, clients: list[Client], unique: str
 ) -> None:
     env = {"REDIS_URL": redis_server.url, "REPLICA_TTL": "3"}
-    a, b = (start_chat(log_dir, env, f"chat-frozen-{side}") for side in "ab")
+    a, b = start_together(log_dir, (("chat", env, f"chat-frozen-{side}") for side in "ab"))
     room = f"frozen-{unique}"
     ann_name, dave_name = f"ann-{unique}", f"dave-{unique}"
     try:
@@ -42,7 +43,7 @@ async def test_a_frozen_replica_wakes_to_what_the_others_decided(
         try:
             # B takes A for dead after its TTL: A's people leave, and Ann's name is free.
             for name in (ann_name, dave_name):
-                await bob.wait("user_left", lambda member, name=name: member["name"] == name)
+                await bob.wait("presence", told("left", name=name))
             carol = await connect_chat(clients, b.url, room=room)
             assert (await carol.call("name", ann_name))["ok"] is True
         finally:
@@ -55,9 +56,9 @@ async def test_a_frozen_replica_wakes_to_what_the_others_decided(
         # Carol holds ann_name now.
         await until_listed(clients, b.url, room, [ann_name, dave_name, f"bob-{unique}"])
 
-        # Bob, who saw Dave leave, is told he is back (a second user_joined for him).
+        # Bob, who saw Dave leave, is told he is back (a second join of his, in `presence`).
         def dave_joined() -> int:
-            return sum(member["id"] == dave.sid for (member,) in bob.received("user_joined"))
+            return sum(told("joined", id=dave.sid)(diff) for (diff,) in bob.received("presence"))
 
         await until(lambda: dave_joined() == 2, "Bob is told Dave is back")
         # A serves again, across replicas: Dave's message reaches Bob.
@@ -77,8 +78,15 @@ async def test_frozen_cursor_and_signalling_replicas_wake_without_doubles(
     screens and its people leave B's ``clients``; on waking it writes them back, each once,
     and everyone is shown again."""
     env = {"REDIS_URL": redis_server.url, "REPLICA_TTL": "3"}
-    cursors = [start_cursors(log_dir, env, f"cursors-frozen-{side}") for side in "ab"]
-    signals = [start_signal(log_dir, env, f"signal-frozen-{side}") for side in "ab"]
+    started = start_together(
+        log_dir,
+        [
+            (service, env, f"{service}-frozen-{side}")
+            for service in ("cursors", "signal")
+            for side in "ab"
+        ],
+    )
+    cursors, signals = started[:2], started[2:]
     room = f"frozen-{unique}"
     frozen = [cursors[0], signals[0]]
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from switchboard.token import mint
 
+from tests.chat.presence import changes, told
 from tests.conftest import AUTH_SECRET, connect_chat
 from tests.faults.conftest import chat_env, chat_replicas
 from tests.faults.users import (
@@ -72,7 +73,7 @@ async def test_a_signed_in_user_on_a_killed_replica_stays_with_its_other_connect
     log_dir: Path, own_redis: RedisServer, clients: list[Client], unique: str
 ) -> None:
     """Issue 15: Ann is signed in on both replicas; A is killed. When B reaps A, the room is told
-    Ann has one connection left (``user_updated``), not that she left, and her name stays hers;
+    Ann has one connection left (``updated``), not that she left, and her name stays hers;
     she leaves with her last connection."""
     a, b = chat_replicas(log_dir, chat_env(own_redis.url, AUTH_SECRET=AUTH_SECRET), "chat-ids")
     room, name = f"ids-{unique}", f"Ann {unique}"
@@ -82,17 +83,18 @@ async def test_a_signed_in_user_on_a_killed_replica_stays_with_its_other_connect
         for url in (a.url, b.url):
             connection = await connect_chat(clients, url, room=room, token=ann)
             await connection.wait("name")
-        (both,) = await watcher.wait("user_updated", lambda m: m["connections"] == 2)
+        await watcher.wait("presence", told("updated", connections=2))
+        (both,) = changes(watcher, "updated", connections=2)
         a.kill()
-        (after,) = await watcher.wait("user_updated", lambda m: m["connections"] == 1)
-        assert after["id"] == both["id"] and not watcher.received("user_left")
+        await watcher.wait("presence", told("updated", connections=1))
+        (after,) = changes(watcher, "updated", connections=1)
+        assert after["id"] == both["id"] and not changes(watcher, "left")
         stranger = await connect_chat(clients, b.url, room=room)
-        (users,) = await stranger.wait("users")
+        users, _ = await stranger.wait("users")
         assert [(u["name"], u["connections"]) for u in users] == [(name, 1)]
         assert (await stranger.call("name", name))["error"] == "taken"
         await clients[-2].close()  # Ann's connection on B
-        (left,) = await watcher.wait("user_left")
-        assert left["id"] == both["id"]
+        await watcher.wait("presence", told("left", id=both["id"]))
     finally:
         a.stop()
         b.stop()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import start_cursors
 from tests.cursors.test_cursors import join
+from tests.faults.conftest import start_together
 from tests.faults.users import CursorUser
 from tests.harness import Client, RedisServer, until
 
@@ -55,7 +55,7 @@ async def test_a_cursor_replica_killed_while_people_move_leaves_no_ghost(
 ) -> None:
     # Beats every second: a dead replica's cursors are taken for gone within 3 s of its last.
     env = {"REDIS_URL": own_redis.url, "REPLICA_TTL": "3"}
-    a, b = (start_cursors(log_dir, env, f"cursors-kill-{side}") for side in "ab")
+    a, b = start_together(log_dir, (("cursors", env, f"cursors-kill-{side}") for side in "ab"))
     room = f"kill-{unique}"
     # Half start on A (and fall back to B), half on B.
     people = [

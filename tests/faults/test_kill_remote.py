@@ -19,7 +19,7 @@ from typing import Literal
 
 import pytest
 
-from tests.conftest import start_cursors
+from tests.faults.conftest import start_together
 from tests.faults.users import Presses, Side
 from tests.harness import RedisServer, ServiceProcess, until
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.asyncio
 
 def replicas(log_dir: Path, redis: RedisServer, label: str) -> list[ServiceProcess]:
     env = {"REDIS_URL": redis.url, "REPLICA_TTL": "3"}
-    return [start_cursors(log_dir, env, name=f"{label}-{n}") for n in range(2)]
+    return start_together(log_dir, (("cursors", env, f"{label}-{n}") for n in range(2)))
 
 
 async def pair(screen: Side, phone: Side, desktop_on: int) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from aiortc.mediastreams import MediaStreamTrack
 
+from tests.faults.conftest import start_together
 from tests.harness import Client, RedisServer, TurnServer, until
 from tests.signal.conftest import (
     signal_env,
-    start_signal,
     turn,  # noqa: F401  (the session's coturn, re-exported)
 )
 from tests.signal.peers import Peer
@@ -91,7 +91,7 @@ async def test_a_signalling_replica_killed_mid_call_leaves_the_call_and_no_ghost
 ) -> None:
     # Beats every second: a dead replica's peers are taken for gone within 3 s of its last.
     env = signal_env(turn, REDIS_URL=own_redis.url, REPLICA_TTL="3")
-    a, b, c = (start_signal(log_dir, env, f"signal-kill-{side}") for side in "abc")
+    a, b, c = start_together(log_dir, (("signal", env, f"signal-kill-{side}") for side in "abc"))
     room = f"kill-{unique}"
     # Ann is on A and falls back to B; Bob on B; a bystander on C watches the room's list.
     ann = Peer(a.url, urls=[a.url, b.url])

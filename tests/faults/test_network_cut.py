@@ -4,8 +4,8 @@ it and Redis is dropped for 20 s (silently, both ways), then let through, while 
 still reach it and its people keep trying to talk. A acknowledges nothing it cannot store (it
 refuses with `unavailable`); B frees A's names after REPLICA_TTL; when the network is back A
 writes its live clients back, each once, under the names they held, every page shows everyone
-(B's `user_left` of A's people, held back by the cut, must not reach A's pages after A's
-`user_joined`), and every acknowledged message reaches everyone."""
+(B's `left` of A's people, held back by the cut, must not reach A's pages after A's
+`joined`), and every acknowledged message reaches everyone."""
 
 from __future__ import annotations
 
@@ -49,25 +49,28 @@ def namespace() -> Iterator[netns.Namespace]:
 
 class Roster:
     """Who is in the room as a person's page shows it (web/chat/chat.js): by id, from
-    ``user_joined`` and ``user_left``; a ``user_left`` of a name the id no longer has removes
-    nothing. It starts from ``everyone``, once the room lists everyone."""
+    ``presence``'s ``joined`` and ``left``; a change no newer (by its rev) than the last of its
+    id is skipped. It starts from ``everyone``, once the room lists everyone."""
 
     def __init__(self, person: ChatUser, everyone: dict[str, str]) -> None:
         self.users = dict(everyone)
+        self.revs: dict[str, int] = {}
         #: What it was told, in order: what a failure shows.
         self.told: list[str] = []
         assert person.sio is not None
-        person.sio.on("user_joined", self._joined)
-        person.sio.on("user_left", self._left)
+        person.sio.on("presence", self._presence)
 
-    async def _joined(self, user: dict[str, str]) -> None:
-        self.told.append(f"+{user['name']}")
-        self.users[user["id"]] = user["name"]
-
-    async def _left(self, user: dict[str, str]) -> None:
-        self.told.append(f"-{user['name']}")
-        if self.users.get(user["id"]) == user["name"]:
-            del self.users[user["id"]]
+    async def _presence(self, diff: dict[str, Any]) -> None:
+        for kind, sign in (("left", "-"), ("joined", "+")):
+            for user in diff.get(kind, []):
+                self.told.append(f"{sign}{user['name']}")
+                if user["rev"] <= self.revs.get(user["id"], 0):
+                    continue
+                self.revs[user["id"]] = user["rev"]
+                if kind == "left":
+                    self.users.pop(user["id"], None)
+                else:
+                    self.users[user["id"]] = user["name"]
 
     async def until_shows(self, users: dict[str, str], whose: str) -> None:
         try:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis
 
+from tests.chat.presence import told
 from tests.conftest import connect_chat
 from tests.faults.conftest import chat_env, chat_replicas
 from tests.harness import PATIENCE, Client, RedisServer, rss_kb, until
@@ -121,7 +122,7 @@ async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
 
         leaving = await connect_chat(clients, b.url, room=room)
         await leaving.call("name", f"leaving-{unique}")
-        await ann.wait("user_joined", lambda user: user["name"] == f"leaving-{unique}")
+        await ann.wait("presence", told("joined", name=f"leaving-{unique}"))
 
         deafen(control)
         try:
@@ -144,7 +145,7 @@ async def test_a_deaf_replica_is_unready_and_its_clients_catch_up(
         # And who is there now: the newcomer, without the one who left (`users`, the whole list).
         await ann.wait(
             "users",
-            lambda users: {u["name"] for u in users} == {f"bob-{unique}", f"coming-{unique}"},
+            lambda users, _: {u["name"] for u in users} == {f"bob-{unique}", f"coming-{unique}"},
         )
 
         async def both_ready() -> bool:

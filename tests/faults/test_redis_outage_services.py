@@ -12,11 +12,11 @@ import httpx
 import pytest
 import socketio
 
-from tests.conftest import CURSORS_PATH, start_cursors
+from tests.conftest import CURSORS_PATH
 from tests.cursors.test_cursors import join as join_cursors
 from tests.cursors.test_cursors import sees_at
+from tests.faults.conftest import start_together
 from tests.harness import Client, RedisServer, until
-from tests.signal.conftest import start_signal
 from tests.signal.peers import SIGNAL_PATH
 from tests.signal.test_safety import join as join_call
 
@@ -49,8 +49,15 @@ async def test_cursors_remote_and_signalling_ride_out_a_redis_restart(
 ) -> None:
     server = RedisServer(log_dir)
     env = {"REDIS_URL": server.url, "REPLICA_TTL": "3"}
-    cursors = [start_cursors(log_dir, env, f"outage-cursors-{n}") for n in range(2)]
-    signals = [start_signal(log_dir, env, f"outage-signal-{n}") for n in range(2)]
+    started = start_together(
+        log_dir,
+        [
+            (service, env, f"outage-{service}-{n}")
+            for service in ("cursors", "signal")
+            for n in range(2)
+        ],
+    )
+    cursors, signals = started[:2], started[2:]
     room = f"outage-{unique}"
     try:
         ann = await join_cursors(clients, cursors[0].url, room, "ann")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import connect_chat, start_cursors
-from tests.faults.conftest import chat_env, chat_replicas
+from tests.conftest import connect_chat
+from tests.faults.conftest import chat_env, start_together
 from tests.faults.users import ChatUser, Presses, Side
 from tests.harness import (
     SERVICE_PREFIXES,
@@ -87,10 +87,15 @@ async def test_a_redis_restart_keeps_history_names_and_pairings(
     env = redis_env(tmp_path / "cluster")
     node = start_redis(log_dir, env, f"redis-{fault}-0")
     url = f"redis://127.0.0.1:{env['REDIS_PORT']}/0"
-    a, b = chat_replicas(
-        log_dir, chat_env(url, CHAT_HISTORY_SIZE=str(HISTORY)), f"chat-aof-{fault}"
+    chat = chat_env(url, CHAT_HISTORY_SIZE=str(HISTORY))
+    a, b, cursors = start_together(
+        log_dir,
+        [
+            ("chat", chat, f"chat-aof-{fault}-0"),
+            ("chat", chat, f"chat-aof-{fault}-1"),
+            ("cursors", {"REDIS_URL": url, "REPLICA_TTL": "3"}, f"remote-aof-{fault}"),
+        ],
     )
-    cursors = start_cursors(log_dir, {"REDIS_URL": url, "REPLICA_TTL": "3"}, f"remote-aof-{fault}")
     room = f"aof-{unique}"
     people = [
         ChatUser([a.url, b.url] if n % 2 == 0 else [b.url, a.url], room, f"p{n}-{unique}")

@@ -30,6 +30,7 @@ import httpx
 import pytest
 import socketio
 
+from tests.faults.conftest import stop_together
 from tests.faults.users import (
     ChatUser,
     CursorUser,
@@ -70,8 +71,8 @@ class Deployment:
     def url(self) -> str:
         return f"https://localhost:{self.env['GATEWAY_HTTPS_PORT']}"
 
-    def start(self, service: str, side: str) -> ServiceProcess:
-        """As the Procfile's line ``<service>-<side>`` runs it."""
+    def launch(self, service: str, side: str) -> ServiceProcess:
+        """As the Procfile's line ``<service>-<side>`` runs it; not yet waited for."""
         replica = ServiceProcess(
             PACKAGES[service],
             self.log_dir,
@@ -80,18 +81,27 @@ class Deployment:
             port=int(self.env[f"{service.upper()}_PORT_{side.upper()}"]),
         )
         self.replicas[f"{service}-{side}"] = replica
-        replica.wait_ready(f"/api/{service}")
         return replica
+
+    def start_all(self) -> None:
+        """Every replica at once, as honcho starts them, then each waited for until ready."""
+        for service in PACKAGES:
+            for side in "ab":
+                self.launch(service, side)
+        for name, replica in self.replicas.items():
+            replica.wait_ready(f"/api/{name.split('-')[0]}")
 
     def restart(self, service: str, side: str) -> None:
         self.replicas[f"{service}-{side}"].stop()  # SIGTERM: drain, close as a restart, leave
         self.restarts += 1
-        self.start(service, side)
+        self.launch(service, side).wait_ready(f"/api/{service}")
 
     def stop(self) -> None:
-        for replica in self.replicas.values():
-            replica.stop()
-        self.infra.stop()
+        try:
+            # All at once: each drains (DRAIN_SECONDS) before it stops.
+            stop_together(self.replicas.values())
+        finally:
+            self.infra.stop()
 
 
 @pytest.fixture
@@ -114,9 +124,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     infra, given = start_part(tmp_path, env, "redis gateway turn simulator")
     running = Deployment(tmp_path, infra, given)
     try:
-        for service in PACKAGES:
-            for side in "ab":
-                running.start(service, side)
+        running.start_all()
         yield running
     finally:
         running.stop()

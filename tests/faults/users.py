@@ -16,6 +16,49 @@ from tests.conftest import CHAT_PATH, CURSORS_PATH, connect_chat
 from tests.harness import PATIENCE, Client, until
 
 
+class Acks:
+    """Acks awaited on one connection at a time. python-socketio's ``call`` waits out its whole
+    timeout for an ack its connection can no longer bring (the connection was lost under it);
+    here a lost connection (:meth:`lost`, from the disconnect handler) ends every wait at once,
+    as the pages' own timers would, and they move on to the next connection."""
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    async def call(
+        self,
+        sio: socketio.AsyncClient,
+        event: str,
+        data: Any,
+        namespace: str = "/",
+        timeout: float = 10,
+    ) -> Any:
+        """As ``sio.call``: the ack's data, or socketio's TimeoutError after ``timeout``; and
+        DisconnectedError as soon as the connection is lost."""
+        acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(*args: Any) -> None:
+            if not acked.done():
+                acked.set_result(args[0] if len(args) == 1 else (args or None))
+
+        self._pending.add(acked)
+        try:
+            await sio.emit(event, data, namespace=namespace, callback=answered)
+            try:
+                async with asyncio.timeout(timeout):
+                    return await acked
+            except TimeoutError:
+                raise socketio.exceptions.TimeoutError() from None
+        finally:
+            self._pending.discard(acked)
+
+    def lost(self) -> None:
+        """The connection is gone: every ack still awaited is given up."""
+        for pending in self._pending:
+            if not pending.done():
+                pending.set_exception(socketio.exceptions.DisconnectedError())
+
+
 class ChatUser:
     """A person in a chat room, as web/chat/chat.js is: when the connection is lost it connects
     again (to the next of ``urls``: what the gateway does for a dead replica) with ``last_id``
@@ -53,6 +96,7 @@ class ChatUser:
         self._closing = False
         self._online = asyncio.Event()
         self._reconnecting: asyncio.Task[None] | None = None
+        self._acks = Acks()
 
     def _hold(self, message_id: str) -> None:
         self.received[message_id] += 1
@@ -118,6 +162,7 @@ class ChatUser:
 
     async def _on_disconnect(self, *_reason: Any) -> None:
         self._online.clear()
+        self._acks.lost()
         if not self._closing and (self._reconnecting is None or self._reconnecting.done()):
             self.reconnects += 1
             self._reconnecting = asyncio.get_running_loop().create_task(self.connect())
@@ -128,7 +173,7 @@ class ChatUser:
             await self._online.wait()
         assert self.sio is not None
         try:
-            answer = await self.sio.call("message", text, timeout=10)
+            answer = await self._acks.call(self.sio, "message", text)
         except (socketio.exceptions.SocketIOError, TimeoutError):
             self.unacked += 1
             return None
@@ -174,7 +219,7 @@ async def listed(clients: list[Client], url: str, room: str) -> list[str]:
     """The names a newcomer to ``room`` is shown (a fresh connection each time: the list comes
     once, on connecting)."""
     newcomer = await connect_chat(clients, url, room=room)
-    (users,) = newcomer.received("users")[-1]
+    users = newcomer.received("users")[-1][0]
     await newcomer.close()
     return sorted(user["name"] for user in users)
 
@@ -414,6 +459,8 @@ class Side:
         self.next = first
         self._closing = False
         self._reconnecting: asyncio.Task[None] | None = None
+        #: Acks this side awaits (a phone's presses).
+        self.acks = Acks()
 
     def got(self, event: str) -> list[Any]:
         return [data for name, data in self.events if name == event]
@@ -470,6 +517,7 @@ class Side:
         return record
 
     async def _on_disconnect(self, *args: Any) -> None:
+        self.acks.lost()
         if not self._closing and self._reconnecting is None:
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
@@ -514,8 +562,8 @@ class Presses:
             button = f"b{self.sent}"
             self.sent += 1
             try:
-                answer = await sio.call(
-                    "press", {"button": button, "down": True}, namespace="/remote", timeout=10
+                answer = await self.phone.acks.call(
+                    sio, "press", {"button": button, "down": True}, namespace="/remote"
                 )
             except socketio.exceptions.SocketIOError:
                 # No answer (the connection died under it), or the namespace not connected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.harness import PATIENCE, Client, ServiceProcess
@@ -46,6 +47,14 @@ async def start_ticker(
         process.stop()
         raise
     return process
+
+
+async def stop_tickers(*tickers: ServiceProcess) -> None:
+    """Stop ``tickers`` (together), with this event loop running meanwhile: the fake exchange
+    lives in it, and a ticker that stops closes its upstream connection and waits for the
+    close to be answered. A plain ``stop()`` would block the loop, and each ticker would wait
+    out its close timeout (2 s) before exiting."""
+    await asyncio.gather(*(asyncio.to_thread(ticker.stop) for ticker in tickers))
 
 
 async def watch(opened: list[Client], url: str, pair: str = "btcusd") -> tuple[Client, dict]:

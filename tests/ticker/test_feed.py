@@ -14,7 +14,7 @@ import pytest
 from ticker_service.upstream import BACKFILL_DELAY
 
 from tests.harness import PATIENCE, Client, until
-from tests.ticker.conftest import PREFIX, launch, start_ticker, trade_ids, watch
+from tests.ticker.conftest import PREFIX, launch, start_ticker, stop_tickers, trade_ids, watch
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
 pytestmark = pytest.mark.asyncio
@@ -114,7 +114,7 @@ async def test_a_browser_gets_its_pairs_trades_with_bitstamps_exact_strings(
         assert (status["cause"], status["attempts"], status["last_cause"]) == (None, 0, None)
         assert status["pairs"]["btcusd"]["last_trade_at"] == int(later["microtimestamp"]) // 1000
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_heartbeats_keep_a_quiet_connection(tmp_path: Path, fake: FakeBitstamp) -> None:
@@ -132,7 +132,7 @@ async def test_heartbeats_keep_a_quiet_connection(tmp_path: Path, fake: FakeBits
         assert fake.connections == [upstream] and upstream.open
         assert (await status_of(ticker.url))["state"] == "connected"
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplicate(
@@ -189,7 +189,7 @@ async def test_request_reconnect_is_make_before_break_with_no_gap_and_no_duplica
         assert "bts:request_reconnect" in status["last_reason"]
         assert status["last_cause"] == "reconnect_requested"
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_an_open_but_silent_connection_is_replaced_after_its_silence_timeout(
@@ -228,7 +228,7 @@ async def test_an_open_but_silent_connection_is_replaced_after_its_silence_timeo
         assert status["last_cause"] == "silent"
         await fake.until(lambda: len(fake.rest_requests) == 8, what="a backfill after the gap")
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_refused_connections_back_off_with_full_jitter_and_say_offline(
@@ -298,7 +298,7 @@ async def test_refused_connections_back_off_with_full_jitter_and_say_offline(
         )
         assert (back["cause"], back["attempts"]) == (None, 0), back
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_bitstamp_errors_are_reported_and_survived(
@@ -326,7 +326,7 @@ async def test_bitstamp_errors_are_reported_and_survived(
         assert upstream.open and fake.subscribed() == [upstream]
         assert await metric(ticker.url, "switchboard_ticker_upstream_errors_total") == 1
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_trades_missed_while_disconnected_are_backfilled_once(
@@ -369,7 +369,7 @@ async def test_trades_missed_while_disconnected_are_backfilled_once(
         assert status["last_reason"] == "the connection dropped without a close frame"
         assert status["last_cause"] == "dropped"
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_unreadable_upstream_messages_are_skipped(
@@ -391,7 +391,7 @@ async def test_unreadable_upstream_messages_are_skipped(
         assert await metric(ticker.url, "switchboard_ticker_upstream_bad_messages_total") == 3
         assert upstream.open
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 async def test_an_upstream_that_never_answers_times_out(tmp_path: Path, fake: FakeBitstamp) -> None:
@@ -419,7 +419,7 @@ async def test_an_upstream_that_never_answers_times_out(tmp_path: Path, fake: Fa
         assert status["cause"] == "timeout"
         assert status["state"] in ("reconnecting", "offline")
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
         for writer in held:
             writer.close()
         black_hole.close()

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.harness import PATIENCE, Client, RedisServer, ServiceProcess, until
-from tests.ticker.conftest import FAST, PREFIX, launch, trade_ids, watch
+from tests.ticker.conftest import FAST, PREFIX, launch, stop_tickers, trade_ids, watch
 from tests.ticker.fake_bitstamp import FakeBitstamp
 from tests.ticker.test_feed import has_ids, metric, status_of
 
@@ -115,8 +115,7 @@ async def test_one_upstream_for_the_cluster_and_a_killed_leader_is_replaced_once
         assert status["last_reason"] == "the replica holding the upstream connection stopped"
         assert status["last_cause"] == "replica_stopped"
     finally:
-        for replica in replicas:
-            replica.stop()
+        await stop_tickers(*replicas)
 
 
 async def test_a_new_leader_takes_over_at_once_when_the_old_one_stops_cleanly(
@@ -136,7 +135,7 @@ async def test_a_new_leader_takes_over_at_once_when_the_old_one_stops_cleanly(
         [follower] = [r for r in replicas if r is not leader]
         holder = store.get(LOCK)
         assert holder is not None
-        leader.stop()
+        await stop_tickers(leader)
         stopped = time.monotonic()
         # The lock was released as the leader stopped, not left to expire after its 30 s: it is
         # free, or the follower's already.
@@ -147,8 +146,7 @@ async def test_a_new_leader_takes_over_at_once_when_the_old_one_stops_cleanly(
         assert await metric(follower.url, "switchboard_ticker_leader") == 1
         assert fake.most_open == 1
     finally:
-        for replica in replicas:
-            replica.stop()
+        await stop_tickers(*replicas)
 
 
 async def test_a_leader_cut_off_from_redis_lets_go_of_upstream_and_one_comes_back(
@@ -195,8 +193,7 @@ async def test_a_leader_cut_off_from_redis_lets_go_of_upstream_and_one_comes_bac
         assert [trade_ids(watcher).count(data["id"]) for watcher in watchers] == [1, 1]
         assert second.open and fake.subscribed() == [second]
     finally:
-        for replica in replicas:
-            replica.stop()
+        await stop_tickers(*replicas)
         own.stop()
 
 
@@ -221,7 +218,7 @@ async def test_after_every_replica_was_away_long_the_gap_is_backfilled_as_far_as
         await fake.until(fake.subscribed)
         await until(lambda: store.get("ticker:heard_at"), "the leader records when it heard")
     finally:
-        first.stop()
+        await stop_tickers(first)
     # Every replica away for `away` seconds: the status record (60 s) expired long ago, and
     # upstream was last heard as long ago. (We set the clock's work back by hand.)
     store.delete("ticker:status")
@@ -250,5 +247,5 @@ async def test_after_every_replica_was_away_long_the_gap_is_backfilled_as_far_as
         assert told["filled"] is filled
         assert abs(told["from"] - gone_at * 1000) < 2000
     finally:
-        second.stop()
+        await stop_tickers(second)
         store.close()

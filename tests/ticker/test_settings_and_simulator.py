@@ -28,7 +28,7 @@ from tests.harness import (
     settings_refusal,
     wait_for_port,
 )
-from tests.ticker.conftest import PREFIX, TICKER_PATH, launch, start_ticker
+from tests.ticker.conftest import PREFIX, TICKER_PATH, launch, start_ticker, stop_tickers
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
 
@@ -187,7 +187,7 @@ async def test_bad_input_gets_clear_errors(
                 assert bad.status_code == 400, limit
                 assert bad.json()["error"] == "bad_request" and "limit" in bad.json()["message"]
     finally:
-        ticker.stop()
+        await stop_tickers(ticker)
 
 
 @pytest.mark.asyncio

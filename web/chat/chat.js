@@ -17,8 +17,9 @@ const GROUP_MS = 5 * 60_000;
 /**
  * Joins and leaves are told in the conversation, coalesced (issue 16): what happens within
  * NOTICE_WINDOW_MS of the first one is one notice ("Ann, Bob and 3 others joined"), told once
- * nothing more came for NOTICE_SETTLE_MS (a rename is a user_left and a user_joined sent
- * back to back), and at the latest NOTICE_MAX_MS after the first.
+ * nothing more came for NOTICE_SETTLE_MS (the server's `presence` comes once a tick, about
+ * every 0.2 s, from each replica), and at the latest NOTICE_MAX_MS after the first. A room too
+ * big to list (issue 17) tells none.
  */
 const NOTICE_WINDOW_MS = 1_000;
 const NOTICE_SETTLE_MS = 300;
@@ -49,6 +50,7 @@ const ui = {
   nameError: byId("name-error"),
   chatScreen: byId("chat-screen"),
   users: byId("users"),
+  crowd: byId("crowd"),
   userCount: byId("user-count"),
   log: byId("log"),
   messages: byId("messages"),
@@ -73,6 +75,16 @@ const chat = {
   messageIds: new Set(),
   /** Who is online: member id -> {name, connections, signedIn} (docs/protocol.md, "Members"). */
   users: new Map(),
+  /**
+   * The room's presence as the server told it (docs/protocol.md, "Members"): whether it is
+   * listed (small enough for the server to say who is in it) or only counted; how many are
+   * here; `rev`, the rev of those figures; `base`, the rev of the `users` we hold; `revs`,
+   * member id -> the rev of its newest change we applied since. A change no newer than these
+   * is skipped: diffs of different replicas may come in any order, and `users` may already
+   * hold what a diff says. `since`: the rev of our taking our name; what changed before it is
+   * not told (it may reach us after we are in, from another replica's tick).
+   */
+  presence: { listed: true, count: 0, rev: 0, base: 0, revs: new Map(), since: 0 },
   /** Our member ids (a socket id per connection; our user's id when signed in), to tell our own
    * messages and entry apart. */
   ownIds: new Set(),
@@ -129,7 +141,7 @@ function start() {
   // bad_room, bad_auth, bad_last_id are final; `unavailable` is retried.
   socket.on("connect_error", (err) => connection.connectError(err));
 
-  socket.on("name", (name, me) => nameAccepted(name, me?.id));
+  socket.on("name", (name, me) => nameAccepted(name, me?.id, me?.rev));
   socket.on("name_error", (refusal) => {
     // Replaced: this tab's name went to a newer connection of ours (a copy of this tab).
     if (refusal.error === "replaced") rememberNameToken(null);
@@ -137,9 +149,7 @@ function start() {
   });
   socket.on("chat_error", (refusal) => showChatError(refusal.message));
   socket.on("users", onUsers);
-  socket.on("user_joined", onUserJoined);
-  socket.on("user_updated", onMember);
-  socket.on("user_left", onUserLeft);
+  socket.on("presence", onPresence);
   socket.on("history", onHistory);
   socket.on("message", (sender, text, meta) => onMessage({ ...meta, sender, text }));
 
@@ -246,10 +256,12 @@ function showSignedInName(name) {
 
 /**
  * The server holds `name` for us, as typed by us or after trimming and normalising (or as our
- * sign-in gives it); `id` is our id as a member of the room.
+ * sign-in gives it); `id` is our id as a member of the room, `rev` that of our taking the name
+ * (not in the ack).
  */
-function nameAccepted(name, id) {
+function nameAccepted(name, id, rev) {
   if (id) chat.ownIds.add(id);
+  if (rev) chat.presence.since = Math.max(chat.presence.since, rev);
   chat.name = name;
   chat.nameConfirmed = true;
   ui.myName.textContent = name;
@@ -286,42 +298,97 @@ function member({ name, connections = 1, signed_in: signedIn = false }) {
 }
 
 /**
- * Who is in the room, all of it: on joining, after a reconnect, after our replica was cut off.
- * Not a join nor a leave of anyone: what changed while we were away is not told.
+ * `users`: who is in the room, all of it (none when it is too big to list: `info.listed`
+ * false): on joining, after a reconnect, after our replica was cut off, when the room is small
+ * enough to list again. Not a join nor a leave of anyone: what changed while we were away is
+ * not told. Changes we hold that are newer than it stay; an older `users` (another replica's,
+ * overtaken) is skipped.
  */
-function onUsers(list) {
-  chat.users = new Map(list.map((m) => [m.id, member(m)]));
+function onUsers(list, info = {}) {
+  const presence = chat.presence;
+  const rev = info.rev ?? 0;
+  if (rev < presence.base) return;
+  const users = new Map(list.map((m) => [m.id, member(m)]));
+  const revs = new Map();
+  for (const [id, changed] of presence.revs) {
+    if (changed <= rev) continue;
+    revs.set(id, changed);
+    if (chat.users.has(id)) users.set(id, chat.users.get(id));
+    else users.delete(id);
+  }
+  chat.users = users;
+  presence.revs = revs;
+  presence.base = rev;
+  if (rev >= presence.rev) {
+    presence.rev = rev;
+    presence.count = info.count ?? users.size;
+    presence.listed = info.listed ?? true;
+  }
   renderUsers();
 }
 
 /**
- * `user_joined`: someone took a name, renamed, or a signed-in user's first connection came;
- * also someone we hold already, written back by a replica that was taken for dead (told as
- * nothing, since nothing changed for us).
+ * `presence`, a tick's changes: `joined` (someone took a name, renamed, a signed-in user's
+ * first connection came, or a replica taken for dead wrote its people back), `updated` (a
+ * signed-in user's count of connections), `left`; with the room's `count` and whether it is
+ * `listed`. A room that became too big to list has no lists: we keep its count (a `users`
+ * lists it again).
  */
-function onUserJoined(m) {
-  // Someone who left a moment ago under this name is back, on another connection.
-  comeBack(m.name);
-  noteChange(m.id, true);
-  onMember(m);
-}
-
-/** `user_updated`: a signed-in user's count of connections changed, never a join or a leave. */
-function onMember(m) {
-  chat.users.set(m.id, member(m));
+function onPresence(diff) {
+  const presence = chat.presence;
+  if (diff.rev !== undefined && diff.rev >= presence.rev) {
+    presence.rev = diff.rev;
+    presence.count = diff.count;
+    if (!diff.listed && presence.listed) countOnly();
+  }
+  for (const m of diff.left ?? []) {
+    if (!newer(m) || !chat.users.has(m.id)) continue;
+    noteChange(m, false);
+    chat.users.delete(m.id);
+  }
+  for (const m of diff.joined ?? []) {
+    if (!newer(m)) continue;
+    // Someone who left a moment ago under this name is back, on another connection.
+    comeBack(m.name);
+    noteChange(m, true);
+    chat.users.set(m.id, member(m));
+  }
+  for (const m of diff.updated ?? []) {
+    if (newer(m)) chat.users.set(m.id, member(m));
+  }
   renderUsers();
 }
 
-function onUserLeft({ id, name }) {
-  // A rename sends user_left for the old name before user_joined for the new one; compare the
-  // name so that a late user_left never removes a newer entry (nor tells of a leave).
-  if (chat.users.get(id)?.name !== name) return;
-  noteChange(id, false);
-  chat.users.delete(id);
-  renderUsers();
+/** Whether member `m`'s change is newer than what we hold of it; noted if it is. */
+function newer({ id, rev = 0 }) {
+  const presence = chat.presence;
+  if (rev <= presence.base || rev <= (presence.revs.get(id) ?? 0)) return false;
+  presence.revs.set(id, rev);
+  return true;
+}
+
+/** The room is too big to list: its count only, and no notices (those pending go untold). */
+function countOnly() {
+  chat.presence.listed = false;
+  chat.users.clear();
+  chat.presence.revs.clear();
+  if (chat.pending) {
+    clearTimeout(chat.pending.timer);
+    chat.pending.place.remove();
+    chat.pending = null;
+  }
 }
 
 function renderUsers() {
+  const { listed, count } = chat.presence;
+  ui.users.hidden = !listed;
+  ui.crowd.hidden = listed;
+  if (!listed) {
+    ui.users.replaceChildren();
+    ui.crowd.textContent = `${count} ${count === 1 ? "person" : "people"} here: too many to list.`;
+    ui.userCount.textContent = String(count);
+    return;
+  }
   const people = [...chat.users].sort(([, a], [, b]) =>
     a.name.localeCompare(b.name, undefined, { sensitivity: "base" }),
   );
@@ -345,11 +412,13 @@ function renderUsers() {
 
 /**
  * Member `id` is about to join (`came`) or leave: kept for the next notice, with the name it
- * had before. Not told: ourselves (our own joining, our other tabs), and anything before we are
- * in the room ourselves.
+ * had before. Not told: ourselves (our own joining, our other tabs), anything before we are
+ * in the room ourselves (from before we took our name: its `rev`), and anything in a room too
+ * big to list.
  */
-function noteChange(id, came) {
-  if (chat.screen !== "chat" || chat.ownIds.has(id)) return;
+function noteChange({ id, rev }, came) {
+  if (chat.screen !== "chat" || !chat.presence.listed || chat.ownIds.has(id)) return;
+  if (rev <= chat.presence.since) return;
   const now = Date.now();
   // Its place in the conversation is kept now, so that what is said meanwhile comes after it.
   chat.pending ??= { started: now, timer: 0, changes: new Map(), place: noticePlace() };

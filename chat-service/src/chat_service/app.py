@@ -18,6 +18,7 @@ from switchboard.service import Service
 from switchboard.validation import connect_auth, name_token, one_argument, room_of
 
 from chat_service import validation
+from chat_service.presence import Roster
 from chat_service.settings import ChatSettings
 from chat_service.store import (
     ChatStore,
@@ -65,22 +66,21 @@ class ChatNamespace(ServiceNamespace):
         # on_disconnect, which forgets what was begun.
         user = member_id(identity.sub) if identity else ""
         await self.store.join(sid, room, digest(proof) if proof else "", user)
-        joined = None
         if signed_name is not None:
-            joined = await self._claim_signed_in(sid, signed_name)
+            joined, rev = await self._claim_signed_in(sid, signed_name)
             # First, so that the client knows its own messages in the history that follows.
-            await self.emit("name", (joined.name, {"id": joined.id}), to=sid)
+            await self.emit("name", (joined.name, {"id": joined.id, "rev": rev}), to=sid)
+        # In the room before its roster is read: any change after the read reaches it (one
+        # from before may too, which it skips by its rev).
         await self.enter_room(sid, room)
-        members = await self.store.members(room)
-        await self.emit("users", [m.wire() for m in members], to=sid)
+        roster = await self.store.roster(room)
+        await self.emit("users", roster.wire(), to=sid)
         await self.send_history(room, last_id, to=sid)
-        if joined is not None:
-            await self._announce(joined, room)
 
-    async def _claim_signed_in(self, sid: str, name: str) -> Member:
+    async def _claim_signed_in(self, sid: str, name: str) -> tuple[Member, int]:
         """A signed-in user's connection takes the user's name (the token's): shared by its
         connections, taken from an anonymous connection that holds it, refused (``taken``)
-        while another signed-in user holds it."""
+        while another signed-in user holds it. The member, and the rev of its coming."""
         claimed = await self.store.claim_user(sid, name, validation.nickname_key(name))
         if not claimed.ok:
             raise InputError(
@@ -90,19 +90,7 @@ class ChatNamespace(ServiceNamespace):
             error = InputError("taken", f"{name!r} belongs to a signed-in user; pick another.")
             await self.emit("name_error", {**error.payload(), "event": "name"}, to=claimed.replaced)
             await self.disconnect(claimed.replaced)
-        return self._session(sid).member(sid, claimed.connections)
-
-    async def _announce(self, member: Member, room: str) -> None:
-        """``member`` is in ``room`` now: ``user_joined`` when it came (a signed-in user's
-        first connection there), ``user_updated`` when a user's count of connections changed."""
-        event = "user_joined" if member.connections == 1 else "user_updated"
-        await self.emit(event, member.wire(), room=room)
-
-    async def _announce_left(self, member: Member, room: str) -> None:
-        """``user_left`` when ``member`` is gone from ``room``, ``user_updated`` when a
-        signed-in user still has connections there (``member.connections``)."""
-        event = "user_updated" if member.connections else "user_left"
-        await self.emit(event, member.wire(), room=room)
+        return self._session(sid).member(sid, claimed.connections), claimed.rev
 
     async def send_history(self, room: str, after: str | None, *, to: str) -> None:
         """``history``: the room's messages after ``after`` (its last ones when None), with
@@ -131,27 +119,18 @@ class ChatNamespace(ServiceNamespace):
         drop the ones they hold)."""
         after = f"{int(since * 1000)}-0"
         for room in list(self.occupants):
-            members = await self.store.members(room)
-            await self.emit("users", [m.wire() for m in members], to=room)
+            roster = await self.store.roster(room)
+            await self.emit("users", roster.wire(), to=room)
             await self.send_history(room, after, to=room)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        session = self.store.session(sid)
-        if session is None:
-            return  # refused before it joined
-        remaining = 0
+        # The store tells the room (presence), unless the connection was never named.
         try:
-            left = await self.store.leave(sid)
-            remaining = left.remaining if left else 0
+            await self.store.leave(sid)
         except RedisError:
             # Forgotten here all the same; the store removes the name and the presence
-            # after a heartbeat, once Redis answers (no ghost in `users`). A signed-in user's
-            # other connections are not known then: its count is told on the next change.
+            # after a heartbeat, once Redis answers (no ghost in `users`), and tells the room.
             self.metrics.redis_errors.inc()
-            if session.user:
-                return
-        if session.name:
-            await self._announce_left(session.member(sid, remaining), session.room)
 
     async def on_name(self, sid: str, *args: Any) -> dict[str, Any]:
         name = validation.nickname(one_argument(args))
@@ -173,10 +152,9 @@ class ChatNamespace(ServiceNamespace):
             raise InputError("taken", f"The name {name!r} is taken; pick another.")
         if claimed.replaced:
             await self._replace(claimed.replaced, name)
-        await self.emit("name", (name, {"id": sid}), to=sid)
-        if old:
-            await self.emit("user_left", Member(sid, old).wire(), room=session.room)
-        await self.emit("user_joined", Member(sid, name).wire(), room=session.room)
+        # The room hears of it (a rename too: the id's new name) from the store's presence;
+        # the rev tells the client which changes of presence came before its name.
+        await self.emit("name", (name, {"id": sid, "rev": claimed.rev}), to=sid)
         return {"ok": True, "name": name, "id": sid, "token": token}
 
     def _session(self, sid: str) -> Session:
@@ -209,18 +187,17 @@ class ChatNamespace(ServiceNamespace):
 
 
 class Announcements:
-    """What the Redis store learns after a heartbeat, told to the clients it concerns."""
+    """What a store tells clients: presence once a tick, and what the Redis store learns after
+    a heartbeat."""
 
     def __init__(self, sio: AsyncServer) -> None:
         self.sio = sio
 
-    async def departed(self, departed: list[tuple[str, Member]]) -> None:
-        for room, member in departed:
-            event = "user_updated" if member.connections else "user_left"
-            await self.sio.emit(event, member.wire(), room=room)
+    async def presence(self, room: str, diff: dict[str, Any]) -> None:
+        await self.sio.emit("presence", diff, room=room)
 
-    async def back(self, member: Member, room: str) -> None:
-        await self.sio.emit("user_joined", member.wire(), room=room)
+    async def users(self, room: str, roster: Roster) -> None:
+        await self.sio.emit("users", roster.wire(), room=room)
 
     async def heard_up_to_now(self) -> None:
         if isinstance(self.sio.manager, FanoutRedisManager):
@@ -234,8 +211,6 @@ class Announcements:
             # A signed-in connection has no other name to take: it goes (and its leaving
             # tells the room).
             await self.sio.disconnect(sid)
-        else:
-            await self.sio.emit("user_left", Member(sid, name).wire(), room=session.room)
 
 
 def create_service(settings: ChatSettings | None = None) -> Service:
@@ -243,16 +218,26 @@ def create_service(settings: ChatSettings | None = None) -> Service:
     settings = settings or ChatSettings.from_env()
     service = Service(settings)
     size, ttl = settings.history_size, settings.history_ttl
+    announcements = Announcements(service.sio)
     store: ChatStore = service.store(
-        memory=lambda: MemoryChatStore(size, ttl, settings.history_rooms),
+        memory=lambda: MemoryChatStore(
+            size,
+            ttl,
+            settings.history_rooms,
+            herald=announcements,
+            presence_interval=settings.presence_interval,
+            list_max=settings.presence_list_max,
+        ),
         redis=lambda redis: RedisChatStore(
             redis,
             service.replica,
-            Announcements(service.sio),
+            announcements,
             acked=service.acked_writes,
             history_size=size,
             history_ttl=ttl,
             history_rooms=settings.history_rooms,
+            presence_interval=settings.presence_interval,
+            list_max=settings.presence_list_max,
         ),
     )
     namespace = ChatNamespace(service, store, settings)

@@ -28,3 +28,10 @@ class ChatSettings(ServiceSettings):
     #: defaults, at most ~210 MB of history in Redis even if every message is 2000 four-byte
     #: characters (about 530 KB a room; a room of short messages takes about 4 KB).
     history_rooms: int = Field(400, ge=1, le=1_000_000)
+    #: CHAT_PRESENCE_INTERVAL: seconds over which who comes and goes in a room is gathered
+    #: into one ``presence`` event (issue 17): a tick. Shorter tells sooner, longer sends fewer
+    #: events when many come at once (0.01 to 10).
+    presence_interval: float = Field(0.2, ge=0.01, le=10)
+    #: CHAT_PRESENCE_LIST_MAX: the most members a room may have for its clients to be told who
+    #: is in it (``users`` and ``presence`` with lists); above it, only how many.
+    presence_list_max: int = Field(200, ge=0, le=100_000)

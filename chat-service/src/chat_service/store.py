@@ -10,6 +10,13 @@ Redis layout (all keys under ``chat:``):
 - ``names``: hash, nickname key -> rid US sid US token-hash for an anonymous connection's name,
   US user for a signed-in user's (held while any connection of the user lives);
 - ``user:<user>``: hash, a signed-in user's connections, sid -> rid US room;
+- ``members:<room>``: hash, the room's members, member id -> its connections there (1 for an
+  anonymous one): its count is one HLEN;
+- ``listed``: hash, room -> 1 or 0, whether the room's clients were last told who is in it
+  (at most ``CHAT_PRESENCE_LIST_MAX`` members) or only how many: the one place a room's
+  crossing of that size is decided, whichever replica sees it first;
+- ``rev``: the newest rev of a change of presence (:mod:`chat_service.presence`), at least
+  Redis's clock in microseconds;
 - ``history:<room>``: stream of messages (sid, name, text), trimmed to the history size + 1,
   expiring ``CHAT_HISTORY_TTL`` after its last message;
 - ``histories``: sorted set, the rooms with a history by the time of their last message: past
@@ -25,7 +32,11 @@ leaves with its last connection there.
 Every write that must be atomic is a Lua script. A name whose owner's replica has stopped
 heart-beating is free at once: the claim script checks the owner's liveness key, so a crashed
 replica's names are free within its TTL even before a surviving replica reaps it. The reaper
-then deletes its entries and reports the named members that left, for ``user_left``.
+then deletes its entries, and the named members that left are told (``presence``).
+
+Every change of presence (a name taken, a member gone, a user's count of connections) is
+recorded by the store that makes it, with its rev, in its :class:`Presence`, which tells the
+rooms once a tick.
 """
 
 from __future__ import annotations
@@ -38,11 +49,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from switchboard.components import Passive
 from switchboard.hashing import digest
 from switchboard.redisclient import AckedWrites
 from switchboard.replicas import Replica, ReplicaEntries
 
+from chat_service.presence import Change, Herald, Kind, Presence, Roster, Tally, clock_rev
 from chat_service.validation import id_order
 
 log = logging.getLogger(__name__)
@@ -73,7 +86,7 @@ class Member:
         return self.id.startswith(USER_PREFIX)
 
     def wire(self) -> dict[str, Any]:
-        """As in ``users``, ``user_joined``, ``user_updated`` and ``user_left``."""
+        """As in ``users`` and ``presence``."""
         if not self.signed_in:
             return {"id": self.id, "name": self.name}
         return {**self.author(), "connections": self.connections}
@@ -134,31 +147,17 @@ class Claimed:
     replaced: str = ""
     #: A signed-in user's connections in the room, this one included.
     connections: int = 1
+    #: The rev of the change of presence the claim made.
+    rev: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Left:
-    """A connection that left: its session, and how many connections of its member remain in
-    its room (a signed-in user's other tabs; 0 when the member left with it)."""
-
-    session: Session
-    remaining: int = 0
-
-
-class Announcer(Protocol):
-    """Who tells clients what the Redis store learns by itself, after a heartbeat."""
-
-    async def departed(self, departed: list[tuple[str, Member]]) -> None:
-        """The named members (with their rooms) of a replica that died have left, or, for a
-        signed-in user with connections elsewhere, have that many (``Member.connections``)."""
+class Announcer(Herald, Protocol):
+    """Who tells clients what the Redis store learns by itself, after a heartbeat: presence,
+    as every store does, and what concerns one connection."""
 
     async def name_lost(self, sid: str, session: Session) -> None:
         """Our connection ``sid`` lost its name (``session.name``): it was taken while Redis
-        forgot us."""
-
-    async def back(self, member: Member, room: str) -> None:
-        """Our named ``member`` is written back after Redis forgot us: the others may have
-        been told it left (this replica was taken for dead)."""
+        forgot us (the room is told by the store)."""
 
     async def heard_up_to_now(self) -> None:
         """Until what the other replicas broadcast before now has reached our clients (or
@@ -174,9 +173,9 @@ class ChatStore(Protocol):
         ...
 
     async def join(self, sid: str, room: str, proof: str = "", user: str = "") -> None: ...
-    async def leave(self, sid: str) -> Left | None:
+    async def leave(self, sid: str) -> None:
         """Forget ``sid`` here at once, then wherever else it is known (a RedisError leaves
-        it forgotten here); the session it had, if any."""
+        it forgotten here, and the rest is done once Redis answers)."""
         ...
 
     async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:
@@ -189,7 +188,10 @@ class ChatStore(Protocol):
         disconnected); refused while another user holds it."""
         ...
 
-    async def members(self, room: str) -> list[Member]: ...
+    async def roster(self, room: str) -> Roster:
+        """Who is in ``room`` (its members when it is listed), for ``users``."""
+        ...
+
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage: ...
     async def history(self, room: str, after: str | None) -> History: ...
 
@@ -208,12 +210,26 @@ class _IdClock:
 
 
 class MemoryChatStore(Passive):
-    """One process, no Redis: the embedded default."""
+    """One process, no Redis: the embedded default. Rooms of more than ``list_max`` members
+    are not listed; changes of presence are told by ``herald`` every ``presence_interval``."""
 
-    def __init__(self, history_size: int, history_ttl: float, history_rooms: int) -> None:
+    def __init__(
+        self,
+        history_size: int,
+        history_ttl: float,
+        history_rooms: int,
+        *,
+        herald: Herald,
+        presence_interval: float,
+        list_max: int,
+    ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.history_rooms = history_rooms
+        self.list_max = list_max
+        self.presence = Presence(
+            herald, interval=presence_interval, tally=self._tally, roster=self.roster
+        )
         self.sessions: dict[str, Session] = {}
         #: Nickname key -> (holder, hash of its name token): the holder is a sid, or a
         #: signed-in user's member id (and no token).
@@ -225,6 +241,18 @@ class MemoryChatStore(Passive):
         #: Rooms' messages, the room with the oldest last message first.
         self._history: OrderedDict[str, deque[ChatMessage]] = OrderedDict()
         self._clock = _IdClock()
+        #: Whether each room with members was last told who is in it (see :meth:`_tally`).
+        self._listed: dict[str, bool] = {}
+        self._rev = 0
+
+    async def stop(self) -> None:
+        await self.presence.stop()
+
+    def _next_rev(self) -> int:
+        """As Redis makes them: growing, and at least the clock's microseconds (so that a
+        restarted process never gives a page a rev it holds already)."""
+        self._rev = max(self._rev + 1, clock_rev())
+        return self._rev
 
     def session(self, sid: str) -> Session | None:
         return self.sessions.get(sid)
@@ -232,10 +260,10 @@ class MemoryChatStore(Passive):
     async def join(self, sid: str, room: str, proof: str = "", user: str = "") -> None:
         self.sessions[sid] = Session(room, proof=proof, user=user)
 
-    async def leave(self, sid: str) -> Left | None:
+    async def leave(self, sid: str) -> None:
         session = self.sessions.pop(sid, None)
         if session is None:
-            return None
+            return
         members = self._rooms.get(session.room)
         if members is not None:
             members.pop(sid, None)
@@ -251,7 +279,11 @@ class MemoryChatStore(Passive):
                 self._users.pop(session.user, None)
         if session.key and holder and self._names.get(session.key, ("",))[0] == holder:
             del self._names[session.key]
-        return Left(session, self._connections(session.room, session.user))
+        if session.name:
+            remaining = self._connections(session.room, session.user)
+            kind: Kind = "updated" if remaining else "left"
+            change = Change(kind, session.member(sid, remaining), self._next_rev())
+            self.presence.record(session.room, change)
 
     def _connections(self, room: str, user: str) -> int:
         if not user:
@@ -273,7 +305,9 @@ class MemoryChatStore(Passive):
         self._names[key] = (sid, token)
         self._rooms.setdefault(session.room, {})[sid] = (name, "")
         session.name, session.key = name, key
-        return Claimed(True, replaced)
+        rev = self._next_rev()
+        self.presence.record(session.room, Change("joined", Member(sid, name), rev))
+        return Claimed(True, replaced, rev=rev)
 
     async def claim_user(self, sid: str, name: str, key: str) -> Claimed:
         session = self.sessions[sid]
@@ -286,12 +320,40 @@ class MemoryChatStore(Passive):
         self._users.setdefault(user, set()).add(sid)
         self._rooms.setdefault(session.room, {})[sid] = (name, user)
         session.name, session.key = name, key
-        return Claimed(True, replaced, self._connections(session.room, user))
+        connections = self._connections(session.room, user)
+        rev = self._next_rev()
+        kind: Kind = "joined" if connections == 1 else "updated"
+        self.presence.record(session.room, Change(kind, Member(user, name, connections), rev))
+        return Claimed(True, replaced, connections, rev)
 
-    async def members(self, room: str) -> list[Member]:
-        return group_members(
-            (sid, name, user) for sid, (name, user) in self._rooms.get(room, {}).items()
+    def _count(self, room: str) -> int:
+        return len({user or sid for sid, (_, user) in self._rooms.get(room, {}).items()})
+
+    async def _tally(self, room: str) -> Tally:
+        """The room's count, and whether it is listed: what its clients were last told unless
+        the count crossed ``list_max`` (a room nobody is in is forgotten: listed)."""
+        count = self._count(room)
+        listed = count <= self.list_max
+        was = self._listed.get(room, True)
+        if count:
+            self._listed[room] = listed
+        else:
+            self._listed.pop(room, None)
+        return Tally(count, listed, listed != was, self._rev or self._next_rev())
+
+    async def roster(self, room: str) -> Roster:
+        count = self._count(room)
+        listed = self._listed.setdefault(room, count <= self.list_max) if count else True
+        members = (
+            group_members(
+                (sid, name, user) for sid, (name, user) in self._rooms.get(room, {}).items()
+            )
+            if listed
+            else []
         )
+        # A first rev from the clock: a page that held a room of an earlier process keeps
+        # nothing of it (revs always grow).
+        return Roster(members, count, listed, self._rev or self._next_rev())
 
     async def append(self, room: str, sender: Member, text: str) -> ChatMessage:
         message = ChatMessage(self._clock.next(), sender, text)
@@ -376,7 +438,10 @@ return id
 """
 
 # What the scripts below share: splitting a value at US, a replica's liveness (asked once per
-# script run), and the live connections of a signed-in user, in all and in one room.
+# script run), the live connections of a signed-in user, in all and in one room, and the next
+# rev of a change of presence: one more than the last, and at least Redis's clock in
+# microseconds, so that revs keep growing when Redis has forgotten the last one (returned as a
+# string: a Lua number would not survive the reply as such).
 _LIB = """
 local US = '\\31'
 local function split(value)
@@ -411,10 +476,18 @@ local function user_connections(prefix, user, room)
   end
   return all, here
 end
+local function next_rev(key)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  local rev = string.format('%.0f', math.max(now, tonumber(redis.call('GET', key) or '0') + 1))
+  redis.call('SET', key, rev)
+  return rev
+end
 """
 
-# An anonymous connection takes a name. KEYS: names, room:<room>, sessions:<rid>. ARGV: rid,
-# sid, key, the key it held, name, prefix, room, proof, token hash. {ok, sid replaced}.
+# An anonymous connection takes a name. KEYS: names, room:<room>, sessions:<rid>,
+# members:<room>, rev. ARGV: rid, sid, key, the key it held, name, prefix, room, proof, token
+# hash. {ok, sid replaced, rev}.
 _CLAIM = (
     _LIB
     + """
@@ -424,10 +497,10 @@ local owner = redis.call('HGET', KEYS[1], ARGV[3])
 if owner then
   local f = split(owner)
   if f[1] == '' then
-    if user_connections(ARGV[6], f[2], '') > 0 then return {0, ''} end
+    if user_connections(ARGV[6], f[2], '') > 0 then return {0, '', ''} end
   elseif f[2] ~= ARGV[2] and live(ARGV[6], f[1])
      and redis.call('HEXISTS', ARGV[6] .. 'sessions:' .. f[1], f[2]) == 1 then
-    if ARGV[8] == '' or ARGV[8] ~= (f[3] or '') then return {0, ''} end
+    if ARGV[8] == '' or ARGV[8] ~= (f[3] or '') then return {0, '', ''} end
     replaced = f[2]
   end
 end
@@ -440,13 +513,14 @@ end
 redis.call('HSET', KEYS[1], ARGV[3], me .. US .. ARGV[9])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. US .. ARGV[5] .. US)
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[7] .. US .. ARGV[3] .. US .. ARGV[5] .. US)
-return {1, replaced}
+redis.call('HSET', KEYS[4], ARGV[2], 1)
+return {1, replaced, next_rev(KEYS[5])}
 """
 )
 
 # A signed-in user's connection takes the user's name. KEYS: names, room:<room>,
-# sessions:<rid>, user:<user>. ARGV: rid, sid, key, name, prefix, room, user.
-# {ok, anonymous sid replaced, the user's connections in the room}.
+# sessions:<rid>, user:<user>, members:<room>, rev. ARGV: rid, sid, key, name, prefix, room,
+# user. {ok, anonymous sid replaced, the user's connections in the room, rev}.
 _CLAIM_USER = (
     _LIB
     + """
@@ -455,7 +529,9 @@ local owner = redis.call('HGET', KEYS[1], ARGV[3])
 if owner then
   local f = split(owner)
   if f[1] == '' then
-    if f[2] ~= ARGV[7] and user_connections(ARGV[5], f[2], '') > 0 then return {0, '', 0} end
+    if f[2] ~= ARGV[7] and user_connections(ARGV[5], f[2], '') > 0 then
+      return {0, '', 0, ''}
+    end
   elseif live(ARGV[5], f[1])
      and redis.call('HEXISTS', ARGV[5] .. 'sessions:' .. f[1], f[2]) == 1 then
     replaced = f[2]
@@ -466,12 +542,14 @@ redis.call('HSET', KEYS[4], ARGV[2], ARGV[1] .. US .. ARGV[6])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1] .. US .. ARGV[4] .. US .. ARGV[7])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[6] .. US .. ARGV[3] .. US .. ARGV[4] .. US .. ARGV[7])
 local _, here = user_connections(ARGV[5], ARGV[7], ARGV[6])
-return {1, replaced, here}
+redis.call('HSET', KEYS[5], ARGV[7], here)
+return {1, replaced, here, next_rev(KEYS[6])}
 """
 )
 
-# KEYS: names, room:<room>, sessions:<rid>, user:<user> (when signed in). ARGV: rid, sid, key,
-# prefix, user, room. The user's connections left in the room (0 when anonymous).
+# KEYS: names, room:<room>, sessions:<rid>, user:<user> (when signed in), members:<room>, rev.
+# ARGV: rid, sid, key, prefix, user, room, 1 when the connection had a name. {the user's
+# connections left in the room (0 when anonymous), rev ('' when it had no name)}.
 _LEAVE = (
     _LIB
     + """
@@ -483,23 +561,51 @@ if ARGV[5] == '' then
     local owner = redis.call('HGET', KEYS[1], ARGV[3])
     if owner and string.sub(owner, 1, #me) == me then redis.call('HDEL', KEYS[1], ARGV[3]) end
   end
-  return 0
+  if ARGV[7] ~= '1' then return {0, ''} end
+  redis.call('HDEL', KEYS[5], ARGV[2])
+  return {0, next_rev(KEYS[6])}
 end
 redis.call('HDEL', KEYS[4], ARGV[2])
 local all, here = user_connections(ARGV[4], ARGV[5], ARGV[6])
 if all == 0 and ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[3]) == US .. ARGV[5] then
   redis.call('HDEL', KEYS[1], ARGV[3])
 end
-return here
+if ARGV[7] ~= '1' then return {here, ''} end
+if here == 0 then
+  redis.call('HDEL', KEYS[5], ARGV[5])
+else
+  redis.call('HSET', KEYS[5], ARGV[5], here)
+end
+return {here, next_rev(KEYS[6])}
 """
 )
 
-# KEYS: room:<room>. ARGV: prefix. sid, name, user of each live named connection.
-_MEMBERS = (
+# Whether a room is listed: what its clients were last told, or, for a room nobody told of
+# (or nobody was in then), whether it has at most the most listed members.
+_LISTED = """
+local function listed(flags, room, count, most)
+  if count == 0 then return true end
+  local flag = redis.call('HGET', flags, room)
+  if flag then return flag == '1' end
+  return count <= most
+end
+"""
+
+# Who is in a room. KEYS: room:<room>, members:<room>, listed, rev. ARGV: prefix, room, most
+# listed. {count, 1 if listed, rev, then sid, name, user of each live named connection when
+# listed}; the room's flag is set when it had none, so that the next tick tells its crossing.
+# A rev is made when Redis has none (it forgot everything): what a client is given as the rev
+# of a roster is never one a later change could have.
+_ROSTER = (
     _LIB
+    + _LISTED
     + """
+local count = redis.call('HLEN', KEYS[2])
+local shown = listed(KEYS[3], ARGV[2], count, tonumber(ARGV[3]))
+if count > 0 then redis.call('HSET', KEYS[3], ARGV[2], shown and '1' or '0') end
+local out = {count, shown and 1 or 0, redis.call('GET', KEYS[4]) or next_rev(KEYS[4])}
+if not shown then return out end
 local entries = redis.call('HGETALL', KEYS[1])
-local out = {}
 for i = 1, #entries, 2 do
   local f = split(entries[i + 1])
   if live(ARGV[1], f[1]) then
@@ -512,8 +618,35 @@ return out
 """
 )
 
+# A tick's figures for a room. KEYS: members:<room>, listed, rev. ARGV: room, most listed.
+# {count, 1 if listed, 1 if that changed, rev}: a room is listed while it has at most the most
+# members; the flag keeps what its clients were told (dropped when nobody is left: listed).
+_TALLY = (
+    _LIB
+    + """
+local count = redis.call('HLEN', KEYS[1])
+local was = redis.call('HGET', KEYS[2], ARGV[1]) ~= '0'
+local shown = count <= tonumber(ARGV[2])
+if count > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], shown and '1' or '0')
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local rev = redis.call('GET', KEYS[3]) or next_rev(KEYS[3])
+return {count, shown and 1 or 0, (shown ~= was) and 1 or 0, rev}
+"""
+)
+
+# KEYS: rev. The next rev, for a change of presence made without another write.
+_REV = (
+    _LIB
+    + """
+return next_rev(KEYS[1])
+"""
+)
+
 # KEYS: replicas, sessions:<rid>, names. ARGV: rid, prefix. Removes a dead replica's entries;
-# room, member id, name, and the member's connections left there, of each named one.
+# room, member id, name, the member's connections left there, and the rev, of each named one.
 _REAP = (
     _LIB
     + """
@@ -525,16 +658,19 @@ for i = 1, #entries, 2 do
   local sid = entries[i]
   local f = split(entries[i + 1])
   local room, key, name, user = f[1], f[2] or '', f[3] or '', f[4] or ''
+  local members = ARGV[2] .. 'members:' .. room
   redis.call('HDEL', ARGV[2] .. 'room:' .. room, sid)
   if user == '' then
     if key ~= '' then
       local owner = redis.call('HGET', KEYS[3], key)
       local me = ARGV[1] .. US .. sid .. US
       if owner and string.sub(owner, 1, #me) == me then redis.call('HDEL', KEYS[3], key) end
+      redis.call('HDEL', members, sid)
       table.insert(out, room)
       table.insert(out, sid)
       table.insert(out, name)
       table.insert(out, 0)
+      table.insert(out, next_rev(ARGV[2] .. 'rev'))
     end
   else
     redis.call('HDEL', ARGV[2] .. 'user:' .. user, sid)
@@ -543,10 +679,16 @@ for i = 1, #entries, 2 do
       redis.call('HDEL', KEYS[3], key)
     end
     if key ~= '' then
+      if here == 0 then
+        redis.call('HDEL', members, user)
+      else
+        redis.call('HSET', members, user, here)
+      end
       table.insert(out, room)
       table.insert(out, user)
       table.insert(out, name)
       table.insert(out, here)
+      table.insert(out, next_rev(ARGV[2] .. 'rev'))
     end
   end
 end
@@ -559,7 +701,8 @@ return out
 class RedisChatStore(ReplicaEntries):
     """State shared by every replica through Redis. After each heartbeat it writes our
     entries back when Redis forgot them, and reaps the entries of replicas that died; the
-    ``announcer`` tells clients what that changed."""
+    ``announcer`` tells clients what that changed, and presence every ``presence_interval``.
+    Rooms of more than ``list_max`` members are not listed."""
 
     prefix = "chat:"
 
@@ -573,9 +716,15 @@ class RedisChatStore(ReplicaEntries):
         history_size: int,
         history_ttl: float,
         history_rooms: int,
+        presence_interval: float,
+        list_max: int,
     ) -> None:
         super().__init__(redis, replica)
         self.announcer = announcer
+        self.list_max = list_max
+        self.presence = Presence(
+            announcer, interval=presence_interval, tally=self._tally, roster=self.roster
+        )
         #: Messages and names: a client is told they are stored once a replica has them too.
         self.acked = acked
         self.history_size = history_size
@@ -586,7 +735,9 @@ class RedisChatStore(ReplicaEntries):
         self._claim = redis.register_script(_CLAIM)
         self._claim_user = redis.register_script(_CLAIM_USER)
         self._leave = redis.register_script(_LEAVE)
-        self._members = redis.register_script(_MEMBERS)
+        self._roster = redis.register_script(_ROSTER)
+        self._tally_script = redis.register_script(_TALLY)
+        self._rev = redis.register_script(_REV)
         self._reap = redis.register_script(_REAP)
 
     def _key(self, *parts: str) -> str:
@@ -598,6 +749,10 @@ class RedisChatStore(ReplicaEntries):
 
     # -- the replica's life ------------------------------------------------------------------
 
+    async def stop(self) -> None:
+        await super().stop()  # our people leave every room (depart), told below
+        await self.presence.stop()
+
     async def depart(self) -> None:
         # As a crashed replica would be reaped, only at once: others see our members go.
         await self.redis.delete(self._key("replica", self.rid))
@@ -607,7 +762,7 @@ class RedisChatStore(ReplicaEntries):
         # Write our sessions again and find out which names we lost.
         log.warning("chat: re-registering %d sessions in Redis", len(self.sessions))
         lost: list[tuple[str, Session]] = []
-        back: list[tuple[str, Session, Member]] = []
+        back: list[tuple[str, Session, Change]] = []
         for sid, session in list(self.sessions.items()):
             await self.redis.hset(self._sessions_key, sid, f"{session.room}{US}{US}")
             if not session.key:
@@ -621,16 +776,24 @@ class RedisChatStore(ReplicaEntries):
                 if not session.user:  # unnamed from now; a user's connection is let go
                     session.name = session.key = ""
             else:
-                back.append((sid, session, session.member(sid, held.connections)))
+                member = session.member(sid, held.connections)
+                back.append((sid, session, Change("joined", member, held.rev)))
         # If the others took us for dead, they told the rooms our people left, and that may
         # still be on its way to our listener (a network cut holds it back): our clients must
-        # hear it before they hear that our people are back, not after (issue 13, scenario 7).
+        # hear it before they hear that our people are back, not after (issue 13, scenario 7;
+        # the revs would put it right in the end, the wait keeps a page from showing it).
         await self.announcer.heard_up_to_now()
         for sid, session in lost:
             await self.announcer.name_lost(sid, session)
-        for sid, session, member in back:
-            if self.sessions.get(sid) is session and session.name == member.name:
-                await self.announcer.back(member, session.room)
+            if not session.user:  # a user's connection goes: its leaving is told
+                rev = int(await self._rev(keys=[self._key("rev")]))
+                gone = Change("left", Member(sid, session.name), rev)
+                self.presence.record(session.room, gone)
+        # Told again, even to those who never heard they left: the others may have been told
+        # so (this replica was taken for dead).
+        for sid, session, change in back:
+            if self.sessions.get(sid) is session and session.name == change.member.name:
+                self.presence.record(session.room, change)
 
     async def reap(self, rid: str) -> None:
         flat = await self._reap(
@@ -638,15 +801,13 @@ class RedisChatStore(ReplicaEntries):
             args=[rid, self.prefix],
         )
         # A user with several connections on the replica is reported once per connection, with
-        # fewer left each time: its last report counts.
-        last = {
-            (flat[i], flat[i + 1]): Member(flat[i + 1], flat[i + 2], int(flat[i + 3]))
-            for i in range(0, len(flat), 4)
-        }
-        departed = [(room, member) for (room, _), member in last.items()]
-        if departed:
-            log.info("chat: replica %s is gone; %d named members left", rid, len(departed))
-            await self.announcer.departed(departed)
+        # fewer left each time: the presence merges them, the last (newest rev) counts.
+        for i in range(0, len(flat), 5):
+            room, member = flat[i], Member(flat[i + 1], flat[i + 2], int(flat[i + 3]))
+            kind: Kind = "updated" if member.connections else "left"
+            self.presence.record(room, Change(kind, member, int(flat[i + 4])))
+        if flat:
+            log.info("chat: replica %s is gone; its named members left", rid)
 
     # -- sessions, names, presence ------------------------------------------------------------
 
@@ -657,40 +818,66 @@ class RedisChatStore(ReplicaEntries):
         await self.redis.hset(self._sessions_key, sid, f"{room}{US}{US}")
         self.sessions[sid] = Session(room, proof=proof, user=user)
 
-    async def leave(self, sid: str) -> Left | None:
+    async def leave(self, sid: str) -> None:
         session = self.sessions.pop(sid, None)
         if session is None:
-            return None
-        remaining = 0
+            return
 
         async def remove() -> None:
-            nonlocal remaining
-            remaining = await self._leave(
+            remaining, rev = await self._leave(
                 keys=[
                     self._key("names"),
                     self._key("room", session.room),
                     self._sessions_key,
                     self._key("user", session.user or "-"),
+                    self._key("members", session.room),
+                    self._key("rev"),
                 ],
-                args=[self.rid, sid, session.key, self.prefix, session.user, session.room],
+                args=[
+                    self.rid,
+                    sid,
+                    session.key,
+                    self.prefix,
+                    session.user,
+                    session.room,
+                    "1" if session.name else "",
+                ],
             )
+            if rev:
+                kind: Kind = "updated" if remaining else "left"
+                change = Change(kind, session.member(sid, int(remaining)), int(rev))
+                self.presence.record(session.room, change)
 
-        await self.remove_entries(sid, remove)
-        return Left(session, int(remaining))
+        try:
+            await self.remove_entries(sid, remove)
+        except (RedisError, OSError):
+            # Its removal is tried again after each beat, and told then; an anonymous
+            # member's leaving is told at once too, with a rev of our clock's (a signed-in
+            # user's other connections are not known until Redis answers).
+            if session.name and not session.user:
+                self.presence.record(session.room, Change("left", session.member(sid), clock_rev()))
+            raise
 
     async def claim(self, sid: str, name: str, key: str, token: str) -> Claimed:
         session = self.sessions[sid]
         claimed = await self._claim_for(sid, session, name, key, token)
         if claimed.ok:
             session.name, session.key, session.token = name, key, token
+            self.presence.record(session.room, Change("joined", Member(sid, name), claimed.rev))
         return claimed
 
     async def _claim_for(
         self, sid: str, session: Session, name: str, key: str, token: str
     ) -> Claimed:
-        ok, replaced = await self.acked.run(
+        ok, replaced, rev = await self.acked.run(
             self._claim,
-            keys=[self._key("names"), self._key("room", session.room), self._sessions_key],
+            keys=[
+                self._key("names"),
+                self._key("room", session.room),
+                self._sessions_key,
+                self._key("members", session.room),
+                self._key("rev"),
+            ],
             args=[
                 self.rid,
                 sid,
@@ -703,31 +890,52 @@ class RedisChatStore(ReplicaEntries):
                 token,
             ],
         )
-        return Claimed(bool(ok), str(replaced or ""))
+        return Claimed(bool(ok), str(replaced or ""), rev=int(rev or 0))
 
     async def claim_user(self, sid: str, name: str, key: str) -> Claimed:
         session = self.sessions[sid]
         claimed = await self._claim_user_for(sid, session, name, key)
         if claimed.ok:
             session.name, session.key = name, key
+            member = session.member(sid, claimed.connections)
+            kind: Kind = "joined" if claimed.connections == 1 else "updated"
+            self.presence.record(session.room, Change(kind, member, claimed.rev))
         return claimed
 
     async def _claim_user_for(self, sid: str, session: Session, name: str, key: str) -> Claimed:
-        ok, replaced, connections = await self.acked.run(
+        ok, replaced, connections, rev = await self.acked.run(
             self._claim_user,
             keys=[
                 self._key("names"),
                 self._key("room", session.room),
                 self._sessions_key,
                 self._key("user", session.user),
+                self._key("members", session.room),
+                self._key("rev"),
             ],
             args=[self.rid, sid, key, name, self.prefix, session.room, session.user],
         )
-        return Claimed(bool(ok), str(replaced or ""), int(connections))
+        return Claimed(bool(ok), str(replaced or ""), int(connections), int(rev or 0))
 
-    async def members(self, room: str) -> list[Member]:
-        flat = await self._members(keys=[self._key("room", room)], args=[self.prefix])
-        return group_members((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3))
+    async def roster(self, room: str) -> Roster:
+        count, listed, rev, *flat = await self._roster(
+            keys=[
+                self._key("room", room),
+                self._key("members", room),
+                self._key("listed"),
+                self._key("rev"),
+            ],
+            args=[self.prefix, room, self.list_max],
+        )
+        members = group_members((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3))
+        return Roster(members, int(count), bool(listed), int(rev))
+
+    async def _tally(self, room: str) -> Tally:
+        count, listed, crossed, rev = await self._tally_script(
+            keys=[self._key("members", room), self._key("listed"), self._key("rev")],
+            args=[room, self.list_max],
+        )
+        return Tally(int(count), bool(listed), bool(crossed), int(rev))
 
     # -- history ------------------------------------------------------------------------------
 
