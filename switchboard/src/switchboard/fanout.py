@@ -63,6 +63,7 @@ INTERNALS: dict[str, tuple[str, ...]] = {
     "socketio.AsyncServer": (
         "_send_eio_packet",
         "_handle_eio_message",
+        "_handle_eio_disconnect",
         "packet_class",
         "manager_initialized",
         "eio",
@@ -1203,6 +1204,14 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
             await super()._handle_eio_message(eio_sid, data)
         except Exception as exc:
             await self.refuse_packet(eio_sid, "bad_packet", f"unreadable ({type(exc).__name__})")
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        if socket is not None and not socket.upgraded and not socket.upgrading:
+            # A long-polling client that said goodbye still has a GET waiting for packets:
+            # the library let it wait for the next ping (25 s), and the client with it.
+            socket.queue.put_nowait(None)
 
     async def refuse_packet(self, eio_sid: str, code: str, why: str) -> None:
         """Close the connection that sent a packet we refuse."""
