@@ -1208,9 +1208,11 @@ class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
         socket = self.eio.sockets.get(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
-        if socket is not None and not socket.upgraded and not socket.upgrading:
-            # A long-polling client that said goodbye still has a GET waiting for packets:
-            # the library let it wait for the next ping (25 s), and the client with it.
+        said_goodbye = reason == self.eio.reason.CLIENT_DISCONNECT
+        if said_goodbye and socket is not None and not (socket.upgraded or socket.upgrading):
+            # A long-polling client that said goodbye (its CLOSE packet) still has a GET
+            # waiting for packets: the library let it wait for the next ping (25 s), and the
+            # client with it. (When the server disconnects, its CLOSE packet ends the GET.)
             socket.queue.put_nowait(None)
 
     async def refuse_packet(self, eio_sid: str, code: str, why: str) -> None:
