@@ -69,6 +69,7 @@ from kit import (
     recorded_run,
     run_all,
     scenario_options,
+    send_at_rate,
     serve_worker,
     service_env,
     split_targets,
@@ -285,19 +286,6 @@ async def connect_sender(deployment: Deployment) -> SioClient:
     await asyncio.wait_for(named, 10)
     sender.on_event = None
     return sender
-
-
-async def send_at_rate(sender: SioClient, rate: float, count: int, label: str) -> None:
-    """``count`` messages at ``rate`` per second on a fixed schedule (no drift)."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for seq in range(count):
-        delay = start + seq / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if sender.closed:
-            raise ConnectionError("the sender's connection closed")
-        sender.emit("message", f"{label} {seq} {time.time_ns()}")
 
 
 async def wait_drained(workers: list[Worker], expected: int) -> int:

@@ -88,6 +88,8 @@ from kit import (
     CONNECT_TIMEOUT,
     HOST,
     LOG_PROBLEM,
+    NAME_ECHO,
+    REFUSALS,
     ROOT,
     Launcher,
     Process,
@@ -108,9 +110,11 @@ from kit import (
     redis_server_argv,
     run_all,
     run_queue_wait,
+    send_at_rate,
     serve_worker,
     service_env,
     table,
+    take_name,
     wait_listening,
 )
 from redis.asyncio import Redis
@@ -164,8 +168,6 @@ GATEWAY_LIMITS = {
 #: A measured message's text: "t <seq> <send time, ns>".
 TIMED = re.compile(rb'"t \d+ (\d+)"')
 MESSAGE = b'42["message"'
-NAME_ECHO = b'42["name"'
-REFUSALS = (b'42["error"', b'42["name_error"', b'42["chat_error"')
 CLIENTS_GAUGE = re.compile(rb"^switchboard_connected_clients\{[^}]*\} (\S+)$", re.M)
 NGINX_PROBLEM = re.compile(r"\[(warn|error|crit|alert|emerg)\] \d+#\d+: (?:\*\d+ )?(.*)")
 SETTLE_SECONDS = 3.0
@@ -936,32 +938,8 @@ async def named_sender(topology: Topology) -> GatewayClient:
         topology.tls,
         None,
     )
-    echoed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def on_event(text: bytes, _now: int) -> None:
-        if text.startswith(NAME_ECHO) and not echoed.done():
-            echoed.set_result(None)
-        elif text.startswith(REFUSALS) and not echoed.done():
-            echoed.set_exception(RuntimeError(f"the sender's name refused: {text[:200]!r}"))
-
-    sender.on_event = on_event
-    sender.emit("name", "scale-sender")
-    await asyncio.wait_for(echoed, 30)
-    sender.on_event = None
+    await take_name(sender, "scale-sender", 30)
     return sender
-
-
-async def send_at_rate(sender: SioClient, rate: float, count: int, mark: str) -> None:
-    """``count`` messages at ``rate`` per second on a fixed schedule (no drift)."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for seq in range(count):
-        delay = start + seq / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if sender.closed:
-            raise ConnectionError("the sender's connection closed")
-        sender.emit("message", f"{mark} {seq} {time.time_ns()}")
 
 
 async def worker_counts(workers: list[Worker]) -> dict[str, int]:

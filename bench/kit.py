@@ -261,6 +261,41 @@ async def open_many(openings: Iterable[Awaitable[Opened]]) -> tuple[list[Opened]
     }
 
 
+#: A chat client's name echoed back (``name``), and the refusals of one.
+NAME_ECHO = b'42["name"'
+REFUSALS = (b'42["error"', b'42["name_error"', b'42["chat_error"')
+
+
+async def take_name(client: SioClient, name: str, within: float) -> None:
+    """Emit ``name`` and wait for its echo; a refusal is an error."""
+    echoed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_event(text: bytes, _now: int) -> None:
+        if text.startswith(NAME_ECHO) and not echoed.done():
+            echoed.set_result(None)
+        elif text.startswith(REFUSALS) and not echoed.done():
+            echoed.set_exception(RuntimeError(f"{name!r} refused: {text[:200]!r}"))
+
+    client.on_event = on_event
+    client.emit("name", name)
+    await asyncio.wait_for(echoed, within)
+    client.on_event = None
+
+
+async def send_at_rate(sender: SioClient, rate: float, count: int, mark: str) -> None:
+    """``count`` chat messages at ``rate`` per second on a fixed schedule (no drift), each
+    ``"<mark> <seq> <send time, ns>"``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for seq in range(count):
+        delay = start + seq / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if sender.closed:
+            raise ConnectionError("the sender's connection closed")
+        sender.emit("message", f"{mark} {seq} {time.time_ns()}")
+
+
 # --- worker processes: many clients each, driven through stdin and stdout ----------------------
 
 

@@ -62,8 +62,10 @@ from typing import Any, Self
 from kit import (
     CONNECT_CONCURRENCY,
     HOST,
+    NAME_ECHO,
     NODE_PATH,
     NODE_REFERENCE,
+    REFUSALS,
     ROOT,
     Deployment,
     Launcher,
@@ -87,10 +89,12 @@ from kit import (
     recorded_run,
     rss_kb,
     run_all,
+    send_at_rate,
     serve_worker,
     service_env,
     split_targets,
     table,
+    take_name,
     wait_listening,
 )
 
@@ -126,8 +130,6 @@ KINDS = ("fanout", "throughput", "idle", "connect", "large-fanout", "presence")
 #: throughput senders' with "f <sender> <seq>".
 TIMED = re.compile(rb'"t \d+ (\d+)"')
 MESSAGE = b'42["message"'
-NAME_ECHO = b'42["name"'
-REFUSALS = (b'42["error"', b'42["name_error"', b'42["chat_error"')
 
 FANOUT_RATE = 50.0
 LARGE_RATE = 20.0
@@ -275,33 +277,8 @@ class ClientPool:
 async def named_client(deployment: Deployment, name: str) -> SioClient:
     """A client connected to the first server, its ``name`` taken and echoed."""
     client = await open_client(deployment.ports[0], deployment.path, deployment.auth)
-    echoed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def on_event(text: bytes, _now: int) -> None:
-        if text.startswith(NAME_ECHO) and not echoed.done():
-            echoed.set_result(None)
-        elif text.startswith(REFUSALS) and not echoed.done():
-            echoed.set_exception(RuntimeError(f"{name!r} refused: {text[:200]!r}"))
-
-    client.on_event = on_event
-    client.emit("name", name)
-    await asyncio.wait_for(echoed, 20)
-    client.on_event = None
+    await take_name(client, name, 20)
     return client
-
-
-async def send_at_rate(sender: SioClient, rate: float, count: int, mark: str) -> None:
-    """``count`` messages at ``rate`` per second on a fixed schedule (no drift); a measured
-    one (``mark`` "t") carries its send time."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for seq in range(count):
-        delay = start + seq / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if sender.closed:
-            raise ConnectionError("the sender's connection closed")
-        sender.emit("message", f"{mark} {seq} {time.time_ns()}")
 
 
 class Feeder:
