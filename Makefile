@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 SIMULATOR_PORT ?= 9100
 
 .DEFAULT_GOAL := help
-.PHONY: help setup python web system-deps run run-simulated cluster certs test test-stressed fuzz faults lint typecheck bench clean
+.PHONY: help setup python bytecode web system-deps run run-simulated cluster certs test test-stressed fuzz faults lint typecheck bench clean
 
 help:
 	@echo "make run    start everything in one process at https://localhost:8443"
@@ -32,6 +32,14 @@ python: .venv/.synced
 	@scripts/system-deps.sh build
 	$(UV) sync --frozen
 	@touch $@
+
+# Compiled modules, cached: the environment may set PYTHONDONTWRITEBYTECODE, and then every
+# service a test starts compiles fastapi, pydantic and socket.io anew (an import of the chat
+# service: 2.9 s uncompiled, 1.2 s cached). Up-to-date files are skipped (2 s for all).
+BYTECODE_DIRS = .venv/lib switchboard/src chat-service/src cursor-service/src \
+	signalling-service/src ticker-service/src
+bytecode: python
+	@.venv/bin/python -m compileall -q -j0 $(BYTECODE_DIRS)
 
 web: web/vendor/socket.io.esm.min.js
 
@@ -63,14 +71,14 @@ run-simulated: setup
 	TICKER_REST_URL=http://127.0.0.1:$(SIMULATOR_PORT) \
 	.venv/bin/python -m switchboard.embedded
 
-test: setup system-deps
+test: setup system-deps bytecode
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 # The suite as a busy machine runs it: stress-ng keeps one busy process per core for as long as
 # the tests run (and stops by itself after STRESS_SECONDS if it is left behind). No test may
 # depend on how fast or idle the machine is; this is how that is checked.
 STRESS_SECONDS ?= 3600
-test-stressed: setup
+test-stressed: setup bytecode
 	@scripts/system-deps.sh stressed
 	@stress-ng --cpu "$$(nproc)" --timeout $(STRESS_SECONDS)s --quiet & load=$$!; \
 	trap 'kill $$load 2>/dev/null; wait $$load 2>/dev/null' EXIT INT TERM; \

@@ -8,11 +8,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.harness import Client, Process, RedisServer, ServiceProcess, free_port, wait_for_port
+from tests.harness import (
+    Client,
+    Process,
+    RedisServer,
+    ServiceProcess,
+    free_port,
+    start_together,
+    wait_for_port,
+)
 from tests.ticker.fake_bitstamp import FakeBitstamp
 
 CHAT_PATH = "/api/chat/socket.io"
@@ -62,15 +69,15 @@ def start_cursors(
 
 
 def start_cluster(
-    request: pytest.FixtureRequest, log_dir: Path, start: Any, env: dict[str, str], label: str
+    request: pytest.FixtureRequest, log_dir: Path, service: str, env: dict[str, str]
 ) -> Cluster:
-    """One process in memory, or two replicas sharing the session's redis-server."""
+    """One process in memory, or two replicas sharing the session's redis-server, started
+    together."""
     if request.param == "memory":
-        return Cluster("memory", [start(log_dir, env, name=f"{label}-memory")])
-    redis = request.getfixturevalue("redis_server")
-    env = {**env, "REDIS_URL": redis.url}
-    replicas = [start(log_dir, env, name=f"{label}-replica-{side}") for side in "ab"]
-    return Cluster("redis", replicas)
+        return Cluster("memory", start_together(log_dir, [(service, env, f"{service}-memory")]))
+    env = {**env, "REDIS_URL": request.getfixturevalue("redis_server").url}
+    names = [f"{service}-replica-{side}" for side in "ab"]
+    return Cluster("redis", start_together(log_dir, [(service, env, name) for name in names]))
 
 
 #: The secret chat's clusters check sign-in tokens with (they run open: tokens are optional).
@@ -87,7 +94,7 @@ CLUSTER_ENV = {
 
 @pytest.fixture(scope="session", params=["memory", "redis"])
 def chat_cluster(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Cluster]:
-    cluster = start_cluster(request, log_dir, start_chat, CLUSTER_ENV, "chat")
+    cluster = start_cluster(request, log_dir, "chat", CLUSTER_ENV)
     yield cluster
     for replica in cluster.replicas:
         replica.stop()
@@ -99,7 +106,7 @@ CURSORS_ENV = {"CURSORS_CODE_GUESSES": "1000"}
 
 @pytest.fixture(scope="session", params=["memory", "redis"])
 def cursor_cluster(request: pytest.FixtureRequest, log_dir: Path) -> Iterator[Cluster]:
-    cluster = start_cluster(request, log_dir, start_cursors, CURSORS_ENV, "cursors")
+    cluster = start_cluster(request, log_dir, "cursors", CURSORS_ENV)
     yield cluster
     for replica in cluster.replicas:
         replica.stop()

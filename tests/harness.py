@@ -21,7 +21,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -595,3 +596,41 @@ async def try_code(
         return str(refused.args[0]["data"]["error"])
     finally:
         await socket.close()
+
+
+#: Each service the tests start: its package, and the prefix its /readyz is under.
+SERVICES = {
+    "chat": ("chat_service", "/api/chat"),
+    "cursors": ("cursor_service", "/api/cursors"),
+    "signal": ("signalling_service", "/api/signal"),
+}
+
+
+def start_together(
+    log_dir: Path, replicas: Iterable[tuple[str, dict[str, str], str]]
+) -> list[ServiceProcess]:
+    """Replicas given as (service, env, name), service one of :data:`SERVICES`, all started at
+    once, then each waited for until ready. A start is mostly Python importing its modules, the
+    work of one core: on two cores, two started together are ready in about the time of one.
+    If one does not come up, those started are stopped and the error raised."""
+    started: list[tuple[ServiceProcess, str]] = []
+    try:
+        for service, env, name in replicas:
+            package, prefix = SERVICES[service]
+            started.append((ServiceProcess(package, log_dir, env, name=name), prefix))
+        for replica, prefix in started:
+            replica.wait_ready(prefix)
+    except BaseException:
+        for replica, _ in started:
+            with contextlib.suppress(AssertionError):
+                replica.stop()
+        raise
+    return [replica for replica, _ in started]
+
+
+def stop_together(processes: Iterable[ServiceProcess]) -> None:
+    """Stop ``processes`` at once (each SIGTERM, and its clean stop waited for, as
+    :meth:`Process.stop` does), rather than one stop's wait after the other's."""
+    with ThreadPoolExecutor() as pool:
+        for stopped in [pool.submit(process.stop) for process in processes]:
+            stopped.result()

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.chat.presence import seen
 from tests.conftest import connect_chat, start_chat
-from tests.harness import Client, ServiceProcess, until
+from tests.harness import Client, ServiceProcess, start_together, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,7 +33,8 @@ def chat(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             started.append(start_chat(tmp_path, env, name="presence-memory"))
         else:
             env = {**env, "REDIS_URL": request.getfixturevalue("redis_server").url}
-            started.extend(start_chat(tmp_path, env, name=f"presence-{side}") for side in "ab")
+            names = [f"presence-{side}" for side in "ab"]
+            started.extend(start_together(tmp_path, [("chat", env, n) for n in names]))
         return [process.url for process in started]
 
     yield start

@@ -18,7 +18,7 @@ from cursor_service.settings import CursorSettings
 from switchboard.settings import SettingsError
 
 from tests.conftest import CURSORS_PATH, Cluster, start_cursors
-from tests.harness import Client, RawSocket, RedisServer, try_code, until
+from tests.harness import Client, RawSocket, RedisServer, start_together, try_code, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -304,7 +304,7 @@ async def test_a_desktop_that_does_not_come_back_ends_the_pairing_after_its_grac
     env = {"CURSORS_RESUME_GRACE": "1"}
     if replicas == 2:
         env["REDIS_URL"] = redis_server.url
-    services = [start_cursors(tmp_path, env, name=f"grace-{n}") for n in range(replicas)]
+    services = start_together(tmp_path, [("cursors", env, f"grace-{n}") for n in range(replicas)])
     try:
         screen, pairing = await desktop(clients, services[0].url)
         phone = await controller(clients, services[-1].url, pair=pair_of(pairing))

@@ -1,24 +1,14 @@
 """What the fault scenarios share: a Redis of each test's own (what a scenario does to Redis
-would reach other tests), chat replicas set up for people who talk fast, and replicas started
-together rather than one after the other."""
+would reach other tests), chat replicas set up for people who talk fast."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import RedisServer, ServiceProcess
-
-#: Each service of the scenarios: its package, and the prefix its /readyz is under.
-SERVICES = {
-    "chat": ("chat_service", "/api/chat"),
-    "cursors": ("cursor_service", "/api/cursors"),
-    "signal": ("signalling_service", "/api/signal"),
-}
+from tests.harness import RedisServer, ServiceProcess, start_together
 
 
 @pytest.fixture
@@ -39,36 +29,6 @@ def chat_env(redis_url: str, **extra: str) -> dict[str, str]:
         "CHAT_RATE_BURST": "10000",
         **extra,
     }
-
-
-def start_together(
-    log_dir: Path, replicas: Iterable[tuple[str, dict[str, str], str]]
-) -> list[ServiceProcess]:
-    """Replicas given as (service, env, name), service one of :data:`SERVICES`, all started at
-    once, then each waited for until ready. A start is mostly Python importing its modules, the
-    work of one core: on two cores, two started together are ready in about the time of one.
-    If one does not come up, those started are stopped and the error raised."""
-    started: list[tuple[ServiceProcess, str]] = []
-    try:
-        for service, env, name in replicas:
-            package, prefix = SERVICES[service]
-            started.append((ServiceProcess(package, log_dir, env, name=name), prefix))
-        for replica, prefix in started:
-            replica.wait_ready(prefix)
-    except BaseException:
-        for replica, _ in started:
-            with contextlib.suppress(AssertionError):
-                replica.stop()
-        raise
-    return [replica for replica, _ in started]
-
-
-def stop_together(processes: Iterable[ServiceProcess]) -> None:
-    """Stop ``processes`` at once (each SIGTERM, and its clean stop waited for, as
-    :meth:`Process.stop` does), rather than one stop's wait after the other's."""
-    with ThreadPoolExecutor() as pool:
-        for stopped in [pool.submit(process.stop) for process in processes]:
-            stopped.result()
 
 
 def chat_replicas(

@@ -16,8 +16,7 @@ from tests.chat.presence import told
 from tests.conftest import connect_chat
 from tests.cursors.test_cursors import join as join_cursors
 from tests.cursors.test_cursors import sees_at
-from tests.faults.conftest import start_together
-from tests.harness import Client, RedisServer, ServiceProcess, until
+from tests.harness import Client, RedisServer, ServiceProcess, start_together, until
 from tests.signal.test_safety import join as join_call
 
 pytestmark = pytest.mark.asyncio

@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import connect_chat
-from tests.faults.conftest import start_together
-from tests.harness import PATIENCE, Client, RedisServer, until
+from tests.harness import PATIENCE, Client, RedisServer, start_together, until
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,9 +15,8 @@ from tests.chat.presence import told
 from tests.conftest import connect_chat
 from tests.cursors.test_cursors import join as join_cursors
 from tests.cursors.test_cursors import sees_at, where
-from tests.faults.conftest import start_together
 from tests.faults.users import until_listed
-from tests.harness import Client, RedisServer, until
+from tests.harness import Client, RedisServer, start_together, until
 from tests.signal.peers import SIGNAL_PATH
 from tests.signal.test_safety import join as join_call
 

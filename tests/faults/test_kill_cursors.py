@@ -15,9 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.cursors.test_cursors import join
-from tests.faults.conftest import start_together
 from tests.faults.users import CursorUser
-from tests.harness import Client, RedisServer, until
+from tests.harness import Client, RedisServer, start_together, until
 
 pytestmark = pytest.mark.asyncio
 

@@ -19,9 +19,8 @@ from typing import Literal
 
 import pytest
 
-from tests.faults.conftest import start_together
 from tests.faults.users import Presses, Side
-from tests.harness import RedisServer, ServiceProcess, until
+from tests.harness import RedisServer, ServiceProcess, start_together, until
 
 pytestmark = pytest.mark.asyncio
 

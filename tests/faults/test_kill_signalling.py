@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from aiortc.mediastreams import MediaStreamTrack
 
-from tests.faults.conftest import start_together
-from tests.harness import Client, RedisServer, TurnServer, until
+from tests.harness import Client, RedisServer, TurnServer, start_together, until
 from tests.signal.conftest import (
     signal_env,
     turn,  # noqa: F401  (the session's coturn, re-exported)

@@ -15,8 +15,7 @@ import socketio
 from tests.conftest import CURSORS_PATH
 from tests.cursors.test_cursors import join as join_cursors
 from tests.cursors.test_cursors import sees_at
-from tests.faults.conftest import start_together
-from tests.harness import Client, RedisServer, until
+from tests.harness import Client, RedisServer, start_together, until
 from tests.signal.peers import SIGNAL_PATH
 from tests.signal.test_safety import join as join_call
 

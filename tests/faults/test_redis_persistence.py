@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import connect_chat
-from tests.faults.conftest import chat_env, start_together
+from tests.faults.conftest import chat_env
 from tests.faults.users import ChatUser, Presses, Side
 from tests.harness import (
     SERVICE_PREFIXES,
     Client,
     ProcfileProcess,
     free_port,
+    start_together,
     until,
     wait_for_port,
 )

@@ -30,7 +30,6 @@ import httpx
 import pytest
 import socketio
 
-from tests.faults.conftest import stop_together
 from tests.faults.users import (
     ChatUser,
     CursorUser,
@@ -41,7 +40,7 @@ from tests.faults.users import (
     until_listed,
 )
 from tests.gateway.conftest import cluster_env, start_part
-from tests.harness import PATIENCE, STARTUP, Client, Process, ServiceProcess, until
+from tests.harness import PATIENCE, STARTUP, Client, Process, ServiceProcess, stop_together, until
 from tests.signal.peers import SIGNAL_PATH
 
 pytestmark = pytest.mark.asyncio

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cluster
-from tests.harness import ServiceProcess, TurnServer
+from tests.harness import ServiceProcess, TurnServer, start_together
 
 PREFIX = "/api/signal"
 #: Open mode, with a key: anyone may come, and a signed-in person is named by its token.
@@ -52,11 +52,9 @@ def signal_cluster(
     if request.param == "memory":
         cluster = Cluster("memory", [start_signal(log_dir, env, "signal-memory")])
     else:
-        redis = request.getfixturevalue("redis_server")
-        env = {**env, "REDIS_URL": redis.url}
-        cluster = Cluster(
-            "redis", [start_signal(log_dir, env, f"signal-replica-{side}") for side in "ab"]
-        )
+        env = {**env, "REDIS_URL": request.getfixturevalue("redis_server").url}
+        names = [f"signal-replica-{side}" for side in "ab"]
+        cluster = Cluster("redis", start_together(log_dir, [("signal", env, n) for n in names]))
     yield cluster
     for replica in cluster.replicas:
         replica.stop()

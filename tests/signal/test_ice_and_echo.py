@@ -17,7 +17,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from tests.conftest import Cluster
-from tests.harness import PATIENCE, RawSocket, TurnServer, until
+from tests.harness import PATIENCE, RawSocket, TurnServer, start_together, until
 from tests.signal.conftest import PREFIX, signal_env, start_signal
 from tests.signal.peers import Peer
 from tests.signal.test_calls import person
@@ -73,7 +73,8 @@ async def test_credentials_are_limited_per_address_across_replicas(
     if store == "redis":
         env["REDIS_URL"] = request.getfixturevalue("redis_server").url
         count = 2
-    replicas = [start_signal(tmp_path, env, f"signal-ice-{store}-{n}") for n in range(count)]
+    names = [f"signal-ice-{store}-{n}" for n in range(count)]
+    replicas = start_together(tmp_path, [("signal", env, name) for name in names])
     first, last = replicas[0].url, replicas[-1].url
     try:
         _, answer = await ice_servers(first, "127.0.0.2")
