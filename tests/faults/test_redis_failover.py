@@ -99,6 +99,27 @@ class HaCluster:
                 return port
         return None
 
+    def heir_known(self, node: str) -> bool:
+        """A majority of the sentinels know ``node`` as a replica in good standing, one they
+        would promote. They learn of a replica from the primary's INFO, asked every 10 s: a
+        primary killed before they did has no good replica to fail over to."""
+        knowing = 0
+        for n in (1, 2, 3):
+            sentinel = redis.Redis(port=int(self.env[f"SENTINEL_PORT_{n}"]), socket_timeout=2)
+            try:
+                replicas = sentinel.sentinel_slaves(MASTER)
+            except redis.RedisError:
+                continue
+            finally:
+                sentinel.close()
+            knowing += any(
+                replica["port"] == self.port(node)
+                and replica["master-link-status"] == "ok"
+                and not (replica["is_sdown"] or replica["is_odown"] or replica["is_disconnected"])
+                for replica in replicas
+            )
+        return knowing >= 2
+
     def replicating(self, node: str, primary: str) -> bool:
         """``node`` is a replica of ``primary`` with its link up (in sync)."""
         try:
@@ -222,6 +243,7 @@ async def fail_over(
     """Kill the primary ``dead`` while people talk; the seconds until the sentinels named
     ``heir``. Returns once every replica was unready and is ready again, and people talk."""
     assert cluster.primary() == cluster.port(dead)
+    await until(lambda: cluster.heir_known(heir), f"the sentinels know {heir} as a replica")
     readiness.start_over()
     acked = len(talk.acked_at)
     cluster.nodes[dead].kill()

@@ -47,8 +47,9 @@ class SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
     primary that was replaced), waiting for a free connection like every other pool here."""
 
 
-def redis_client(url: str, **options: Any) -> Redis:
-    """A client on a pool that waits for a free connection (up to :data:`POOL_TIMEOUT`)
+def redis_client(url: str, *, pool_size: int = POOL_SIZE, **options: Any) -> Redis:
+    """A client on a pool of ``pool_size`` connections that waits for a free one (up to
+    :data:`POOL_TIMEOUT`)
     instead of failing with "Too many connections", which many clients sending at once caused
     (docs/benchmarks.md, churn). ``options`` override :func:`redis_options`.
 
@@ -58,7 +59,7 @@ def redis_client(url: str, **options: Any) -> Redis:
     options = {**redis_options(), **options}
     if urlsplit(url).scheme != SENTINEL_SCHEME:
         pool = BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=POOL_TIMEOUT, **options
+            url, max_connections=pool_size, timeout=POOL_TIMEOUT, **options
         )
         return Redis(connection_pool=pool)
     sentinels, name, credentials = parse_redis_sentinel_url(url)
@@ -68,7 +69,7 @@ def redis_client(url: str, **options: Any) -> Redis:
     client: Redis = sentinel.master_for(
         name,
         connection_pool_class=SentinelBlockingPool,
-        max_connections=POOL_SIZE,
+        max_connections=pool_size,
         timeout=POOL_TIMEOUT,
     )
     return client

@@ -7,6 +7,12 @@ replica's entries vanish within the TTL even before anyone cleans them up, and t
 a surviving replica then reaps them (see :meth:`Heartbeat.dead`).
 
 A store that writes such entries extends :class:`ReplicaEntries`, which owns its heartbeat.
+
+The heartbeat has a Redis connection of its own, and beats on time whatever else the replica
+does: thousands of clients leaving at once queue their removals on the service's pool (a
+gateway restart at 20,000 connections took every connection of it for longer than its wait),
+and the work after a beat (writing entries back, reaping) waits for that pool. Neither may keep
+the liveness key from being refreshed, or the other replicas take this one for dead.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from redis.exceptions import RedisError
 
 from switchboard.components import cancel
 from switchboard.metrics import ServiceMetrics
+from switchboard.redisclient import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +40,21 @@ return redis.call('SADD', KEYS[2], ARGV[1])
 """
 
 
+#: The heartbeat's own connections: one beats, one more for its reads (who is alive) and for
+#: the key's removal on stopping.
+HEARTBEAT_CONNECTIONS = 2
+
+
 @dataclass(frozen=True, slots=True)
 class Replica:
     """This process among the replicas of its service: its id, how long it counts as alive
-    after a beat (``REPLICA_TTL``), and the metrics its Redis failures are counted in."""
+    after a beat (``REPLICA_TTL``), the metrics its Redis failures are counted in, and the
+    Redis its heartbeat connects to (``REDIS_URL``)."""
 
     id: str
     ttl: float
     metrics: ServiceMetrics
+    redis_url: str | None = None
 
 
 #: Called after each successful beat; ``rejoined`` is true when Redis may have forgotten this
@@ -50,11 +64,14 @@ OnBeat = Callable[[bool], Awaitable[None]]
 
 
 class Heartbeat:
-    """A service component: the replica's liveness key, refreshed until the service stops."""
+    """A service component: the replica's liveness key, refreshed until the service stops, on
+    a client of its own to ``redis_url``. ``on_beat`` runs after a beat, in a task of its own:
+    however long it takes, the next beat comes on time. Beats that come while it runs are
+    followed by one more run, told ``rejoined`` if any of them was."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis_url: str,
         *,
         prefix: str,
         replica_id: str,
@@ -62,54 +79,91 @@ class Heartbeat:
         metrics: ServiceMetrics,
         on_beat: OnBeat | None = None,
     ) -> None:
-        self.redis = redis
+        self.redis = redis_client(redis_url, pool_size=HEARTBEAT_CONNECTIONS)
         self.prefix = prefix
         self.replica_id = replica_id
         self.ttl_ms = int(ttl * 1000)
         self.metrics = metrics
         self.on_beat = on_beat
-        self._beat = redis.register_script(_BEAT)
+        self._beat = self.redis.register_script(_BEAT)
         self._task: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        #: A beat since ``on_beat`` last began, and whether one of them found this replica
+        #: forgotten.
+        self._due = asyncio.Event()
+        self._rejoin = False
         self._beats = 0
         self._last = 0.0
         #: When the last beat began, successful or not (monotonic seconds).
         self._began = 0.0
         self._error: str | None = None
 
+    @property
+    def beats(self) -> int:
+        """Beats that Redis took since the start."""
+        return self._beats
+
     def key(self, replica_id: str) -> str:
         return f"{self.prefix}replica:{replica_id}"
 
     async def start(self) -> None:
         self._began = time.monotonic()
+        # The first beat before the service counts as started; the work after it follows.
         with contextlib.suppress(RedisError, OSError):
-            await self.beat()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeat")
+            self._rejoin = await self.beat()
+            self._due.set()
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="heartbeat")
+        self._follower = loop.create_task(self._follow(), name="after heartbeat")
 
     async def stop(self) -> None:
         await cancel(self._task)
+        await cancel(self._follower)
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(self.key(self.replica_id))
+        await self.redis.aclose()
 
     async def check(self) -> str | None:
         return self._error
 
     async def _run(self) -> None:
         while True:
-            # A third of the TTL after the last beat began, however long it and the work after
-            # it took (writing this replica's entries back waits for its listener, up to
-            # seconds): the liveness key must not lapse while the replica is busy with it.
+            # A third of the TTL after the last beat began, however long it took.
             await asyncio.sleep(max(0.0, self._began + self.ttl_ms / 3000 - time.monotonic()))
             self._began = time.monotonic()
             try:
-                await self.beat()
+                self._rejoin |= await self.beat()
             except (RedisError, OSError) as exc:
-                self.metrics.redis_errors.inc()
-                self._error = f"redis heartbeat: {exc or type(exc).__name__}"
-                log.warning("heartbeat of replica %s failed: %s", self.replica_id, exc)
+                self._failed(exc)
             except Exception:
                 log.exception("heartbeat of replica %s failed", self.replica_id)
+            else:
+                self._due.set()
 
-    async def beat(self) -> None:
+    async def _follow(self) -> None:
+        """``on_beat`` after beats, one run at a time."""
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            rejoined, self._rejoin = self._rejoin, False
+            if self.on_beat is None:
+                continue
+            try:
+                await self.on_beat(rejoined)
+            except (RedisError, OSError) as exc:
+                # Not ready until a beat succeeds again, and that beat writes back.
+                self._failed(exc)
+            except Exception:
+                log.exception("the work after replica %s's heartbeat failed", self.replica_id)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.metrics.redis_errors.inc()
+        self._error = f"redis heartbeat: {exc or type(exc).__name__}"
+        log.warning("heartbeat of replica %s failed: %s", self.replica_id, exc)
+
+    async def beat(self) -> bool:
+        """Refresh the liveness key; whether Redis may have forgotten this replica since the
+        last beat (the work after it must write its entries back)."""
         now = time.monotonic()
         late = self._beats > 0 and (now - self._last) * 1000 >= self.ttl_ms
         added = await self._beat(
@@ -120,8 +174,7 @@ class Heartbeat:
         self._beats += 1
         self._last = now
         failed_before, self._error = self._error, None
-        if self.on_beat:
-            await self.on_beat(not first and bool(added or late or failed_before))
+        return not first and bool(added or late or failed_before)
 
     async def alive(self, replica_ids: Iterable[str]) -> set[str]:
         """Those of ``replica_ids`` whose liveness key is there."""
@@ -158,8 +211,10 @@ class ReplicaEntries:
         #: Removals of a client's entries that Redis did not take (it failed as the client
         #: left), by sid: tried again after each beat until it does, so that no ghost stays.
         self.unfinished: dict[str, Callable[[], Awaitable[None]]] = {}
+        if replica.redis_url is None:
+            raise ValueError("entries in Redis need the replica's REDIS_URL for its heartbeat")
         self.heartbeat = Heartbeat(
-            redis,
+            replica.redis_url,
             prefix=self.prefix,
             replica_id=replica.id,
             ttl=replica.ttl,

@@ -85,7 +85,9 @@ class Service:
         self.prefix = f"/api/{name}"
         self.metrics = ServiceMetrics(name)
         #: This process among the replicas of the service.
-        self.replica = Replica(uuid.uuid4().hex[:12], settings.replica_ttl, self.metrics)
+        self.replica = Replica(
+            uuid.uuid4().hex[:12], settings.replica_ttl, self.metrics, settings.redis_url
+        )
         self.components: list[Component] = []
         self.redis: Redis | None = None
         self.draining = False
